@@ -1,0 +1,26 @@
+# The two commands a new user needs: `make run` and `make test`.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]' --config-settings editable_mode=compat
+	touch $@
+
+run: $(STAMP)
+	$(BIN)/twistd --nodaemon --pidfile= duct --config duct.yml.example
+
+lint: $(STAMP)
+	$(BIN)/ruff check duct tests bench twisted
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest -q
+
+clean:
+	rm -rf $(VENV) *.egg-info

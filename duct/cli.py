@@ -1,0 +1,123 @@
+"""The ``duct`` command: run, check, once and list."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from duct import __version__
+from duct.configuration import Config, ConfigFile, ConfigurationError
+from duct.objects import Event, Output, Source, defaultHostname
+from duct.plugins import BUILTIN_OUTPUTS, BUILTIN_SOURCES, describe
+
+DEFAULT_CONFIG = "/etc/duct/duct.yml"
+
+
+def _load(path: str) -> Config | None:
+    try:
+        return ConfigFile(path).load()
+    except ConfigurationError as e:
+        print(f"{path}: {len(e.problems)} error(s):", file=sys.stderr)
+        for problem in e.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the agent in the foreground, exactly as twistd would."""
+    if _load(args.config) is None:
+        return 1
+    from twisted.scripts.twistd import run as twistd
+
+    sys.argv = ["twistd", "--nodaemon", "--pidfile=", "duct", "--config", args.config]
+    twistd()
+    return 0
+
+
+def check(args: argparse.Namespace) -> int:
+    """Validate a configuration and say what it would run."""
+    config = _load(args.config)
+    if config is None:
+        return 1
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"{args.config}: valid")
+    print("outputs:")
+    for item in config.outputs:
+        cfg = item.config
+        name = cfg.get("name") or (item.cls.__name__ if item.cls else "?")
+        print(f"  {name}: {cfg['output']} (buffer: {cfg['maxsize']} events, {cfg['overflow']})")
+        print("    memory-only buffer: events queued here are lost if the agent crashes")
+    print("sources:")
+    names = [
+        item.config.get("name") or getattr(item.cls, "__name__", "?") for item in config.outputs
+    ]
+    for item in config.sources:
+        cfg = item.config
+        routes = ", ".join(cfg.get("route") or names) or "(no outputs)"
+        print(f"  {cfg['service']}: {cfg['source']} every {cfg['interval']}s -> {routes}")
+    return 0
+
+
+def once(args: argparse.Namespace) -> int:
+    """Poll every source once and print its events as JSON lines."""
+    config = _load(args.config)
+    if config is None:
+        return 1
+    from twisted.internet import task
+    from twisted.internet.defer import DeferredList, ensureDeferred
+
+    async def pollAll(reactor: Any) -> None:
+        duct = _OnceDuct(reactor, config.get("hostname") or defaultHostname())
+        events: list[Event] = []
+        sources: list[Source] = []
+        for item in config.sources:
+            assert item.cls is not None
+            sources.append(item.cls(dict(item.config), events.extend, duct))
+        await DeferredList([source.poll() for source in sources], consumeErrors=True)
+        for event in events:
+            print(json.dumps(event.asDict(), separators=(",", ":")))
+
+    task.react(lambda reactor: ensureDeferred(pollAll(reactor)))  # exits when done
+    return 0
+
+
+class _OnceDuct:
+    def __init__(self, reactor: Any, hostname: str) -> None:
+        self.reactor = self.clock = reactor
+        self.hostname = hostname
+
+
+def list_(args: argparse.Namespace) -> int:
+    """Print the built-in sources and outputs with their declared options."""
+    print("Sources:\n")
+    for path in BUILTIN_SOURCES:
+        print(describe(path, Source) + "\n")
+    print("Outputs:\n")
+    for path in BUILTIN_OUTPUTS:
+        print(describe(path, Output) + "\n")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="duct", description="A monitoring agent and event router")
+    parser.add_argument("--version", action="version", version=f"duct {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, handler, needsConfig in (
+        ("run", run, True),
+        ("check", check, True),
+        ("once", once, True),
+        ("list", list_, False),
+    ):
+        sub = commands.add_parser(name, help=(handler.__doc__ or "").strip().split("\n")[0])
+        if needsConfig:
+            sub.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="configuration file")
+        sub.set_defaults(handler=handler)
+    args = parser.parse_args(argv)
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

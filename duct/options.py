@@ -1,0 +1,178 @@
+"""Declared plugin options.
+
+Every source and output lists its options once, as a tuple of `Option` on
+the class.  That declaration validates the configuration before anything
+starts, fills in defaults, prints ``duct list`` and feeds the reference in
+the README.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+REQUIRED: Any = type("Required", (), {"__repr__": lambda self: "required"})()
+
+
+class OptionError(ValueError):
+    """A single option has a value it cannot take."""
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise OptionError(f"expected a number, got {value!r}")
+    return value
+
+
+def _integer(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise OptionError(f"expected an integer, got {value!r}")
+    return value
+
+
+def _string(value: Any) -> str:
+    if not isinstance(value, str):
+        raise OptionError(f"expected a string, got {value!r}")
+    return value
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise OptionError(f"expected true or false, got {value!r}")
+    return value
+
+
+def _mapping(value: Any) -> dict:
+    if not isinstance(value, Mapping):
+        raise OptionError(f"expected a mapping, got {value!r}")
+    return dict(value)
+
+
+def _list(value: Any) -> list:
+    if not isinstance(value, list):
+        raise OptionError(f"expected a list, got {value!r}")
+    return value
+
+
+def _strings(value: Any) -> list[str]:
+    """A list of strings, or one comma-separated string (as duct's tags)."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return list(value)
+    raise OptionError(f"expected a string or a list of strings, got {value!r}")
+
+
+def _any(value: Any) -> Any:
+    return value
+
+
+KINDS: dict[str, Callable[[Any], Any]] = {
+    "number": _number,
+    "integer": _integer,
+    "string": _string,
+    "boolean": _boolean,
+    "mapping": _mapping,
+    "list": _list,
+    "strings": _strings,
+    "any": _any,
+}
+
+
+@dataclass(frozen=True)
+class Option:
+    """One configuration key of a plugin.
+
+    :param name: the YAML key.
+    :param kind: one of `KINDS`.
+    :param default: the value when the key is absent, or `REQUIRED`.
+    :param doc: one line of documentation.
+    :param choices: the only values allowed, if any.
+    :param minimum: the smallest number allowed, if any.
+    """
+
+    name: str
+    kind: str
+    default: Any = None
+    doc: str = ""
+    choices: tuple[Any, ...] | None = None
+    minimum: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown option kind {self.kind!r} for {self.name!r}")
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+    def check(self, value: Any) -> Any:
+        """Return ``value`` converted, or raise `OptionError`."""
+        if value is None and not self.required and self.default is None:
+            return None
+        value = KINDS[self.kind](value)
+        if self.choices is not None and value not in self.choices:
+            allowed = ", ".join(str(choice) for choice in self.choices)
+            raise OptionError(f"expected one of {allowed}, got {value!r}")
+        if self.minimum is not None and value < self.minimum:
+            raise OptionError(f"must be at least {self.minimum}, got {value!r}")
+        return value
+
+    def describe(self) -> str:
+        """One line for ``duct list`` and the README."""
+        default = "required" if self.required else repr(self.default)
+        choices = f" (one of: {', '.join(map(str, self.choices))})" if self.choices else ""
+        return f"{self.name} ({self.kind}, default {default}){choices}: {self.doc}"
+
+
+def declaredOptions(cls: type) -> dict[str, Option]:
+    """Every option a class declares, base classes first, subclasses winning."""
+    merged: dict[str, Option] = {}
+    for klass in reversed(cls.__mro__):
+        for option in klass.__dict__.get("options", ()) or ():
+            merged[option.name] = option
+    return merged
+
+
+def declaresOwnOptions(cls: type, bases: Iterable[type]) -> bool:
+    """True when a plugin says which keys it takes, beyond its base class's.
+
+    A plugin written before options were declared says nothing; its unknown
+    keys are then allowed with a warning rather than refused.
+    """
+    base = set(bases)
+    return any("options" in klass.__dict__ for klass in cls.__mro__ if klass not in base)
+
+
+def validate(
+    options: Mapping[str, Option], config: Mapping[str, Any], strict: bool = True
+) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """Check ``config`` against ``options``.
+
+    Returns the config with defaults filled in and values converted, and a
+    list of ``(key, message)`` problems.  With ``strict`` false, unknown keys
+    pass through unchecked.
+    """
+    result: dict[str, Any] = {}
+    problems: list[tuple[str, str]] = []
+    for key, value in config.items():
+        option = options.get(key)
+        if option is None:
+            if strict:
+                problems.append((key, "unknown key"))
+            result[key] = value
+            continue
+        try:
+            result[key] = option.check(value)
+        except OptionError as e:
+            problems.append((key, str(e)))
+    for name, option in options.items():
+        if name in result:
+            continue
+        if option.required:
+            problems.append((name, "missing required key"))
+        else:
+            result[name] = copy.deepcopy(option.default)
+    return result, problems

@@ -1,0 +1,65 @@
+"""Finding plugin classes by dotted path, and describing them."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+from duct.objects import Output, Source
+from duct.options import declaredOptions, declaresOwnOptions
+
+BUILTIN_SOURCES = (
+    "duct.sources.linux.basic.CPU",
+    "duct.sources.linux.basic.Memory",
+    "duct.sources.linux.basic.LoadAverage",
+    "duct.sources.linux.basic.DiskIO",
+    "duct.sources.linux.basic.DiskFree",
+    "duct.sources.linux.basic.Network",
+)
+
+BUILTIN_OUTPUTS = (
+    "duct.outputs.file.JSONLines",
+    "duct.outputs.logger.Logger",
+    "duct.outputs.null.Null",
+)
+
+
+class PluginError(ValueError):
+    """A dotted path that names no usable plugin class."""
+
+
+def loadClass(path: str, base: type) -> type:
+    """Import ``package.module.Class`` and check that it is a subclass of ``base``."""
+    module, _, name = path.rpartition(".")
+    if not module:
+        raise PluginError(f"{path!r} is not a dotted path such as duct.sources.linux.basic.CPU")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except ImportError as e:
+        raise PluginError(f"cannot import {path}: {e}") from e
+    except AttributeError:
+        raise PluginError(f"cannot import {path}: module {module} has no {name}") from None
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise PluginError(f"{path} is not a {base.__name__} subclass")
+    return cls
+
+
+def isStrict(cls: type) -> bool:
+    """Whether unknown keys are errors for this plugin (it declares its options)."""
+    return declaresOwnOptions(cls, (Source, Output, object))
+
+
+def describe(path: str, base: type) -> str:
+    """A plugin's summary and its declared options, as ``duct list`` prints them."""
+    cls = loadClass(path, base)
+    doc = inspect.getdoc(cls) or ""
+    summary = doc.split("\n\n")[0].replace("\n", " ")
+    lines = [path, f"    {summary}" if summary else "    (no description)"]
+    base_options = declaredOptions(base)
+    for name, option in declaredOptions(cls).items():
+        if name in base_options and base_options[name] == option:
+            continue
+        lines.append(f"    - {option.describe()}")
+    if not isStrict(cls):
+        lines.append("    (declares no options: any extra key is passed through)")
+    return "\n".join(lines)

@@ -1,0 +1,165 @@
+"""DuctService: builds the sources, outputs and pipeline, starts and stops them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from twisted.application.service import MultiService
+from twisted.internet import task
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from duct.configuration import Config, ConfigFile, Item
+from duct.objects import Output, Source, defaultHostname
+from duct.pipeline import Pipeline, SourceFeed
+
+WATCHDOG_INTERVALS = 10
+"""A watched source silent for this many intervals is recreated."""
+
+
+class DuctService(MultiService):
+    """The agent: one service owning every source and output.
+
+    :param config: a validated `Config`, or a mapping to validate.
+    :param reactor: the reactor to run on.  Tests pass a `task.Clock` here
+        (or as ``clock``) to drive time by hand.
+    :param clock: the time source, when it differs from ``reactor``.
+    """
+
+    log = Logger()
+
+    def __init__(self, config: Config | Mapping[str, Any], reactor: Any, clock: Any = None):
+        super().__init__()
+        self.config = config if isinstance(config, Config) else ConfigFile.fromDict(config)
+        self.reactor = reactor
+        self.clock = clock if clock is not None else reactor
+        self.hostname: str = self.config.get("hostname") or defaultHostname()
+        self.outputs: dict[str, Output] = {}
+        for item in self.config.outputs:
+            output = self._build(item, lambda cls, cfg: cls(cfg, self))
+            self.outputs[output.name] = output
+        self.pipeline = Pipeline(self.outputs)
+        self.sources: list[Source] = []
+        self._items: dict[Source, Item] = {}
+        for item in self.config.sources:
+            self.sources.append(self.createSource(item))
+        self._startCalls: list[Any] = []
+        self._startedAt: dict[Source, float] = {}
+        self.watchdog = task.LoopingCall(self.checkWatchdog)
+        self.watchdog.clock = self.clock
+
+    @staticmethod
+    def _build(item: Item, make: Any) -> Any:
+        assert item.cls is not None, f"{item.label} was not validated"
+        return make(item.cls, dict(item.config))
+
+    def createSource(self, item: Item) -> Source:
+        """Build the source an item describes and connect it to the pipeline."""
+        feed = SourceFeed(self.pipeline)
+        source: Source = self._build(item, lambda cls, cfg: cls(cfg, feed, self))
+        feed.source = source
+        self.pipeline.register(source)
+        self._items[source] = item
+        return source
+
+    def accepting(self, source: Source) -> bool:
+        """Whether ``source`` may poll: its blocking outputs have room."""
+        return self.pipeline.accepting(source)
+
+    # -- starting ----------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        for output in self.outputs.values():
+            d = maybeDeferred(output.createClient)
+            d.addErrback(self._logFailure, "output {name} failed to start", output.name)
+        stagger = float(self.config.get("stagger") or 0.0)
+        for index, source in enumerate(self.sources):
+            delay = source.config.get("start_delay")
+            self._scheduleStart(source, index * stagger if delay is None else delay)
+        if any(s.config.get("watchdog") for s in self.sources):
+            shortest = min(s.interval for s in self.sources if s.config.get("watchdog"))
+            self.watchdog.start(shortest, now=False)
+        self.log.info(
+            "duct started: {sources} sources, {outputs} outputs",
+            sources=len(self.sources),
+            outputs=len(self.outputs),
+        )
+
+    def _scheduleStart(self, source: Source, delay: float) -> None:
+        self._startedAt[source] = self.clock.seconds() + delay
+        self._startCalls.append(self.clock.callLater(delay, self._startSource, source))
+
+    def _startSource(self, source: Source) -> None:
+        try:
+            source.startTimer()
+        except Exception:
+            self.log.failure("source {service} failed to start", service=source.service)
+
+    def _logFailure(self, failure: Failure, message: str, name: str) -> None:
+        self.log.failure(message, failure, name=name)
+
+    # -- the watchdog --------------------------------------------------------------
+
+    def checkWatchdog(self) -> None:
+        """Recreate each watched source that has been silent for too long."""
+        now = self.clock.seconds()
+        for index, source in enumerate(list(self.sources)):
+            if not source.config.get("watchdog"):
+                continue
+            last = source.lastEventTime or self._startedAt.get(source, now)
+            if now - last < WATCHDOG_INTERVALS * source.interval:
+                continue
+            self.log.warn(
+                "source {service} emitted nothing for {silent:.0f}s; recreating it",
+                service=source.service,
+                silent=now - last,
+            )
+            source.stopTimer()
+            self.pipeline.unregister(source)
+            item = self._items.pop(source)
+            self._startedAt.pop(source, None)
+            replacement = self.createSource(item)
+            self.sources[index] = replacement
+            self._scheduleStart(replacement, 0.0)
+
+    # -- stopping ----------------------------------------------------------------
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        for call in self._startCalls:
+            if call.active():
+                call.cancel()
+        self._startCalls = []
+        if self.watchdog.running:
+            self.watchdog.stop()
+        await DeferredList([source.stopTimer() for source in self.sources], consumeErrors=True)
+        timeout = float(self.config.get("shutdown_timeout") or 0.0)
+        drained = DeferredList([o.flush() for o in self.outputs.values()], consumeErrors=True)
+        drained.addTimeout(timeout, self.clock, onTimeoutCancel=lambda *_: None)
+        await drained
+        for output in self.outputs.values():
+            left = output.buffer.depth
+            if left:
+                self.log.warn(
+                    "output {output}: {count} events left undelivered at shutdown",
+                    output=output.name,
+                    count=left,
+                )
+        total = sum(o.buffer.depth for o in self.outputs.values())
+        self.log.info("duct stopped; {count} events undelivered", count=total)
+        await DeferredList(
+            [maybeDeferred(o.stop) for o in self.outputs.values()], consumeErrors=True
+        )
+
+    def reopen(self) -> None:
+        """Reopen files (after logrotate), for outputs that keep one open."""
+        for output in self.outputs.values():
+            reopen = getattr(output, "reopen", None)
+            if reopen is not None:
+                reopen()

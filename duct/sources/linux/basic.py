@@ -1,0 +1,361 @@
+"""Basic host metrics through psutil: CPU, memory, load, disks and network.
+
+Every source here polls synchronously: psutil reads a few kernel counters
+and returns in well under a millisecond.  Counters that only grow are
+emitted raw with ``aggregation=Counter64``; the pipeline turns them into
+per-second rates using the previous sample of the same host and service.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import psutil
+
+from duct.aggregators import Counter64
+from duct.objects import Event, Source
+from duct.options import Option
+
+# cpu_times fields psutil reports on Linux; other platforms report a subset.
+_LINUX_CPU_FIELDS = (
+    "user",
+    "nice",
+    "system",
+    "idle",
+    "iowait",
+    "irq",
+    "softirq",
+    "steal",
+    "guest",
+    "guest_nice",
+)
+
+# Time the kernel already counts in user and nice (psutil leaves it out of
+# the total for the same reason).
+_CPU_DOUBLE_COUNTED = ("guest", "guest_nice")
+
+_SKIPPED_FSTYPES = frozenset({"tmpfs", "devtmpfs", "squashfs", "overlay"})
+_SKIPPED_DISK_PREFIXES = ("loop", "ram")
+
+
+def _deviceName(name: str) -> str:
+    """``/dev/sda`` and ``sda`` both become ``sda``."""
+    return name[len("/dev/") :] if name.startswith("/dev/") else name
+
+
+def _percent(fraction: float) -> str:
+    return f"{fraction * 100:.0f}%"
+
+
+class CPU(Source):
+    """CPU utilisation, from the change in ``psutil.cpu_times()`` between polls.
+
+    Emits nothing on the first poll (there is no previous sample), then:
+
+    - ``{service}``: busy fraction (0..1), all time but idle and iowait;
+    - ``{service}.{field}``: the fraction of time spent in each field psutil
+      reports (on Linux ``user``, ``nice``, ``system``, ``idle``, ``iowait``,
+      ``irq``, ``softirq``, ``steal``, ``guest``, ``guest_nice``).
+
+    ``guest`` and ``guest_nice`` are already part of ``user`` and ``nice``,
+    so they are left out of the total, as psutil's ``cpu_percent`` does.
+    """
+
+    options = ()
+    graphs = {
+        field: "full-stack" for field in _LINUX_CPU_FIELDS if field not in _CPU_DOUBLE_COUNTED
+    }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._previous: Any = None
+
+    def get(self) -> list[Event] | None:
+        current = psutil.cpu_times()
+        previous, self._previous = self._previous, current
+        if previous is None:
+            return None
+
+        fields: tuple[str, ...] = current._fields
+        deltas = {
+            field: max(getattr(current, field) - getattr(previous, field), 0.0) for field in fields
+        }
+        total = sum(delta for field, delta in deltas.items() if field not in _CPU_DOUBLE_COUNTED)
+        if total <= 0:
+            return None
+
+        idle = deltas.get("idle", 0.0) + deltas.get("iowait", 0.0)
+        busy = min(max((total - idle) / total, 0.0), 1.0)
+        events = [self.createEvent("ok", f"CPU {_percent(busy)}", busy)]
+        for field in fields:
+            fraction = min(deltas[field] / total, 1.0)
+            events.append(
+                self.createEvent("ok", f"CPU {field} {_percent(fraction)}", fraction, prefix=field)
+            )
+        return events
+
+
+class Memory(Source):
+    """Memory use, from ``psutil.virtual_memory()``.
+
+    - ``{service}``: used fraction (0..1), ``(total - available) / total``;
+    - ``{service}.used``: bytes in use (``total - available``);
+    - ``{service}.available``: bytes available to new programs;
+    - ``{service}.total``: bytes of physical memory.
+    """
+
+    options = ()
+    graphs = {"used": "stack", "available": "stack"}
+
+    def get(self) -> list[Event]:
+        memory = psutil.virtual_memory()
+        total = float(memory.total)
+        used = max(total - memory.available, 0.0)
+        fraction = used / total if total > 0 else 0.0
+        return [
+            self.createEvent("ok", f"Memory {_percent(fraction)}", fraction),
+            self.createEvent("ok", "Memory used (bytes)", used, prefix="used"),
+            self.createEvent(
+                "ok", "Memory available (bytes)", float(memory.available), prefix="available"
+            ),
+            self.createEvent("ok", "Memory total (bytes)", total, prefix="total"),
+        ]
+
+
+class LoadAverage(Source):
+    """System load averages, from ``psutil.getloadavg()``.
+
+    - ``{service}``: the 1-minute load average;
+    - ``{service}.5min``: the 5-minute load average;
+    - ``{service}.15min``: the 15-minute load average.
+    """
+
+    options = ()
+
+    def get(self) -> list[Event]:
+        one, five, fifteen = psutil.getloadavg()
+        return [
+            self.createEvent("ok", f"Load average {one:.2f}", one),
+            self.createEvent("ok", f"5 minute load average {five:.2f}", five, prefix="5min"),
+            self.createEvent(
+                "ok", f"15 minute load average {fifteen:.2f}", fifteen, prefix="15min"
+            ),
+        ]
+
+
+class _DiskSample(NamedTuple):
+    reads: int
+    writes: int
+    readTime: int
+    writeTime: int
+
+
+class DiskIO(Source):
+    """Disk I/O per block device, from ``psutil.disk_io_counters(perdisk=True)``.
+
+    For each device ``{name}`` (``loop*`` and ``ram*`` devices are skipped
+    unless listed in ``devices``):
+
+    - ``{service}./dev/{name}.reads``, ``.read_bytes``, ``.writes``,
+      ``.write_bytes``: raw counters with ``aggregation=Counter64``, which
+      the pipeline turns into operations and bytes per second;
+    - ``{service}./dev/{name}.read_latency``, ``.write_latency``: average
+      milliseconds per operation since the previous poll, emitted only when
+      operations of that kind completed in between.
+    """
+
+    options = (
+        Option(
+            "devices",
+            "strings",
+            None,
+            'devices to report, as "sda" or "/dev/sda" (default: all but loop and ram)',
+        ),
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        devices = self.config.get("devices")
+        self.devices: set[str] | None = (
+            {_deviceName(device) for device in devices} if devices is not None else None
+        )
+        self._previous: dict[str, _DiskSample] = {}
+
+    def _wanted(self, name: str) -> bool:
+        if self.devices is not None:
+            return name in self.devices
+        return not name.startswith(_SKIPPED_DISK_PREFIXES)
+
+    def get(self) -> list[Event]:
+        counters = psutil.disk_io_counters(perdisk=True) or {}
+        events: list[Event] = []
+        seen: dict[str, _DiskSample] = {}
+        for name, io in sorted(counters.items()):
+            if not self._wanted(name):
+                continue
+            device = f"/dev/{name}"
+            for field, metric, description in (
+                ("reads", io.read_count, "Read operations"),
+                ("read_bytes", io.read_bytes, "Bytes read"),
+                ("writes", io.write_count, "Write operations"),
+                ("write_bytes", io.write_bytes, "Bytes written"),
+            ):
+                events.append(
+                    self.createEvent(
+                        "ok",
+                        f"{description} on {device}",
+                        metric,
+                        prefix=f"{device}.{field}",
+                        aggregation=Counter64,
+                    )
+                )
+
+            sample = _DiskSample(io.read_count, io.write_count, io.read_time, io.write_time)
+            seen[name] = sample
+            previous = self._previous.get(name)
+            if previous is None:
+                continue
+            for field, ops, spent in (
+                (
+                    "read_latency",
+                    sample.reads - previous.reads,
+                    sample.readTime - previous.readTime,
+                ),
+                (
+                    "write_latency",
+                    sample.writes - previous.writes,
+                    sample.writeTime - previous.writeTime,
+                ),
+            ):
+                if ops > 0 and spent >= 0:
+                    latency = spent / ops
+                    events.append(
+                        self.createEvent(
+                            "ok",
+                            f"{latency:.2f} ms per operation on {device}",
+                            latency,
+                            prefix=f"{device}.{field}",
+                        )
+                    )
+        # Forget devices that went away, so a returning one starts afresh.
+        self._previous = seen
+        return events
+
+
+class DiskFree(Source):
+    """Disk space per mounted device, from ``psutil.disk_partitions()``.
+
+    Pseudo filesystems (tmpfs, devtmpfs, squashfs, overlay) are skipped, and
+    so is a mount whose usage cannot be read (counted in ``unreadable``).  A
+    device mounted more than once is reported once, from its first mount.
+    For each device ``{device}`` (for example ``/dev/sda1``):
+
+    - ``{service}.{device}``: used percent, 0..100, as psutil reports it;
+    - ``{service}.{device}.bytes``: used space in kB;
+    - ``{service}.{device}.free``: free space in kB.
+    """
+
+    options = (
+        Option(
+            "disks",
+            "strings",
+            None,
+            'devices to report, as "sda1" or "/dev/sda1" (default: all)',
+        ),
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        disks = self.config.get("disks")
+        self.disks: set[str] | None = (
+            {_deviceName(disk) for disk in disks} if disks is not None else None
+        )
+        self.unreadable = 0
+
+    def _wanted(self, device: str) -> bool:
+        return self.disks is None or _deviceName(device) in self.disks
+
+    def get(self) -> list[Event]:
+        events: list[Event] = []
+        reported: set[str] = set()
+        for partition in psutil.disk_partitions(all=False):
+            device = partition.device
+            if partition.fstype in _SKIPPED_FSTYPES or device in reported:
+                continue
+            if not self._wanted(device):
+                continue
+            try:
+                usage = psutil.disk_usage(partition.mountpoint)
+            except OSError as e:  # PermissionError included
+                self.unreadable += 1
+                self.log.debug(
+                    "{source}: cannot read usage of {mount}: {error}",
+                    source=self.service,
+                    mount=partition.mountpoint,
+                    error=e,
+                )
+                continue
+            reported.add(device)
+            events.extend(
+                [
+                    self.createEvent(
+                        "ok",
+                        f"Disk usage {usage.percent}% on {partition.mountpoint}",
+                        usage.percent,
+                        prefix=device,
+                    ),
+                    self.createEvent(
+                        "ok", f"Used kB on {device}", usage.used / 1024, prefix=f"{device}.bytes"
+                    ),
+                    self.createEvent(
+                        "ok", f"Free kB on {device}", usage.free / 1024, prefix=f"{device}.free"
+                    ),
+                ]
+            )
+        return events
+
+
+class Network(Source):
+    """Network traffic per interface, from ``psutil.net_io_counters(pernic=True)``.
+
+    For each interface ``{iface}``, raw counters with ``aggregation=Counter64``
+    (the pipeline turns them into per-second rates):
+
+    - ``{service}.{iface}.tx_bytes``, ``.tx_packets``, ``.tx_errors``: sent;
+    - ``{service}.{iface}.rx_bytes``, ``.rx_packets``, ``.rx_errors``: received.
+    """
+
+    options = (Option("interfaces", "strings", None, "interfaces to report (default: all)"),)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        interfaces = self.config.get("interfaces")
+        self.interfaces: set[str] | None = set(interfaces) if interfaces is not None else None
+
+    def get(self) -> list[Event]:
+        counters = psutil.net_io_counters(pernic=True) or {}
+        events: list[Event] = []
+        for iface, io in sorted(counters.items()):
+            if self.interfaces is not None and iface not in self.interfaces:
+                continue
+            for field, metric, description in (
+                ("tx_bytes", io.bytes_sent, "Bytes sent"),
+                ("tx_packets", io.packets_sent, "Packets sent"),
+                ("tx_errors", io.errout, "Send errors"),
+                ("rx_bytes", io.bytes_recv, "Bytes received"),
+                ("rx_packets", io.packets_recv, "Packets received"),
+                ("rx_errors", io.errin, "Receive errors"),
+            ):
+                events.append(
+                    self.createEvent(
+                        "ok",
+                        f"{description} on {iface}",
+                        metric,
+                        prefix=f"{iface}.{field}",
+                        aggregation=Counter64,
+                    )
+                )
+        return events
+
+
+__all__ = ["CPU", "DiskFree", "DiskIO", "LoadAverage", "Memory", "Network"]

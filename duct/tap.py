@@ -1,0 +1,41 @@
+"""twistd integration: ``twistd -n duct -c duct.yml``."""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+from twisted.logger import Logger
+from twisted.python import usage
+
+from duct.configuration import ConfigFile, ConfigurationError
+from duct.service import DuctService
+
+log = Logger()
+
+
+class Options(usage.Options):
+    optParameters = [["config", "c", "/etc/duct/duct.yml", "Configuration file"]]
+
+
+def makeService(options: Options) -> DuctService:
+    """Load and validate the configuration, then build the agent.
+
+    An invalid configuration ends the process with status 1 and a message
+    naming each file, item and key at fault, before anything starts.
+    """
+    from twisted.internet import reactor
+
+    try:
+        config = ConfigFile(options["config"]).load()
+    except ConfigurationError as e:
+        raise SystemExit(f"duct: invalid configuration:\n{e}") from None
+    for warning in config.warnings:
+        log.warn("{warning}", warning=warning)
+    service = DuctService(config, reactor)
+
+    def onHangup(signum: int, frame: Any) -> None:
+        reactor.callFromThread(service.reopen)
+
+    signal.signal(signal.SIGHUP, onHangup)
+    return service

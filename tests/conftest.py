@@ -1,0 +1,70 @@
+"""Shared fixtures: the reactor, a Clock, and a check that nothing logged an error."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from twisted.internet.task import Clock
+from twisted.logger import LogLevel, globalLogPublisher
+
+
+@pytest.fixture
+def reactor() -> Any:
+    """The running reactor, for tests that use real sockets or processes."""
+    from twisted.internet import reactor as _reactor
+
+    return _reactor
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+class ErrorLog:
+    """Collects critical and error log events while a test runs."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        level = event.get("log_level")
+        if level in (LogLevel.error, LogLevel.critical) or event.get("isError"):
+            self.events.append(event)
+
+    def take(self) -> list[dict[str, Any]]:
+        """Return the errors logged so far and forget them (they were expected)."""
+        events, self.events = self.events, []
+        return events
+
+
+@pytest.fixture(autouse=True)
+def observe_errors() -> Iterator[ErrorLog]:
+    """Fail any test that logged an unhandled error it did not take."""
+    errors = ErrorLog()
+    globalLogPublisher.addObserver(errors)
+    try:
+        yield errors
+    finally:
+        globalLogPublisher.removeObserver(errors)
+    from twisted.logger import formatEvent
+
+    unexpected = errors.events
+    if unexpected:
+        lines = "\n".join(formatEvent(event) for event in unexpected)
+        failure = unexpected[0].get("log_failure")
+        detail = failure.getTraceback() if failure is not None else ""
+        pytest.fail(f"test logged {len(unexpected)} error(s):\n{lines}\n{detail}")
+
+
+@pytest.fixture
+def logged() -> Iterator[list[dict[str, Any]]]:
+    """Every log event emitted while the test runs, in order."""
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        yield events
+    finally:
+        globalLogPublisher.removeObserver(events.append)

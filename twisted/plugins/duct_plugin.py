@@ -1,0 +1,3 @@
+from twisted.application.service import ServiceMaker
+
+duct = ServiceMaker("duct", "duct.tap", "A monitoring agent and event router", "duct")
