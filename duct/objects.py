@@ -12,8 +12,10 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from duct.buffer import OVERFLOW_POLICIES, Batch, MemoryBuffer
+from duct.interfaces import IDuctOutput, IDuctSource
 from duct.options import REQUIRED, Option
 
 
@@ -130,6 +132,7 @@ class Event:
         )
 
 
+@implementer(IDuctSource)
 class Source:
     """The base of every source.
 
@@ -309,6 +312,7 @@ class Source:
         self.log.failure("source {source} failed to poll", failure, source=self.service)
 
 
+@implementer(IDuctOutput)
 class Output:
     """The base of every output.
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from collections.abc import Iterable
 
 from duct.objects import Output, Source
-from duct.options import declaredOptions, declaresOwnOptions
+from duct.options import Option, declaredOptions, declaresOwnOptions
 
 BUILTIN_SOURCES = (
     "duct.sources.linux.basic.CPU",
@@ -63,3 +64,40 @@ def describe(path: str, base: type) -> str:
     if not isStrict(cls):
         lines.append("    (declares no options: any extra key is passed through)")
     return "\n".join(lines)
+
+
+def _optionRows(options: Iterable[Option]) -> list[str]:
+    rows = ["| option | type | default | description |", "|---|---|---|---|"]
+    for option in options:
+        default = "required" if option.required else f"`{option.default!r}`"
+        doc = option.doc
+        if option.choices:
+            doc += " (" + ", ".join(f"`{c}`" for c in option.choices) + ")"
+        rows.append(f"| `{option.name}` | {option.kind} | {default} | {doc} |")
+    return rows
+
+
+def referenceMarkdown() -> str:
+    """The reference of every built-in plugin, generated from the declarations."""
+    parts: list[str] = []
+    for title, base, paths in (
+        ("Sources", Source, BUILTIN_SOURCES),
+        ("Outputs", Output, BUILTIN_OUTPUTS),
+    ):
+        parts.append(f"### {title}\n")
+        parts.append(f"Every {base.__name__.lower()} takes these options:\n")
+        parts += _optionRows(declaredOptions(base).values())
+        parts.append("")
+        for path in paths:
+            cls = loadClass(path, base)
+            doc = (inspect.getdoc(cls) or "").strip()
+            parts.append(f"#### `{path}`\n")
+            if doc:
+                parts.append(doc + "\n")
+            own = [o for n, o in declaredOptions(cls).items() if n not in declaredOptions(base)]
+            if own:
+                parts += _optionRows(own)
+            else:
+                parts.append("No options beyond the common ones.")
+            parts.append("")
+    return "\n".join(parts).rstrip() + "\n"

@@ -33,9 +33,24 @@ def makeService(options: Options) -> DuctService:
     for warning in config.warnings:
         log.warn("{warning}", warning=warning)
     service = DuctService(config, reactor)
+    reactor.callWhenRunning(installSignalHandlers, reactor, service)
+    return service
+
+
+def installSignalHandlers(reactor: Any, service: DuctService) -> None:
+    """SIGTERM stops the agent cleanly (exit status 0); SIGHUP reopens files.
+
+    Installed once the reactor runs, replacing its own SIGTERM handler,
+    which would end the process by re-raising the signal: for a service
+    manager, a requested stop that completes is a success.
+    """
+
+    def onTerminate(signum: int, frame: Any) -> None:
+        log.info("SIGTERM received; stopping")
+        reactor.callFromThread(reactor.stop)
 
     def onHangup(signum: int, frame: Any) -> None:
         reactor.callFromThread(service.reopen)
 
+    signal.signal(signal.SIGTERM, onTerminate)
     signal.signal(signal.SIGHUP, onHangup)
-    return service

@@ -178,13 +178,13 @@ def test_jsonlines_loses_nothing_while_directory_is_missing(
     output.stop()
 
 
-def test_jsonlines_stdout(capsys: pytest.CaptureFixture[str]) -> None:
+def test_jsonlines_stdout(capfd: pytest.CaptureFixture[str]) -> None:
     output, clock = makeOutput(JSONLines)
     assert output.path == "-"
     output.eventsReceived(makeEvents(2))
     clock.advance(1.0)
 
-    out = capsys.readouterr().out
+    out = capfd.readouterr().out
     lines = [json.loads(line, parse_constant=_rejectConstant) for line in out.splitlines()]
     assert [line["service"] for line in lines] == ["svc.0", "svc.1"]
 
@@ -193,7 +193,7 @@ def test_jsonlines_stdout(capsys: pytest.CaptureFixture[str]) -> None:
     output.stop()
     assert not stdout.closed
     print("still open")
-    assert capsys.readouterr().out == "still open\n"
+    assert capfd.readouterr().out == "still open\n"
 
 
 def test_jsonlines_flush_fires_once_written(tmp_path: Path) -> None:

@@ -77,10 +77,12 @@ class JSONLines(Output):
 
     def _open(self) -> IO[str]:
         if self.toStdout:
-            # Looked up on each write: sys.stdout may be replaced at runtime.
-            if sys.stdout is None:
+            # The process's own stdout: twistd replaces sys.stdout with a
+            # logger, which would wrap every line in a log prefix.
+            stream = sys.__stdout__ or sys.stdout
+            if stream is None:
                 raise OSError("stdout is closed")
-            return sys.stdout
+            return stream
         if self._file is None:
             self._file = open(self.path, "a", encoding="utf-8")
         return self._file

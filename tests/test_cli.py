@@ -1,0 +1,58 @@
+"""The duct command: list and once (check is covered in test_cli_check.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from duct.plugins import BUILTIN_OUTPUTS, BUILTIN_SOURCES
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def duct(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "duct.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+
+
+def test_list_shows_every_builtin_plugin_and_its_options() -> None:
+    result = duct("list")
+    assert result.returncode == 0, result.stderr
+    for path in BUILTIN_SOURCES + BUILTIN_OUTPUTS:
+        assert f"\n{path}\n" in f"\n{result.stdout}"
+    assert "- devices (strings, default None)" in result.stdout
+    assert "- path (string, default '-')" in result.stdout
+
+
+def test_once_polls_each_source_and_prints_json_lines(tmp_path: Path) -> None:
+    config = tmp_path / "duct.yml"
+    config.write_text(
+        "hostname: once.example\n"
+        "outputs: [{output: duct.outputs.null.Null}]\n"
+        "sources:\n"
+        "  - {service: load, source: duct.sources.linux.basic.LoadAverage}\n"
+        "  - {service: mem, source: duct.sources.linux.basic.Memory, tags: [a, b]}\n"
+    )
+    result = duct("once", "-c", str(config))
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    services = {e["service"] for e in events}
+    assert {"load", "load.5min", "load.15min", "mem", "mem.used"} <= services
+    assert all(e["host"] == "once.example" for e in events)
+    assert next(e for e in events if e["service"] == "mem")["tags"] == ["a", "b"]
+
+
+def test_once_refuses_an_invalid_config(tmp_path: Path) -> None:
+    config = tmp_path / "duct.yml"
+    config.write_text("sources: [{service: x, source: duct.sources.linux.basic.Nope}]\n")
+    result = duct("once", "-c", str(config))
+    assert result.returncode == 1
+    assert "source: cannot import duct.sources.linux.basic.Nope" in result.stderr
+    assert result.stdout == ""
