@@ -145,6 +145,7 @@ class MemoryBuffer:
             if kept < len(items):
                 self.recordDrop("overflow", len(items) - kept)
             return kept
+        older = len(self._pending)
         self._append(items)
         dropped = 0
         while self._pending and not self._withinLimits():
@@ -153,7 +154,8 @@ class MemoryBuffer:
             dropped += 1
         if dropped:
             self.recordDrop("overflow", dropped)
-        return len(items)
+        # Once the older events are gone, the oldest of this put go next.
+        return len(items) - max(0, dropped - older)
 
     def _withinLimits(self) -> bool:
         return self.depth <= self.maxsize and self.nbytes <= self.max_bytes

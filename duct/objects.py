@@ -195,7 +195,7 @@ class Source:
         self.emitted = 0
         self.lastPollDuration: float | None = None
         self.lastEventTime: float | None = None
-        self._inflight: set[Deferred[None]] = set()
+        self._inflight: set[Deferred[list[Event]]] = set()
         self.t = task.LoopingCall(self.tick)
         self.t.clock = self.clock
 
@@ -261,7 +261,7 @@ class Source:
             return succeed(None)
         return DeferredList(list(self._inflight), consumeErrors=True)
 
-    def tick(self) -> Deferred[None] | None:
+    def tick(self) -> Deferred[list[Event]] | None:
         """The timer's call: poll, unless a ``sync`` poll is running or outputs are full."""
         if self.sync and self.running:
             self.skipped += 1
@@ -275,8 +275,12 @@ class Source:
         # Returning the Deferred makes LoopingCall wait for it: no overlap.
         return d if self.sync else None
 
-    def poll(self) -> Deferred[None]:
-        """Call `get` once and queue what it returns.  Failures are logged and counted."""
+    def poll(self) -> Deferred[list[Event]]:
+        """Call `get` once and queue what it returns.
+
+        The Deferred fires with the events of this poll (none if it failed);
+        failures are logged and counted, never raised.
+        """
         self.running = True
         self.polls += 1
         started = self.clock.seconds()
@@ -284,32 +288,35 @@ class Source:
         d.addCallback(self._emit)
         d.addErrback(self._pollFailed)
 
-        def finished(_: object) -> None:
+        def finished(events: list[Event]) -> list[Event]:
             self.running = False
             self.lastPollDuration = self.clock.seconds() - started
             self._inflight.discard(d)
+            return events
 
         d.addBoth(finished)
         if not d.called:
             self._inflight.add(d)
         return d
 
-    def _emit(self, result: Any) -> None:
+    def _emit(self, result: Any) -> list[Event]:
         if result is None:
-            return
+            return []
         events = [result] if isinstance(result, Event) else list(result)
         if not events:
-            return
+            return events
         self.emitted += len(events)
         self.lastEventTime = self.clock.seconds()
         if self.debug:
             for event in events:
                 self.log.info("{source}: {event!r}", source=self.service, event=event)
         self.queueBack(events)
+        return events
 
-    def _pollFailed(self, failure: Failure) -> None:
+    def _pollFailed(self, failure: Failure) -> list[Event]:
         self.errors += 1
         self.log.failure("source {source} failed to poll", failure, source=self.service)
+        return []
 
 
 @implementer(IDuctOutput)
@@ -380,6 +387,7 @@ class Output:
         """Close the destination.  May return a Deferred or be async."""
         self._stopped = True
         self._cancelFlush()
+        self._fireDrained()  # nothing more will be written: release flush() waiters
         return None
 
     # -- events in ---------------------------------------------------------------
@@ -476,7 +484,7 @@ class Output:
 
         For an output without a writer of its own this fires at once.
         """
-        if not self._hasWriter() or not self.buffer.depth:
+        if self._stopped or not self._hasWriter() or not self.buffer.depth:
             return succeed(None)
         d: Deferred[None] = Deferred()
         self._drained.append(d)
