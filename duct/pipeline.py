@@ -30,7 +30,9 @@ class Pipeline:
     def __init__(self, outputs: Mapping[str, Output]) -> None:
         self.outputs = dict(outputs)
         self.routes: dict[Source, Route] = {}
-        self.previous: dict[str, Event] = {}
+        # Keyed by (host, service): ``Event.eid`` joins them with a dot, so host
+        # "a.b" with service "c" would collide with host "a" and service "b.c".
+        self.previous: dict[tuple[str, str], Event] = {}
 
     def register(self, source: Source) -> Route:
         names = source.config.get("route")
@@ -57,9 +59,9 @@ class Pipeline:
             if aggregation is None:
                 result.append(event)
                 continue
-            eid = event.eid()
-            last = previous.get(eid)
-            previous[eid] = event
+            key = (event.hostname, event.service)
+            last = previous.get(key)
+            previous[key] = event
             if last is None or event.metric is None or last.metric is None:
                 continue
             metric = aggregation(last.metric, event.metric, event.time - last.time)
@@ -83,9 +85,9 @@ class Pipeline:
 
     def forget(self, olderThan: float) -> int:
         """Drop remembered samples older than ``olderThan``; return how many."""
-        stale = [eid for eid, event in self.previous.items() if event.time < olderThan]
-        for eid in stale:
-            del self.previous[eid]
+        stale = [key for key, event in self.previous.items() if event.time < olderThan]
+        for key in stale:
+            del self.previous[key]
         return len(stale)
 
 

@@ -138,10 +138,20 @@ class DuctService(MultiService):
         self._startCalls = []
         if self.watchdog.running:
             self.watchdog.stop()
-        await DeferredList([source.stopTimer() for source in self.sources], consumeErrors=True)
         timeout = float(self.config.get("shutdown_timeout") or 0.0)
+        deadline = self.clock.seconds() + timeout
+        # A poll that never finishes must not hold the stop forever: wait for
+        # polls in flight within shutdown_timeout, then go on without them.
+        polls = DeferredList([source.stopTimer() for source in self.sources], consumeErrors=True)
+        if not await self._within(polls, timeout):
+            self.log.warn(
+                "sources {services} still polling after {timeout}s; not waiting at shutdown",
+                services=", ".join(s.service for s in self.sources if s.running),
+                timeout=timeout,
+            )
         drained = DeferredList([o.flush() for o in self.outputs.values()], consumeErrors=True)
-        drained.addTimeout(timeout, self.clock, onTimeoutCancel=lambda *_: None)
+        remaining = max(0.0, deadline - self.clock.seconds())
+        drained.addTimeout(remaining, self.clock, onTimeoutCancel=lambda *_: None)
         await drained
         for output in self.outputs.values():
             left = output.buffer.depth
@@ -156,6 +166,18 @@ class DuctService(MultiService):
         await DeferredList(
             [maybeDeferred(o.stop) for o in self.outputs.values()], consumeErrors=True
         )
+
+    def _within(self, d: Deferred[Any], seconds: float) -> Deferred[bool]:
+        """Fire True when ``d`` fires, or False after ``seconds``; ``d`` is not cancelled."""
+        waiter: Deferred[bool] = Deferred()
+
+        def fired(_: object) -> None:
+            if not waiter.called:
+                waiter.callback(True)
+
+        d.addBoth(fired)
+        waiter.addTimeout(seconds, self.clock, onTimeoutCancel=lambda *_: False)
+        return waiter
 
     def reopen(self) -> None:
         """Reopen files (after logrotate), for outputs that keep one open."""

@@ -41,6 +41,8 @@ class Rule:
 
     @classmethod
     def parse(cls, pattern: str, rule: Any) -> Rule:
+        if not isinstance(pattern, str):
+            raise TriggerError(f"service pattern {pattern!r} must be a string (a regex)")
         try:
             compiled = re.compile(pattern)
         except re.error as e:
