@@ -43,6 +43,15 @@ GLOBAL_OPTIONS: dict[str, Option] = {
         Option("proto", "string", "tcp", "Riemann protocol (old style)", choices=("tcp", "udp")),
     )
 }
+TOOLBOX_OPTIONS = {
+    "defaults": Option("defaults", "mapping", {}, "values for each of the toolbox's sources"),
+    "sources": Option("sources", "list", [], "the sources a blueprint copies"),
+}
+BLUEPRINT_OPTIONS = {
+    "toolbox": Option("toolbox", "strings", REQUIRED, "the toolbox or toolboxes to apply"),
+    "defaults": Option("defaults", "mapping", {}, "values over the toolbox's defaults"),
+    "sets": Option("sets", "any", [], "mappings of equal-length lists to expand over"),
+}
 
 
 @dataclass(frozen=True)
@@ -117,7 +126,7 @@ class ConfigFile:
 
     def load(self) -> Config:
         """Read, expand and validate; raise ConfigurationError listing every problem."""
-        self.problems = []
+        self.problems, self.warnings = [], []
         raw: dict[str, Any] | None
         if self._data is not None:
             raw = self._tagItems(dict(self._data), self.path)
@@ -126,13 +135,14 @@ class ConfigFile:
         if raw is None:
             raise ConfigurationError(self.problems)
         settings, _ = self._check(GLOBAL_OPTIONS, raw, self.path, None, strict=True)
-        sources = [i for i in raw.get("sources") or [] if isinstance(i, Item)]
-        sources += self._blueprints(raw)
-        outputs = [i for i in raw.get("outputs") or [] if isinstance(i, Item)]
-        if raw.get("server"):
-            proto = "UDP" if raw.get("proto") == "udp" else "TCP"
-            compat = {"output": f"duct.outputs.riemann.Riemann{proto}", "server": raw["server"]}
-            compat["port"] = raw.get("port", 5555)
+        # Values that failed their check are back to their defaults in settings.
+        sources = [i for i in settings.get("sources") or [] if isinstance(i, Item)]
+        sources += self._blueprints(settings)
+        outputs = [i for i in settings.get("outputs") or [] if isinstance(i, Item)]
+        if settings.get("server"):
+            proto = "UDP" if settings.get("proto") == "udp" else "TCP"
+            compat: dict[str, Any] = {"output": f"duct.outputs.riemann.Riemann{proto}"}
+            compat.update(server=settings["server"], port=settings.get("port", 5555))
             outputs.append(Item(self.path, "server", compat))
         outputNames = self._outputs(outputs)
         for item in sources:
@@ -198,7 +208,7 @@ class ConfigFile:
         found: list[str] = []
         base = os.path.dirname(os.path.abspath(path))
         for target in targets:
-            full = os.path.join(base, os.path.expanduser(str(target)))
+            full = os.path.normpath(os.path.join(base, os.path.expanduser(str(target))))
             if os.path.isdir(full):
                 found += [
                     os.path.join(full, name)
@@ -235,9 +245,11 @@ class ConfigFile:
         try:
             return loadClass(path, base)
         except PluginError as e:
-            if item.label == "server":
-                e = PluginError(f"the default Riemann output is not available: {e}")
-            self._problem(item.file, item.label, key, str(e))
+            if item.label == "server":  # the old-style default output, from top-level keys
+                why = f"the default Riemann output is not available ({e})"
+                self._problem(item.file, None, "server", f"{why}; configure 'outputs' instead")
+            else:
+                self._problem(item.file, item.label, key, str(e))
             return None
 
     def _configure(self, item: Item, cls: type, base: type) -> None:
@@ -298,9 +310,9 @@ class ConfigFile:
         value = raw.get("toolbox")
         if value is None:
             return {}
+        boxes: dict[str, Any] = {}
         if isinstance(value, Mapping):
-            return {str(k): dict(v or {}) for k, v in value.items()}
-        boxes: dict[str, dict[str, Any]] = {}
+            boxes, value = {str(k): v for k, v in value.items()}, []
         current: dict[str, Any] | None = None
         for entry in value if isinstance(value, list) else [value]:
             if not isinstance(entry, Mapping):
@@ -312,31 +324,29 @@ class ConfigFile:
                 self._problem(self.path, "toolbox", "name", "a toolbox must start with its name")
                 continue
             current.update({k: v for k, v in entry.items() if k != "name"})
-        return boxes
+        return {
+            name: self._check(TOOLBOX_OPTIONS, box, self.path, f"toolbox ({name})", True)[0]
+            for name, box in boxes.items()
+        }
 
     def _blueprints(self, raw: dict[str, Any]) -> list[Item]:
         boxes = self._toolboxes(raw)
         items: list[Item] = []
         for index, blueprint in enumerate(raw.get("blueprint") or []):
             label = f"blueprint[{index}]"
-            if not isinstance(blueprint, Mapping):
-                self._problem(self.path, label, None, f"expected a mapping, got {blueprint!r}")
-                continue
-            names = blueprint.get("toolbox")
-            names = [names] if isinstance(names, str) else names
-            missing = [n for n in names or [] if n not in boxes]
-            if not names or missing:
+            blueprint, valid = self._check(BLUEPRINT_OPTIONS, blueprint, self.path, label, True)
+            names = blueprint.get("toolbox") or []
+            missing = [name for name in names if name not in boxes]
+            if missing or (valid and not names):
                 self._problem(self.path, label, "toolbox", f"no toolbox named {missing or names!r}")
+            if missing or not valid or not names:
                 continue
-            variants = self._permutations(blueprint.get("sets") or [], label)
+            variants = self._permutations(blueprint["sets"], label)
             for name in names:
                 box = boxes[name]
                 for number, variant in enumerate(variants):
                     for source in box.get("sources") or []:
-                        config = {
-                            **(box.get("defaults") or {}),
-                            **(blueprint.get("defaults") or {}),
-                        }
+                        config = {**box.get("defaults", {}), **blueprint["defaults"]}
                         config.update(source if isinstance(source, Mapping) else {})
                         config.update(variant)
                         service = config.get("service")

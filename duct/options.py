@@ -172,7 +172,8 @@ def validate(
         if name in result:
             continue
         if option.required:
-            problems.append((name, "missing required key"))
+            if name not in config:  # a present but invalid value is reported above
+                problems.append((name, "missing required key"))
         else:
             result[name] = copy.deepcopy(option.default)
     return result, problems

@@ -32,16 +32,17 @@ class PluginError(ValueError):
 def loadClass(path: str, base: type) -> type:
     """Import ``package.module.Class`` and check that it is a subclass of ``base``."""
     module, _, name = path.rpartition(".")
-    if not module:
+    if not module or path.startswith(".") or not name:
         raise PluginError(f"{path!r} is not a dotted path such as duct.sources.linux.basic.CPU")
     try:
-        cls = getattr(importlib.import_module(module), name)
-    except ImportError as e:
-        raise PluginError(f"cannot import {path}: {e}") from e
-    except AttributeError:
-        raise PluginError(f"cannot import {path}: module {module} has no {name}") from None
+        loaded = importlib.import_module(module)
+    except Exception as e:  # a plugin's module may fail in any way while importing
+        raise PluginError(f"cannot import {path}: {type(e).__name__}: {e}") from e
+    cls = getattr(loaded, name, None)
+    if cls is None:
+        raise PluginError(f"cannot import {path}: module {module} has no {name}")
     if not (isinstance(cls, type) and issubclass(cls, base)):
-        raise PluginError(f"{path} is not a {base.__name__} subclass")
+        raise PluginError(f"{path} is not a subclass of {base.__module__}.{base.__name__}")
     return cls
 
 

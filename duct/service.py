@@ -18,6 +18,10 @@ from duct.pipeline import Pipeline, SourceFeed
 WATCHDOG_INTERVALS = 10
 """A watched source silent for this many intervals is recreated."""
 
+HOUSEKEEPING_INTERVAL = 300.0
+STALE_SERIES_AFTER = 600.0
+"""Seconds (at least; or three of the longest interval) before a silent series is forgotten."""
+
 
 class DuctService(MultiService):
     """The agent: one service owning every source and output.
@@ -49,6 +53,8 @@ class DuctService(MultiService):
         self._startedAt: dict[Source, float] = {}
         self.watchdog = task.LoopingCall(self.checkWatchdog)
         self.watchdog.clock = self.clock
+        self.housekeeping = task.LoopingCall(self.forgetStaleSeries)
+        self.housekeeping.clock = self.clock
 
     @staticmethod
     def _build(item: Item, make: Any) -> Any:
@@ -79,6 +85,7 @@ class DuctService(MultiService):
         for index, source in enumerate(self.sources):
             delay = source.config.get("start_delay")
             self._scheduleStart(source, index * stagger if delay is None else delay)
+        self.housekeeping.start(HOUSEKEEPING_INTERVAL, now=False)
         if any(s.config.get("watchdog") for s in self.sources):
             shortest = min(s.interval for s in self.sources if s.config.get("watchdog"))
             self.watchdog.start(shortest, now=False)
@@ -89,6 +96,7 @@ class DuctService(MultiService):
         )
 
     def _scheduleStart(self, source: Source, delay: float) -> None:
+        self._startCalls = [call for call in self._startCalls if call.active()]
         self._startedAt[source] = self.clock.seconds() + delay
         self._startCalls.append(self.clock.callLater(delay, self._startSource, source))
 
@@ -117,13 +125,25 @@ class DuctService(MultiService):
                 service=source.service,
                 silent=now - last,
             )
-            source.stopTimer()
-            self.pipeline.unregister(source)
+            # A poll still in flight may deliver late: unroute only after it.
+            source.stopTimer().addBoth(self._unroute, source)
             item = self._items.pop(source)
             self._startedAt.pop(source, None)
             replacement = self.createSource(item)
             self.sources[index] = replacement
             self._scheduleStart(replacement, 0.0)
+
+    def _unroute(self, result: object, source: Source) -> object:
+        self.pipeline.unregister(source)
+        return result
+
+    def forgetStaleSeries(self) -> None:
+        """Forget aggregation samples of series that stopped reporting."""
+        longest = max((s.interval for s in self.sources), default=0.0)
+        horizon = max(STALE_SERIES_AFTER, 3 * longest)
+        forgotten = self.pipeline.forget(self.clock.seconds() - horizon)
+        if forgotten:
+            self.log.debug("forgot {count} stale series", count=forgotten)
 
     # -- stopping ----------------------------------------------------------------
 
@@ -136,8 +156,9 @@ class DuctService(MultiService):
             if call.active():
                 call.cancel()
         self._startCalls = []
-        if self.watchdog.running:
-            self.watchdog.stop()
+        for loop in (self.watchdog, self.housekeeping):
+            if loop.running:
+                loop.stop()
         timeout = float(self.config.get("shutdown_timeout") or 0.0)
         deadline = self.clock.seconds() + timeout
         # A poll that never finishes must not hold the stop forever: wait for

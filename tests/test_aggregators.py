@@ -66,9 +66,12 @@ def test_counter64_wraps_exactly() -> None:
     assert Counter64(2**32 + 100, 2**32 + 600, 5) == 100.0
 
 
-def test_counter64_any_decrease_counts_as_a_wrap() -> None:
-    # For a 64-bit counter, going from 100 to 50 means a wrap through 2**64.
-    assert Counter64(100, 50, 1) == float(2**64 - 100 + 50)
+def test_counter64_decrease_from_low_value_is_a_reset() -> None:
+    # An interface re-created or a host rebooted: no spike of ~1.8e19/s.
+    assert Counter64(100, 50, 1) is None
+    assert Counter64(2**63 - 1, 0, 1) is None
+    # From the top half of the range, it is a wrap.
+    assert Counter64(2**63 + 5, 5, 1) == float(2**64 - 2**63)
 
 
 def test_counter64_previous_beyond_its_range_yields_nothing() -> None:
