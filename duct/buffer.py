@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from duct.ratelimit import RateLimitedLog
 
 if TYPE_CHECKING:
-    from duct.objects import Event
+    from duct.event import Event
 
 OVERFLOW_POLICIES = ("block", "drop_oldest", "drop_newest")
 

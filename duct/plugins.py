@@ -42,7 +42,7 @@ def loadClass(path: str, base: type) -> type:
     if cls is None:
         raise PluginError(f"cannot import {path}: module {module} has no {name}")
     if not (isinstance(cls, type) and issubclass(cls, base)):
-        raise PluginError(f"{path} is not a subclass of {base.__module__}.{base.__name__}")
+        raise PluginError(f"{path} is not a subclass of duct.objects.{base.__name__}")
     return cls
 
 

@@ -1,0 +1,190 @@
+"""Output: the base class of every destination, with its buffer and writer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from duct.buffer import OVERFLOW_POLICIES, Batch, MemoryBuffer
+from duct.event import Event
+from duct.interfaces import IDuctOutput
+from duct.options import REQUIRED, Option
+
+
+@implementer(IDuctOutput)
+class Output:
+    """The base of every output.
+
+    The base class owns a bounded buffer.  `eventsReceived` puts events in
+    it, and a writer drains it in batches through `writeBatch`, which a
+    subclass overrides: an event leaves the buffer only when `writeBatch`
+    has succeeded, and a failed batch goes back to the head and is retried.
+    An output that sends on its own may instead override `eventsReceived`,
+    or drain ``self.buffer`` with ``take``/``ack``/``requeue``.
+
+    :param config: this output's validated configuration.
+    :param duct: the running service (or a test double from `duct.testing`).
+    """
+
+    log = Logger()
+
+    options: tuple[Option, ...] = (
+        Option("output", "string", REQUIRED, "dotted path of the Output class"),
+        Option("name", "string", None, "name that sources route to (default: the class name)"),
+        Option("maxsize", "integer", 100_000, "most events held in the buffer", minimum=1),
+        Option(
+            "max_bytes", "integer", 64 * 1024 * 1024, "most bytes held in the buffer", minimum=1
+        ),
+        Option("overflow", "string", "block", "what a full buffer does", choices=OVERFLOW_POLICIES),
+        Option("batch_size", "integer", 500, "most events written at once", minimum=1),
+        Option("flush_interval", "number", 1.0, "seconds a partial batch may wait", minimum=0),
+        Option("retry_initial", "number", 0.5, "seconds before the first retry", minimum=0.01),
+        Option("retry_max", "number", 30.0, "longest wait between retries", minimum=0.01),
+        Option("debug", "boolean", False, "log each batch written"),
+    )
+
+    def __init__(self, config: dict[str, Any], duct: Any) -> None:
+        self.config = config
+        self.duct = duct
+        self.clock: Any = duct.clock
+        self.name: str = config.get("name") or type(self).__name__
+        self.buffer = MemoryBuffer(
+            self.name,
+            self.clock,
+            maxsize=config.get("maxsize") or 100_000,
+            max_bytes=config.get("max_bytes") or 64 * 1024 * 1024,
+            overflow=config.get("overflow") or "block",
+        )
+        self.batchSize: int = config.get("batch_size") or 500
+        self.flushInterval = float(config.get("flush_interval", 1.0) or 0.0)
+        self.retryInitial = float(config.get("retry_initial") or 0.5)
+        self.retryMax = float(config.get("retry_max") or 30.0)
+        self.received = 0
+        self.sent = 0
+        self.failures = 0
+        self._retryDelay = 0.0
+        self._writing = False
+        self._retrying = False
+        self._stopped = False
+        self._flushCall: Any = None
+        self._drained: list[Deferred[None]] = []
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def createClient(self) -> Any:
+        """Connect or open the destination.  May return a Deferred or be async."""
+        return None
+
+    def stop(self) -> Any:
+        """Close the destination.  May return a Deferred or be async."""
+        self._stopped = True
+        self._cancelFlush()
+        self._fireDrained()  # nothing more will be written: release flush() waiters
+        return None
+
+    # -- events in ---------------------------------------------------------------
+
+    def eventsReceived(self, events: list[Event]) -> int:
+        """Queue events for delivery; return how many the buffer kept."""
+        self.received += len(events)
+        kept = self.buffer.put(events)
+        self._scheduleWrite()
+        return kept
+
+    # -- the writer -------------------------------------------------------------
+
+    def writeBatch(self, events: list[Event]) -> Any:
+        """Deliver ``events``.  Raise or fail the Deferred to have them retried."""
+        raise NotImplementedError(f"{type(self).__name__} must override writeBatch")
+
+    def _hasWriter(self) -> bool:
+        return type(self).writeBatch is not Output.writeBatch
+
+    def _scheduleWrite(self) -> None:
+        if self._writing or self._retrying or self._stopped:
+            return
+        if not self._hasWriter() or not len(self.buffer):
+            return
+        if len(self.buffer) >= self.batchSize or self.flushInterval == 0:
+            delay = 0.0
+        elif self._flushCall is not None:
+            return
+        else:
+            delay = self.flushInterval
+        self._cancelFlush()
+        self._flushCall = self.clock.callLater(delay, self._write)
+
+    def _cancelFlush(self) -> None:
+        if self._flushCall is not None and self._flushCall.active():
+            self._flushCall.cancel()
+        self._flushCall = None
+
+    def _write(self) -> None:
+        self._flushCall = None
+        self._retrying = False
+        batch = self.buffer.take(self.batchSize)
+        if batch is None:
+            self._fireDrained()
+            return
+        self._writing = True
+        d = maybeDeferred(self.writeBatch, batch.events)
+        d.addCallbacks(
+            self._written, self._writeFailed, callbackArgs=(batch,), errbackArgs=(batch,)
+        )
+
+    def _written(self, _: object, batch: Batch) -> None:
+        self._writing = False
+        self.buffer.ack(batch)
+        self.sent += len(batch)
+        self._retryDelay = 0.0
+        if self.config.get("debug"):
+            self.log.info("{output}: wrote {count} events", output=self.name, count=len(batch))
+        if self._stopped:
+            return
+        if len(self.buffer) and (self._drained or len(self.buffer) >= self.batchSize):
+            self._flushCall = self.clock.callLater(0, self._write)
+        elif not len(self.buffer):
+            self._fireDrained()
+        else:
+            self._scheduleWrite()
+
+    def _writeFailed(self, failure: Failure, batch: Batch) -> None:
+        self._writing = False
+        self.failures += 1
+        self.buffer.requeue(batch)
+        self._retryDelay = min(max(self._retryDelay * 2, self.retryInitial), self.retryMax)
+        self.log.warn(
+            "output {output} failed to write {count} events ({error}); retrying in {delay:.1f}s",
+            output=self.name,
+            count=len(batch),
+            error=failure.getErrorMessage() or repr(failure.value),
+            delay=self._retryDelay,
+            failure=failure,
+        )
+        if not self._stopped:
+            self._cancelFlush()
+            self._retrying = True
+            self._flushCall = self.clock.callLater(self._retryDelay, self._write)
+
+    def _fireDrained(self) -> None:
+        waiters, self._drained = self._drained, []
+        for d in waiters:
+            d.callback(None)
+
+    def flush(self) -> Deferred[None]:
+        """Write everything buffered now; fires when the buffer is empty.
+
+        For an output without a writer of its own this fires at once.
+        """
+        if self._stopped or not self._hasWriter() or not self.buffer.depth:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._drained.append(d)
+        if not self._writing:
+            self._cancelFlush()
+            self._flushCall = self.clock.callLater(0, self._write)
+        return d

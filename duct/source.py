@@ -1,0 +1,203 @@
+"""Source: the base class of everything that produces events."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import task
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from duct.event import Event, defaultHostname
+from duct.interfaces import IDuctSource
+from duct.options import REQUIRED, Option
+
+
+@implementer(IDuctSource)
+class Source:
+    """The base of every source.
+
+    A polling source overrides `get`, which may return an Event, a list of
+    Events, None, a Deferred of those, or be ``async def``.  A listening
+    source overrides `startTimer` and `stopTimer` and passes what it
+    receives to ``queueBack``.
+
+    :param config: this source's validated configuration.
+    :param queueBack: called with each list of events the source produces.
+    :param duct: the running `duct.service.DuctService` (or a test double
+        from `duct.testing`), which supplies ``clock`` and ``hostname``.
+    """
+
+    log = Logger()
+    sync = False
+    """When true, a poll never starts while the previous one is running."""
+
+    graphs: dict[str, str] = {}
+    """Graph type per service prefix (``line``, ``stack``, ``full-stack``, ``bar``)."""
+
+    options: tuple[Option, ...] = (
+        Option("source", "string", REQUIRED, "dotted path of the Source class"),
+        Option("service", "string", REQUIRED, "service name, the prefix of every event"),
+        Option("interval", "number", 60.0, "seconds between polls", minimum=0.001),
+        Option("ttl", "number", 60.0, "time-to-live of each event, in seconds", minimum=0),
+        Option("tags", "strings", [], "tags for every event: a list or a comma-separated string"),
+        Option("attributes", "mapping", None, "attributes (key: value) for every event"),
+        Option("hostname", "string", None, "host of every event (default: this machine)"),
+        Option("route", "strings", None, "output name(s) to send to (default: every output)"),
+        Option("critical", "mapping", None, 'service regex to rule, e.g. {cpu: "> 0.9"}'),
+        Option("warning", "mapping", None, 'service regex to rule, e.g. {cpu: "> 0.8"}'),
+        Option("start_delay", "number", None, "seconds to wait before the first poll", minimum=0),
+        Option("watchdog", "boolean", False, "recreate the source after 10 silent intervals"),
+        Option("debug", "boolean", False, "log every event this source emits"),
+    )
+
+    def __init__(self, config: dict[str, Any], queueBack: Callable[[list[Event]], Any], duct: Any):
+        self.config = config
+        self.queueBack = queueBack
+        self.duct = duct
+        self.clock: Any = duct.clock
+        self.service: str = config["service"]
+        self.interval = float(config.get("interval") or 60.0)
+        ttl = config.get("ttl")
+        self.ttl = float(60.0 if ttl is None else ttl)
+        tags = config.get("tags") or []
+        if isinstance(tags, str):
+            tags = [tag.strip() for tag in tags.split(",") if tag.strip()]
+        self.tags: list[str] = list(tags)
+        self.attributes: dict[str, str] | None = config.get("attributes")
+        self.hostname: str = (
+            config.get("hostname") or getattr(duct, "hostname", None) or defaultHostname()
+        )
+        self.debug = bool(config.get("debug"))
+        self.running = False
+        self.polls = 0
+        self.errors = 0
+        self.skipped = 0
+        self.emitted = 0
+        self.lastPollDuration: float | None = None
+        self.lastEventTime: float | None = None
+        self._inflight: set[Deferred[list[Event]]] = set()
+        self.t = task.LoopingCall(self.tick)
+        self.t.clock = self.clock
+
+    # -- events ------------------------------------------------------------
+
+    def createEvent(
+        self,
+        state: str | None,
+        description: str | None,
+        metric: float | None,
+        prefix: str | None = None,
+        hostname: str | None = None,
+        aggregation: Callable[[float, float, float], float | None] | None = None,
+        evtime: float | None = None,
+    ) -> Event:
+        """An Event named ``service[.prefix]`` with this source's ttl, tags and attributes."""
+        service = f"{self.service}.{prefix}" if prefix else self.service
+        return Event(
+            state,
+            service,
+            description,
+            metric,
+            self.ttl,
+            tags=list(self.tags),
+            hostname=hostname or self.hostname,
+            aggregation=aggregation,
+            evtime=self.clock.seconds() if evtime is None else evtime,
+            attributes=dict(self.attributes) if self.attributes else None,
+        )
+
+    def createLog(
+        self, type: str, data: str, evtime: float | None = None, hostname: str | None = None
+    ) -> Event:
+        """A log Event: ``type`` is its service and ``data`` its description."""
+        return Event(
+            None,
+            type,
+            data,
+            None,
+            self.ttl,
+            tags=list(self.tags),
+            hostname=hostname or self.hostname,
+            evtime=self.clock.seconds() if evtime is None else evtime,
+            attributes=dict(self.attributes) if self.attributes else None,
+            type="log",
+        )
+
+    # -- polling -------------------------------------------------------------
+
+    def get(self) -> Any:
+        """Poll once.  Subclasses override this."""
+        return None
+
+    def startTimer(self) -> None:
+        """Start polling every ``interval`` seconds, the first poll now."""
+        self.t.start(self.interval, now=True)
+
+    def stopTimer(self) -> Deferred[Any]:
+        """Stop polling.  The Deferred fires once the poll in flight has finished."""
+        if self.t.running:
+            self.t.stop()
+        if not self._inflight:
+            return succeed(None)
+        return DeferredList(list(self._inflight), consumeErrors=True)
+
+    def tick(self) -> Deferred[list[Event]] | None:
+        """The timer's call: poll, unless a ``sync`` poll is running or outputs are full."""
+        if self.sync and self.running:
+            self.skipped += 1
+            return None
+        accepting = getattr(self.duct, "accepting", None)
+        if accepting is not None and not accepting(self):
+            self.skipped += 1
+            self.log.debug("{source}: outputs are full, poll skipped", source=self.service)
+            return None
+        d = self.poll()
+        # Returning the Deferred makes LoopingCall wait for it: no overlap.
+        return d if self.sync else None
+
+    def poll(self) -> Deferred[list[Event]]:
+        """Call `get` once and queue what it returns.
+
+        The Deferred fires with the events of this poll (none if it failed);
+        failures are logged and counted, never raised.
+        """
+        self.running = True
+        self.polls += 1
+        started = self.clock.seconds()
+        d = maybeDeferred(self.get)
+        d.addCallback(self._emit)
+        d.addErrback(self._pollFailed)
+
+        def finished(events: list[Event]) -> list[Event]:
+            self.running = False
+            self.lastPollDuration = self.clock.seconds() - started
+            self._inflight.discard(d)
+            return events
+
+        d.addBoth(finished)
+        if not d.called:
+            self._inflight.add(d)
+        return d
+
+    def _emit(self, result: Any) -> list[Event]:
+        if result is None:
+            return []
+        events = [result] if isinstance(result, Event) else list(result)
+        if not events:
+            return events
+        self.emitted += len(events)
+        self.lastEventTime = self.clock.seconds()
+        if self.debug:
+            for event in events:
+                self.log.info("{source}: {event!r}", source=self.service, event=event)
+        self.queueBack(events)
+        return events
+
+    def _pollFailed(self, failure: Failure) -> list[Event]:
+        self.errors += 1
+        self.log.failure("source {source} failed to poll", failure, source=self.service)
+        return []
