@@ -9,8 +9,9 @@ is counted by reason.
 
 from __future__ import annotations
 
+import math
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
@@ -41,11 +42,11 @@ def eventSize(event: Event) -> int:
 
 
 class Batch:
-    """Events taken from a buffer and not yet acknowledged."""
+    """Items taken from a buffer and not yet acknowledged."""
 
     __slots__ = ("events", "nbytes", "sizes")
 
-    def __init__(self, events: list[Event], sizes: list[int]) -> None:
+    def __init__(self, events: list[Any], sizes: list[int]) -> None:
         self.events = events
         self.sizes = sizes
         self.nbytes = sum(sizes)
@@ -71,6 +72,7 @@ class MemoryBuffer:
         maxsize: int = 100_000,
         max_bytes: int = 64 * 1024 * 1024,
         overflow: str = "block",
+        expiring: bool = False,
     ) -> None:
         if overflow not in OVERFLOW_POLICIES:
             raise ValueError(f"overflow must be one of {OVERFLOW_POLICIES}, not {overflow!r}")
@@ -79,7 +81,10 @@ class MemoryBuffer:
         self.maxsize = maxsize
         self.max_bytes = max_bytes
         self.overflow = overflow
-        self._pending: deque[tuple[Event, int]] = deque()
+        # Parallel deques, not tuples: 16 bytes an item instead of 72.
+        self._items: deque[Any] = deque()
+        self._sizes: deque[int] = deque()
+        self._deadlines: deque[float] | None = deque() if expiring else None
         self.pendingBytes = 0
         self.inFlightEvents = 0
         self.inFlightBytes = 0
@@ -91,12 +96,16 @@ class MemoryBuffer:
 
     def __len__(self) -> int:
         """Events waiting to be taken."""
-        return len(self._pending)
+        return len(self._items)
+
+    def waiting(self) -> list[Any]:
+        """A copy of the items waiting to be taken, head first."""
+        return list(self._items)
 
     @property
     def depth(self) -> int:
         """Events held, waiting or in flight."""
-        return len(self._pending) + self.inFlightEvents
+        return len(self._items) + self.inFlightEvents
 
     @property
     def nbytes(self) -> int:
@@ -118,39 +127,49 @@ class MemoryBuffer:
 
     # -- producer side ----------------------------------------------------
 
-    def put(self, events: Iterable[Event]) -> int:
-        """Add events at the tail; return how many were kept.
+    def put(
+        self,
+        items: Iterable[Any],
+        sizes: Sequence[int] | None = None,
+        deadlines: Sequence[float] | None = None,
+    ) -> int:
+        """Add items at the tail; return how many were kept.
+
+        Items are Events, or whatever form an output queues (encoded bytes
+        for Riemann); ``sizes`` gives each one's cost in bytes and defaults
+        to `eventSize`.  ``deadlines`` (clock seconds) lets `take` expire
+        items that waited too long.
 
         With ``block``, a producer is expected to wait for `writable`; a put
         that arrives while the buffer is already full is refused and counted.
         A put into a buffer with room is taken whole, so the limits may be
         overshot by at most one put.
         """
-        items = [(event, eventSize(event)) for event in events]
+        items = list(items)
         if not items:
             return 0
+        if sizes is None:
+            sizes = [eventSize(item) for item in items]
         if self.overflow == "block":
             if not self.writable:
                 self.recordDrop("overflow", len(items))
                 return 0
-            self._append(items)
+            self._append(items, sizes, deadlines)
             return len(items)
         if self.overflow == "drop_newest":
             kept = 0
-            for item in items:
-                if not self.writable:
-                    break
-                self._append((item,))
+            while kept < len(items) and self.writable:
+                one = slice(kept, kept + 1)
+                self._append(items[one], sizes[one], deadlines[one] if deadlines else None)
                 kept += 1
             if kept < len(items):
                 self.recordDrop("overflow", len(items) - kept)
             return kept
-        older = len(self._pending)
-        self._append(items)
+        older = len(self._items)
+        self._append(items, sizes, deadlines)
         dropped = 0
-        while self._pending and not self._withinLimits():
-            _, size = self._pending.popleft()
-            self.pendingBytes -= size
+        while self._items and not self._withinLimits():
+            self._popleft()
             dropped += 1
         if dropped:
             self.recordDrop("overflow", dropped)
@@ -160,25 +179,61 @@ class MemoryBuffer:
     def _withinLimits(self) -> bool:
         return self.depth <= self.maxsize and self.nbytes <= self.max_bytes
 
-    def _append(self, items: Iterable[tuple[Event, int]]) -> None:
-        for item in items:
-            self._pending.append(item)
-            self.pendingBytes += item[1]
+    def _append(
+        self, items: list[Any], sizes: Sequence[int], deadlines: Sequence[float] | None
+    ) -> None:
+        self._items.extend(items)
+        self._sizes.extend(sizes)
+        self.pendingBytes += sum(sizes)
+        if self._deadlines is not None:
+            self._deadlines.extend(deadlines if deadlines else [math.inf] * len(items))
+
+    def _popleft(self) -> None:
+        self._items.popleft()
+        self.pendingBytes -= self._sizes.popleft()
+        if self._deadlines is not None:
+            self._deadlines.popleft()
 
     # -- writer side ------------------------------------------------------
 
     def take(self, n: int) -> Batch | None:
-        """Move up to ``n`` events from the head into flight."""
-        if not self._pending:
+        """Move up to ``n`` items from the head into flight.
+
+        Items whose deadline has passed are dropped on the way, counted as
+        ``expired``.
+        """
+        if self._deadlines is not None:
+            self._expire()
+        if not self._items:
             return None
-        count = min(n, len(self._pending))
-        popleft = self._pending.popleft
-        taken = [popleft() for _ in range(count)]
-        batch = Batch([event for event, _ in taken], [size for _, size in taken])
+        count = min(n, len(self._items))
+        items, sizes = self._items, self._sizes
+        if self._deadlines is not None:
+            deadlines = self._deadlines
+            for _ in range(count):
+                deadlines.popleft()
+        batch = Batch(
+            [items.popleft() for _ in range(count)], [sizes.popleft() for _ in range(count)]
+        )
         self.pendingBytes -= batch.nbytes
         self.inFlightEvents += count
         self.inFlightBytes += batch.nbytes
         return batch
+
+    def _expire(self) -> None:
+        assert self._deadlines is not None
+        now = self.clock.seconds()
+        if not any(deadline < now for deadline in self._deadlines):
+            return
+        keep = [i for i, deadline in enumerate(self._deadlines) if deadline >= now]
+        expired = len(self._items) - len(keep)
+        items, sizes, deadlines = list(self._items), list(self._sizes), list(self._deadlines)
+        self._items = deque(items[i] for i in keep)
+        self._sizes = deque(sizes[i] for i in keep)
+        self._deadlines = deque(deadlines[i] for i in keep)
+        self.pendingBytes = sum(self._sizes)
+        self.recordDrop("expired", expired)
+        self._wake()
 
     def ack(self, batch: Batch) -> None:
         """The destination confirmed ``batch``: forget it."""
@@ -187,7 +242,10 @@ class MemoryBuffer:
     def requeue(self, batch: Batch) -> None:
         """Delivery of ``batch`` failed: put it back at the head, in order."""
         self._settle(batch, wake=False)
-        self._pending.extendleft(reversed(list(zip(batch.events, batch.sizes, strict=True))))
+        self._items.extendleft(reversed(batch.events))
+        self._sizes.extendleft(reversed(batch.sizes))
+        if self._deadlines is not None:
+            self._deadlines.extendleft([math.inf] * len(batch))
         self.pendingBytes += batch.nbytes
 
     def discard(self, batch: Batch, reason: str) -> None:
@@ -198,7 +256,11 @@ class MemoryBuffer:
     def _settle(self, batch: Batch, wake: bool = True) -> None:
         self.inFlightEvents -= len(batch)
         self.inFlightBytes -= batch.nbytes
-        if wake and self._waiters and self.writable:
+        if wake:
+            self._wake()
+
+    def _wake(self) -> None:
+        if self._waiters and self.writable:
             waiters, self._waiters = self._waiters, []
             for d in waiters:
                 d.callback(None)

@@ -32,6 +32,10 @@ class Output:
 
     log = Logger()
 
+    acceptsEncoded = False
+    """True for outputs whose `eventsReceived` also takes `EncodedEvents`
+    (Riemann bytes), so that a Riemann relay passes events through unparsed."""
+
     options: tuple[Option, ...] = (
         Option("output", "string", REQUIRED, "dotted path of the Output class"),
         Option("name", "string", None, "name that sources route to (default: the class name)"),

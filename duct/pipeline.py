@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from twisted.internet.defer import Deferred, DeferredList
+
 from duct.objects import Event, Output, Source
+from duct.protocol.riemann import EncodedEvents
 from duct.triggers import Triggers
 
 
@@ -69,19 +72,52 @@ class Pipeline:
                 result.append(event.copyWithMetric(metric))
         return result
 
-    def receive(self, source: Source, events: list[Event]) -> None:
-        """Take a list of events from ``source`` and hand them to its outputs."""
+    def receive(self, source: Source, events: list[Event] | EncodedEvents) -> Deferred[None] | None:
+        """Take events from ``source`` and hand them to its outputs.
+
+        Returns None when every routed buffer took them at once.  While an
+        output with ``overflow: block`` is full, the events wait here
+        instead, and the Deferred returned fires once they are in every
+        buffer: a listener holds its client's ack until then.
+
+        Events that arrived encoded (`EncodedEvents`) stay encoded for
+        outputs that accept them, and are decoded once for the others, or
+        for the source's state rules.
+        """
         route = self.routes.get(source)
         if route is None:
             route = self.register(source)
-        if any(event.aggregation is not None for event in events):
-            events = self.aggregate(events)
-        if route.triggers:
-            route.triggers.apply(events)
+        if isinstance(events, EncodedEvents):
+            if route.triggers:
+                events = events.decode()
+                route.triggers.apply(events)
+        else:
+            if any(event.aggregation is not None for event in events):
+                events = self.aggregate(events)
+            if route.triggers:
+                route.triggers.apply(events)
         if not events:
-            return
+            return None
+        if all(output.buffer.writable for output in route.blocking):
+            self._deliver(route, events)
+            return None
+        return Deferred.fromCoroutine(self._deliverWhenWritable(route, events))
+
+    @staticmethod
+    def _deliver(route: Route, events: list[Event] | EncodedEvents) -> None:
         for output in route.outputs:
-            output.eventsReceived(events)
+            if isinstance(events, EncodedEvents) and not output.acceptsEncoded:
+                output.eventsReceived(events.decode())
+            else:
+                output.eventsReceived(events)  # type: ignore[arg-type]
+
+    async def _deliverWhenWritable(self, route: Route, events: list[Event] | EncodedEvents) -> None:
+        while True:
+            full = [output for output in route.blocking if not output.buffer.writable]
+            if not full:
+                break
+            await DeferredList([output.buffer.whenWritable() for output in full])
+        self._deliver(route, events)
 
     def forget(self, olderThan: float) -> int:
         """Drop remembered samples older than ``olderThan``; return how many."""
@@ -100,8 +136,8 @@ class SourceFeed:
         self.pipeline = pipeline
         self.source: Source | None = None
 
-    def __call__(self, events: Event | list[Event]) -> None:
+    def __call__(self, events: Event | list[Event] | EncodedEvents) -> Deferred[None] | None:
         if isinstance(events, Event):
             events = [events]
         assert self.source is not None, "SourceFeed used before its source was attached"
-        self.pipeline.receive(self.source, events)
+        return self.pipeline.receive(self.source, events)

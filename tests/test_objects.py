@@ -667,7 +667,7 @@ def test_failed_write_retries_with_backoff(logged: list[dict[str, Any]]) -> None
     assert output.attempts == [0.0]
     assert output.failures == 1
     # Requeued at the head, in order, nothing lost.
-    assert services([e for e, _ in output.buffer._pending]) == [f"svc.{i}" for i in range(6)]
+    assert services(output.buffer.waiting()) == [f"svc.{i}" for i in range(6)]
     assert output.buffer.depth == 6
 
     expected = [0.0]
