@@ -6,10 +6,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test lint docs clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml tests/interop/package-lock.json
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@# An independent Riemann client for the interoperability tests, if node is here.
+	if command -v npm >/dev/null 2>&1; then npm ci --silent --prefix tests/interop; fi
 	touch $@
 
 run: $(STAMP)
