@@ -44,11 +44,14 @@ def eventSize(event: Event) -> int:
 class Batch:
     """Items taken from a buffer and not yet acknowledged."""
 
-    __slots__ = ("events", "nbytes", "sizes")
+    __slots__ = ("deadlines", "events", "nbytes", "sizes")
 
-    def __init__(self, events: list[Any], sizes: list[int]) -> None:
+    def __init__(
+        self, events: list[Any], sizes: list[int], deadlines: list[float] | None = None
+    ) -> None:
         self.events = events
         self.sizes = sizes
+        self.deadlines = deadlines
         self.nbytes = sum(sizes)
 
     def __len__(self) -> int:
@@ -208,13 +211,12 @@ class MemoryBuffer:
             return None
         count = min(n, len(self._items))
         items, sizes = self._items, self._sizes
+        deadlines = None
         if self._deadlines is not None:
-            deadlines = self._deadlines
-            for _ in range(count):
-                deadlines.popleft()
-        batch = Batch(
-            [items.popleft() for _ in range(count)], [sizes.popleft() for _ in range(count)]
-        )
+            popDeadline = self._deadlines.popleft
+            deadlines = [popDeadline() for _ in range(count)]
+        taken = [items.popleft() for _ in range(count)]
+        batch = Batch(taken, [sizes.popleft() for _ in range(count)], deadlines)
         self.pendingBytes -= batch.nbytes
         self.inFlightEvents += count
         self.inFlightBytes += batch.nbytes
@@ -245,7 +247,7 @@ class MemoryBuffer:
         self._items.extendleft(reversed(batch.events))
         self._sizes.extendleft(reversed(batch.sizes))
         if self._deadlines is not None:
-            self._deadlines.extendleft([math.inf] * len(batch))
+            self._deadlines.extendleft(reversed(batch.deadlines or [math.inf] * len(batch)))
         self.pendingBytes += batch.nbytes
 
     def discard(self, batch: Batch, reason: str) -> None:

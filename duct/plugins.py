@@ -16,12 +16,16 @@ BUILTIN_SOURCES = (
     "duct.sources.linux.basic.DiskIO",
     "duct.sources.linux.basic.DiskFree",
     "duct.sources.linux.basic.Network",
+    "duct.sources.riemann.RiemannTCP",
+    "duct.sources.riemann.RiemannUDP",
 )
 
 BUILTIN_OUTPUTS = (
     "duct.outputs.file.JSONLines",
     "duct.outputs.logger.Logger",
     "duct.outputs.null.Null",
+    "duct.outputs.riemann.RiemannTCP",
+    "duct.outputs.riemann.RiemannUDP",
 )
 
 
@@ -95,7 +99,8 @@ def referenceMarkdown() -> str:
             parts.append(f"#### `{path}`\n")
             if doc:
                 parts.append(doc + "\n")
-            own = [o for n, o in declaredOptions(cls).items() if n not in declaredOptions(base)]
+            common = declaredOptions(base)
+            own = [o for n, o in declaredOptions(cls).items() if common.get(n) != o]
             if own:
                 parts += _optionRows(own)
             else:

@@ -54,7 +54,7 @@ class Source:
         Option("debug", "boolean", False, "log every event this source emits"),
     )
 
-    def __init__(self, config: dict[str, Any], queueBack: Callable[[list[Event]], Any], duct: Any):
+    def __init__(self, config: dict[str, Any], queueBack: Callable[..., Any], duct: Any):
         self.config = config
         self.queueBack = queueBack
         self.duct = duct

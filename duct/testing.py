@@ -21,6 +21,7 @@ from twisted.internet.task import Clock
 
 from duct.objects import Event, Output, Source
 from duct.options import declaredOptions, validate
+from duct.protocol.riemann import EncodedEvents
 
 
 class FakeDuct:
@@ -60,7 +61,12 @@ class SourceHarness:
         self.duct = duct if duct is not None else FakeDuct()
         self.clock = self.duct.clock
         self.events: list[Event] = []
-        self.source = cls(configure(cls, config), self.events.extend, self.duct)
+        self.source = cls(configure(cls, config), self._collect, self.duct)
+
+    def _collect(self, events: Any) -> None:
+        if isinstance(events, EncodedEvents):  # a Riemann listener's batch
+            events = events.decode()
+        self.events.extend(events)
 
     def start(self) -> None:
         self.source.startTimer()

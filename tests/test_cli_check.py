@@ -158,11 +158,8 @@ def test_twistd_refuses_a_bad_config_with_the_errors_and_no_traceback(tmp_path: 
     assert not (tmp_path / "twistd.pid").exists()
 
 
-def test_twistd_refuses_old_style_riemann_server_without_a_traceback(tmp_path: Path) -> None:
+def test_check_shows_the_default_riemann_output_of_an_old_style_config(tmp_path: Path) -> None:
     path = write(tmp_path / "duct.yml", "server: localhost\nport: 5555\n")
-    result = twistd(path, cwd=tmp_path)
-    output = result.stdout + result.stderr
-    assert result.returncode != 0, output
-    assert "Traceback" not in output
-    line = lineWith(result.stderr, f"{path}: server: ")
-    assert "Riemann output is not available" in line
+    result = check(path)
+    assert result.returncode == 0, result.stderr
+    assert "RiemannTCP: duct.outputs.riemann.RiemannTCP" in result.stdout

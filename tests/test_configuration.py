@@ -969,19 +969,61 @@ def test_malformed_toolboxes_and_blueprints_are_problems_not_crashes(
 # -- 12. compatibility with the original duct ------------------------------------
 
 
-def test_old_style_riemann_server_is_a_clear_error_naming_server(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("proto", "cls"),
+    [("", "RiemannTCP"), ("proto: tcp", "RiemannTCP"), ("proto: udp", "RiemannUDP")],
+)
+def test_old_style_riemann_server_creates_the_default_output(
+    tmp_path: Path, proto: str, cls: str
+) -> None:
     path = write(
         tmp_path / "duct.yml",
         f"""\
-        server: localhost
-        port: 5555
+        server: riemann.example
+        port: 5556
+        {proto}
         sources:
           - service: cpu
             source: {CPU_PATH}
         """,
     )
-    [problem] = problemsOf(path)
-    findProblem([problem], path, None, "server", "Riemann output is not available")
+    config = ConfigFile(str(path)).load()
+    [output] = config.outputs
+    assert output.cls is not None and output.cls.__name__ == cls
+    server = output.config["server"]
+    assert server in ("riemann.example", ["riemann.example"])
+    assert output.config["port"] == 5556
+
+
+def test_the_getting_started_config_loads_unchanged(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "duct.yml",
+        f"""\
+        interval: 1.0
+        ttl: 60.0
+
+        outputs:
+          - output: duct.outputs.riemann.RiemannTCP
+            server: localhost
+            port: 5555
+
+        sources:
+          - service: cpu
+            source: {CPU_PATH}
+            interval: 1.0
+            warning:  {{ cpu: "> 0.5" }}
+            critical: {{ cpu: "> 0.8" }}
+          - service: memory
+            source: duct.sources.linux.basic.Memory
+            interval: 10.0
+          - service: load
+            source: duct.sources.linux.basic.LoadAverage
+            interval: 10.0
+        """,
+    )
+    config = ConfigFile(str(path)).load()
+    assert [o.cls.__name__ for o in config.outputs if o.cls] == ["RiemannTCP"]
+    assert [s.config["service"] for s in config.sources] == ["cpu", "memory", "load"]
 
 
 def test_the_original_duct_packaged_config_loads_unchanged(tmp_path: Path) -> None:

@@ -1,0 +1,262 @@
+"""Riemann relay benchmark: clients -> duct (listener -> output) -> acking sink.
+
+Starts duct as a real ``twistd`` process with a RiemannTCP listener routed
+to a RiemannTCP output aimed at a counting, acking sink in this process.
+Four client connections send N events, each client waiting for the ack of
+every Msg before sending the next, with B events per Msg.  Prints JSON:
+
+- events_per_s: end to end, first send to the sink's last event;
+- duct_cpu_ms_per_1000: duct's user+system CPU per 1,000 events;
+- peak_rss_mb: duct's peak resident memory (VmHWM);
+- ack_latency_ms p50/p99 as the clients saw them;
+- bytes_per_buffered_event: duct's RSS growth per event while the sink is
+  down and 100,000 events wait in the output's buffer;
+- ceiling_cpu_ms_per_1000: protobuf decode plus re-encode of the same
+  frames in one process, the floor any relay pays; ``fraction_of_ceiling``
+  is that floor divided by duct's cost.
+
+Every figure is the median of ``--runs`` runs.
+
+    .venv/bin/python bench/riemann_relay.py [--events 200000] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+from twisted.internet import defer, protocol, reactor, task
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.protocols.basic import Int32StringReceiver
+
+from duct.protocol import riemann_pb2 as pb
+from duct.protocol.riemann import ack, frame
+
+CLIENTS = 4
+BIN = Path(sys.executable).parent
+
+
+def makeFrames(count: int, perMsg: int, client: int) -> list[bytes]:
+    frames = []
+    for start in range(0, count, perMsg):
+        msg = pb.Msg()
+        for i in range(start, min(start + perMsg, count)):
+            event = msg.events.add()
+            event.host = "bench.example"
+            event.service = f"bench.{client}.{i % 100}"
+            event.state = "ok"
+            event.metric_d = float(i)
+            event.ttl = 60.0
+            event.time = 1_700_000_000
+            event.time_micros = 1_700_000_000_000_000 + i
+            event.tags.append("bench")
+        frames.append(msg.SerializeToString())
+    return frames
+
+
+class Sink(Int32StringReceiver):
+    MAX_LENGTH = 64 * 1024 * 1024
+
+    def stringReceived(self, data: bytes) -> None:
+        self.factory.count += len(pb.Msg.FromString(data).events)  # type: ignore[attr-defined]
+        self.transport.write(ack())  # type: ignore[union-attr]
+        if self.factory.count >= self.factory.expected and self.factory.done:  # type: ignore[attr-defined]
+            d, self.factory.done = self.factory.done, None  # type: ignore[attr-defined]
+            d.callback(reactor.seconds())
+
+
+class SinkFactory(protocol.Factory):
+    protocol = Sink
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.expected = 0
+        self.done: defer.Deferred[float] | None = None
+
+
+class Client(Int32StringReceiver):
+    MAX_LENGTH = 1024 * 1024
+
+    def __init__(self, frames: list[bytes]) -> None:
+        self.frames = frames
+        self.index = 0
+        self.latencies: list[float] = []
+        self.finished: defer.Deferred[None] = defer.Deferred()
+        self.sentAt = 0.0
+
+    def connectionMade(self) -> None:
+        self.sendNext()
+
+    def sendNext(self) -> None:
+        if self.index == len(self.frames):
+            self.finished.callback(None)
+            return
+        self.sentAt = time.perf_counter()
+        self.sendString(self.frames[self.index])
+        self.index += 1
+
+    def stringReceived(self, data: bytes) -> None:
+        self.latencies.append(time.perf_counter() - self.sentAt)
+        if not pb.Msg.FromString(data).ok:
+            raise RuntimeError("duct refused a Msg")
+        self.sendNext()
+
+
+def startDuct(tmp: str, listenPort: int, sinkPort: int, maxsize: int) -> subprocess.Popen[bytes]:
+    config = Path(tmp) / "duct.yml"
+    config.write_text(
+        f"""
+outputs:
+  - output: duct.outputs.riemann.RiemannTCP
+    name: sink
+    server: 127.0.0.1
+    port: {sinkPort}
+    maxsize: {maxsize}
+    max_bytes: 1073741824
+sources:
+  - service: relay
+    source: duct.sources.riemann.RiemannTCP
+    listen: "tcp:{listenPort}:interface=127.0.0.1"
+"""
+    )
+    argv = [str(BIN / "twistd"), "--nodaemon", "--pidfile=", f"--logfile={tmp}/duct.log",
+            "duct", "--config", str(config)]
+    return subprocess.Popen(argv, cwd=tmp)
+
+
+def freePort() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def waitForPort(port: int) -> None:
+    for _ in range(200):
+        try:
+            endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+            p = await connectProtocol(endpoint, protocol.Protocol())
+            p.transport.loseConnection()
+            return
+        except Exception:  # noqa: BLE001 - not listening yet
+            await task.deferLater(reactor, 0.05, lambda: None)
+    raise RuntimeError(f"duct did not listen on {port}")
+
+
+def cpuSeconds(proc: psutil.Process) -> float:
+    times = proc.cpu_times()
+    return times.user + times.system
+
+
+def peakRss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+async def relayRun(events: int, perMsg: int) -> dict[str, float]:
+    sink = SinkFactory()
+    sinkPort = reactor.listenTCP(0, sink, interface="127.0.0.1")
+    listen = freePort()
+    with tempfile.TemporaryDirectory() as tmp:
+        duct = startDuct(tmp, listen, sinkPort.getHost().port, maxsize=events * 2)
+        try:
+            await waitForPort(listen)
+            proc = psutil.Process(duct.pid)
+            per = events // CLIENTS
+            frames = [makeFrames(per, perMsg, c) for c in range(CLIENTS)]
+            sink.expected = per * CLIENTS
+            sink.done = defer.Deferred()
+            cpu0, t0 = cpuSeconds(proc), reactor.seconds()
+            clients = []
+            for c in range(CLIENTS):
+                client = Client(frames[c])
+                endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", listen)
+                await connectProtocol(endpoint, client)
+                clients.append(client)
+            await defer.gatherResults([c.finished for c in clients])
+            t1 = await sink.done
+            cpu = cpuSeconds(proc) - cpu0
+            latencies = sorted(x for c in clients for x in c.latencies)
+            for c in clients:
+                c.transport.loseConnection()
+            return {
+                "events_per_s": sink.expected / (t1 - t0),
+                "duct_cpu_ms_per_1000": cpu * 1000 / (sink.expected / 1000),
+                "peak_rss_mb": peakRss(duct.pid) / 2**20,
+                "ack_p50_ms": latencies[len(latencies) // 2] * 1000,
+                "ack_p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
+            }
+        finally:
+            duct.terminate()
+            duct.wait(30)
+            await sinkPort.stopListening()
+
+
+async def bufferedRun(events: int) -> float:
+    """RSS growth per event while the sink is down and events queue in duct."""
+    deadPort = freePort()  # nothing listens here: the output cannot deliver
+    listen = freePort()
+    with tempfile.TemporaryDirectory() as tmp:
+        duct = startDuct(tmp, listen, deadPort, maxsize=events * 2)
+        try:
+            await waitForPort(listen)
+            proc = psutil.Process(duct.pid)
+            await task.deferLater(reactor, 0.5, lambda: None)
+            idle = proc.memory_info().rss
+            client = Client(makeFrames(events, 100, 0))
+            await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", listen), client)
+            await client.finished
+            await task.deferLater(reactor, 0.5, lambda: None)
+            grown = proc.memory_info().rss - idle
+            client.transport.loseConnection()
+            return grown / events
+        finally:
+            duct.terminate()
+            duct.wait(30)
+
+
+def ceiling(events: int, perMsg: int) -> float:
+    """CPU ms per 1,000 events to decode and re-encode the same frames."""
+    frames = makeFrames(events, perMsg, 0)
+    start = time.process_time()
+    for data in frames:
+        msg = pb.Msg.FromString(data)
+        frame(msg.SerializeToString())
+        frame(pb.Msg(ok=True).SerializeToString())
+    return (time.process_time() - start) * 1000 / (events / 1000)
+
+
+async def main(reactor_: Any, args: argparse.Namespace) -> None:
+    report: dict[str, Any] = {"events": args.events, "runs": args.runs, "clients": CLIENTS}
+    for perMsg in args.batch:
+        runs = [await relayRun(args.events, perMsg) for _ in range(args.runs)]
+        result = {key: round(statistics.median(r[key] for r in runs), 3) for key in runs[0]}
+        floor = statistics.median(ceiling(min(args.events, 50_000), perMsg) for _ in range(3))
+        result["ceiling_cpu_ms_per_1000"] = round(floor, 3)
+        result["fraction_of_ceiling"] = round(floor / result["duct_cpu_ms_per_1000"], 3)
+        report[f"B={perMsg}"] = result
+    buffered = [await bufferedRun(100_000) for _ in range(args.runs)]
+    report["bytes_per_buffered_event"] = round(statistics.median(buffered))
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Riemann relay benchmark")
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--batch", type=int, nargs="+", default=[100, 1])
+    arguments = parser.parse_args()
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    task.react(lambda r: defer.ensureDeferred(main(r, arguments)))

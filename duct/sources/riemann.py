@@ -1,0 +1,455 @@
+"""Riemann listeners: events from Riemann clients, over TCP and UDP.
+
+Events stay encoded on their way through (`EncodedEvents`): a relay to a
+Riemann output builds no Python object per event, and other outputs get
+them decoded once, by the pipeline.  Events pass on as the clients sent
+them: the common options ``ttl``, ``tags``, ``attributes`` and
+``hostname`` do not apply to them, while ``route``, ``warning`` and
+``critical`` do.
+
+Over TCP a Msg is acknowledged once its events are in the buffer of every
+output it is routed to.  While an output with ``overflow: block`` is full,
+the ack is held and the connection stops reading, so a client that waits
+for its acks slows down instead of losing events.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from google.protobuf.message import Error as ProtobufError
+from twisted.internet.defer import CancelledError, Deferred, maybeDeferred, succeed
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.protocol import DatagramProtocol, Factory, connectionDone
+from twisted.protocols.basic import Int32StringReceiver
+from twisted.python.failure import Failure
+
+from duct.objects import Source
+from duct.options import Option
+from duct.protocol.riemann import MAX_DATAGRAM, EncodedEvents, ack, decodeMsg
+from duct.ratelimit import RateLimitedLog
+
+__all__ = ["DEFAULT_MAX_FRAME", "RiemannTCP", "RiemannTCPProtocol", "RiemannUDP"]
+
+DEFAULT_MAX_FRAME = 16 * 1024 * 1024
+"""The largest Msg a TCP client may send, in bytes, unless ``max_frame`` says otherwise."""
+
+OK = ack()
+QUERY_REFUSED = ack(
+    False,
+    "queries are not supported: duct's Riemann listener accepts events only;"
+    " send queries to a Riemann server",
+)
+REFUSED = ack(False, "internal error: the events were not accepted")
+
+# A frame still missing more than this many bytes is gathered as a list of
+# reads and joined once complete, rather than copied again at every read.
+_GATHER_ABOVE = 256 * 1024
+
+
+class _RiemannListener(Source):
+    """What the TCP and UDP listeners share: decoding, counting, passing events on."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.received = 0
+        """Events received in well-formed Msgs."""
+        self.frames = 0
+        """Msgs (frames or datagrams) that carried events."""
+        self.malformed = 0
+        """Msgs that did not parse."""
+        self.queries = 0
+        """Msgs with a query, which are refused."""
+        self.oversized = 0
+        """Frames above ``max_frame`` (TCP) or datagrams above 16384 bytes (UDP)."""
+        self.held = 0
+        """Msgs whose events had to wait in the pipeline for room in a full output."""
+        self.waiting = 0
+        """Msgs whose events are waiting in the pipeline now."""
+        self.rateLog = RateLimitedLog(self.log, self.clock)
+
+    def receive(self, data: bytes) -> bytes | Deferred[bytes]:
+        """Decode one Msg and pass its events to the pipeline.
+
+        Returns the reply to send at once or, while the events wait for room
+        in a full output, a Deferred that fires with the reply once they are
+        in every routed buffer.
+        """
+        try:
+            msg = decodeMsg(data)
+            if msg.HasField("query"):
+                self.queries += 1
+                return QUERY_REFUSED
+            events = EncodedEvents.fromMsg(msg)
+        except ProtobufError as e:  # DecodeError, or EncodeError for a missing required field
+            self.malformed += 1
+            return ack(False, f"malformed message: {e}")
+        count = len(events)
+        if not count:
+            return OK
+        self.frames += 1
+        self.received += count
+        self.emitted += count
+        self.lastEventTime = self.clock.seconds()
+        if self.debug:
+            for event in events.decode():
+                self.log.info("{source}: {event!r}", source=self.service, event=event)
+        try:
+            result = self.queueBack(events)
+        except Exception:
+            self.errors += 1
+            self.log.failure("riemann listener {source}: events refused", source=self.service)
+            return REFUSED
+        if not isinstance(result, Deferred):
+            return OK
+        self.held += 1
+        self.waiting += 1
+        return result.addBoth(self._settled)
+
+    def _settled(self, result: object) -> bytes:
+        self.waiting -= 1
+        if isinstance(result, Failure):
+            self.errors += 1
+            self.log.failure(
+                "riemann listener {source}: events lost in the pipeline",
+                result,
+                source=self.service,
+            )
+            return REFUSED
+        return OK
+
+
+class RiemannTCPProtocol(Int32StringReceiver):
+    """One Riemann client connection: frames of a 4-byte big-endian length and a Msg.
+
+    Frames are handled strictly in order and each gets one reply, in order.
+    While a Msg's ack is held, the transport is paused, and frames the
+    receiver had already read wait in a queue; they are handled one at a
+    time once the ack is written.
+    """
+
+    transport: Any  # a TCP or TLS transport: also a producer we pause and resume
+
+    def __init__(self, source: RiemannTCP) -> None:
+        self.source = source
+        self.MAX_LENGTH = source.maxFrame
+        self._held: Deferred[bytes] | None = None
+        self._queue: deque[bytes] = deque()
+        self._draining = False
+        self._lost = False
+        # Once set, to the last reply to write (maybe b""), nothing more is
+        # read and the connection closes as soon as the queue is empty.
+        self._closeWith: bytes | None = None
+        self._chunks: list[bytes] | None = None
+        self._have = 0
+        self._need = 0
+
+    # -- the connection ---------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        self.source.connections.add(self)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        # Frames already read still go to the pipeline, in order, as held
+        # acks are released: their events were received.  No reply is written.
+        self._lost = True
+        self._chunks = None
+        self.source.connections.discard(self)
+
+    def closeWhenIdle(self) -> None:
+        """Read nothing more; close once every frame already read is answered."""
+        if self._lost or self._closeWith is not None:
+            return
+        self._closeWith = b""
+        if self._held is None and not self._queue:
+            self._close()
+
+    def _close(self) -> None:
+        if self._closeWith:
+            self._reply(self._closeWith)
+        self._closeWith = b""
+        if not self._lost:
+            self.transport.loseConnection()
+
+    # -- frames in ----------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closeWith is not None:
+            return
+        chunks = self._chunks
+        if chunks is not None:
+            chunks.append(data)
+            self._have += len(data)
+            if self._have < self._need:
+                return
+            data = b"".join(chunks)
+            self._chunks = None
+        super().dataReceived(data)
+        # Int32StringReceiver joins its buffer with every read, which costs
+        # time quadratic in the size of a frame spanning many reads: gather
+        # the reads of a large frame here instead, and join them once.
+        pending = self._unprocessed
+        if len(pending) >= 4 and self._closeWith is None:
+            need = 4 + int.from_bytes(pending[:4], "big")
+            if need - len(pending) > _GATHER_ABOVE:
+                self._chunks = [pending]
+                self._have = len(pending)
+                self._need = need
+                self._unprocessed = b""
+
+    def lengthLimitExceeded(self, length: int) -> None:
+        source = self.source
+        source.oversized += 1
+        source.rateLog.emit(
+            "oversized",
+            "riemann listener {source}: a client sent a frame of {length} bytes,"
+            " above max_frame ({limit}); its connection is closed",
+            source=source.service,
+            length=length,
+            limit=self.MAX_LENGTH,
+        )
+        self._chunks = None
+        # Frames before this one are still answered, then this error, then close.
+        self._closeWith = ack(
+            False, f"frame of {length} bytes is above max_frame ({self.MAX_LENGTH} bytes)"
+        )
+        if self._held is None and not self._queue:
+            self._close()
+
+    def stringReceived(self, string: bytes) -> None:
+        if self._held is not None:
+            self._queue.append(string)
+        elif self._closeWith is None:
+            self._handle(string)
+
+    def _handle(self, data: bytes) -> None:
+        result = self.source.receive(data)
+        if isinstance(result, bytes):
+            if not self._lost:
+                self.transport.write(result)
+            return
+        # The events wait in the pipeline for room: hold the ack, stop reading.
+        self._held = result
+        if not self._lost:
+            self.transport.pauseProducing()
+        result.addCallback(self._answer)
+
+    def _reply(self, reply: bytes) -> None:
+        if not self._lost:
+            self.transport.write(reply)
+
+    def _answer(self, reply: bytes) -> None:
+        """The held Msg's events are in every buffer (or failed): reply, go on."""
+        self._held = None
+        self._reply(reply)
+        if not self._draining:
+            self._drain()
+
+    def _drain(self) -> None:
+        """Handle queued frames in order until one is held; then read again, or close."""
+        self._draining = True
+        try:
+            queue = self._queue
+            while queue and self._held is None:
+                self._handle(queue.popleft())
+        finally:
+            self._draining = False
+        if self._held is not None or self._lost:
+            return
+        if self._closeWith is not None:
+            self._close()
+        else:
+            self.transport.resumeProducing()
+
+
+class _TCPFactory(Factory):
+    noisy = False
+
+    def __init__(self, source: RiemannTCP) -> None:
+        self.source = source
+
+    def buildProtocol(self, addr: Any) -> RiemannTCPProtocol:
+        protocol = RiemannTCPProtocol(self.source)
+        protocol.factory = self
+        return protocol
+
+
+class RiemannTCP(_RiemannListener):
+    """Receives events from Riemann clients over TCP, and acknowledges them.
+
+    Each frame is a 4-byte big-endian length and a Riemann ``Msg``.  A Msg
+    with events is answered ``ok: true`` once its events are in the buffer
+    of every output it is routed to.  While an output with
+    ``overflow: block`` is full, the ack is held and the connection is not
+    read until there is room: the client slows down, and no event is
+    dropped.  Replies on a connection keep the order of its frames.
+
+    A Msg that does not parse is answered ``ok: false`` with the parser's
+    error, and the connection stays usable.  A query is answered
+    ``ok: false``: queries are not supported.  A frame above ``max_frame``
+    is answered ``ok: false``, and its connection is closed.  The default,
+    16 MiB, is far above what clients batch (a hundred events take about
+    10 KiB) and bounds the memory one connection can hold.
+
+    ``listen`` takes any Twisted server endpoint string, for example
+    ``tcp:5555:interface=0.0.0.0`` or
+    ``ssl:5556:privateKey=key.pem:certKey=cert.pem``.  On stop, duct stops
+    accepting connections and closes the open ones, each once the frames
+    it had already read are acknowledged.
+
+    Events pass on as the clients sent them: the common options ``ttl``,
+    ``tags``, ``attributes`` and ``hostname`` do not apply to them.
+    """
+
+    options = (
+        Option(
+            "listen",
+            "string",
+            "tcp:5555:interface=127.0.0.1",
+            "Twisted server endpoint, e.g. tcp:5555:interface=0.0.0.0 or ssl:5556:...",
+        ),
+        Option(
+            "max_frame",
+            "integer",
+            DEFAULT_MAX_FRAME,
+            "largest Msg a client may send, in bytes; a larger one closes its connection",
+            minimum=1,
+        ),
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.listen: str = self.config.get("listen") or "tcp:5555:interface=127.0.0.1"
+        self.maxFrame: int = self.config.get("max_frame") or DEFAULT_MAX_FRAME
+        self.factory = _TCPFactory(self)
+        self.port: Any = None
+        """The listening port once bound: ``port.getHost().port`` is its number."""
+        self.listening: Deferred[Any] | None = None
+        """Fires with the port once bound, or with None if listening failed (logged)."""
+        self.connections: set[RiemannTCPProtocol] = set()
+
+    def startTimer(self) -> None:
+        """Start listening on ``listen``."""
+        endpoint = serverFromString(self.duct.reactor, self.listen)
+        d = endpoint.listen(self.factory)
+        d.addCallbacks(self._listening, self._listenFailed)
+        self.listening = d
+
+    def _listening(self, port: Any) -> Any:
+        self.port = port
+        self.log.info(
+            "riemann listener {source} listening on {address}",
+            source=self.service,
+            address=port.getHost(),
+        )
+        return port
+
+    def _listenFailed(self, failure: Failure) -> None:
+        if failure.check(CancelledError):
+            return
+        self.errors += 1
+        self.log.failure(
+            "riemann listener {source} cannot listen on {listen}",
+            failure,
+            source=self.service,
+            listen=self.listen,
+        )
+
+    def stopTimer(self) -> Deferred[Any]:
+        """Stop accepting connections and close the open ones once answered.
+
+        The Deferred fires once the port is closed.  It does not wait for the
+        connections, whose held acks may wait for a full output to drain.
+        """
+        for connection in list(self.connections):
+            connection.closeWhenIdle()
+        listening, self.listening = self.listening, None
+        if listening is not None and not listening.called:
+            listening.cancel()
+        port, self.port = self.port, None
+        if port is None:
+            return succeed(None)
+        return maybeDeferred(port.stopListening)
+
+
+class _UDPProtocol(DatagramProtocol):
+    noisy = False
+
+    def __init__(self, source: RiemannUDP) -> None:
+        self.source = source
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        if len(datagram) > MAX_DATAGRAM:
+            self.source.oversized += 1
+            return
+        source = self.source
+        if source.waiting >= source.maxWaiting:
+            # A UDP client cannot be slowed down: past this bound, shed load
+            # rather than let memory grow while an output is full.
+            source.shed += 1
+            source.shedLog.emit(
+                "shed",
+                "riemann listener {source}: outputs full, {count} datagrams dropped so far",
+                source=source.service,
+                count=source.shed,
+            )
+            return
+        source.receive(datagram)
+
+
+class RiemannUDP(_RiemannListener):
+    """Receives events from Riemann clients over UDP.
+
+    Each datagram is one unframed ``Msg`` of at most 16384 bytes, as for
+    Riemann's server.  There is no reply: a larger datagram is dropped and
+    counted in ``oversized``, a malformed one in ``malformed``, a query in
+    ``queries``.  Nor can a UDP client be slowed down: while an output with
+    ``overflow: block`` is full, the events of each datagram wait in the
+    pipeline until there is room (``waiting`` counts those datagrams), up to
+    ``max_waiting`` datagrams; beyond that, datagrams are dropped, counted
+    in ``shed`` and logged at a limited rate, so memory stays bounded.
+
+    It listens on ``interface`` (``0.0.0.0`` or ``::`` for every
+    interface) and ``port``.  As over TCP, events pass on as the clients
+    sent them.
+    """
+
+    options = (
+        Option("interface", "string", "127.0.0.1", "address to listen on, 0.0.0.0 for every one"),
+        Option("port", "integer", 5555, "UDP port to listen on (0: any free port)", minimum=0),
+        Option("max_waiting", "integer", 1000, "datagrams held while outputs are full", minimum=1),
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        interface = self.config.get("interface")
+        self.interface: str = "127.0.0.1" if interface is None else interface
+        number = self.config.get("port")
+        self.portNumber: int = 5555 if number is None else number
+        self.maxWaiting: int = self.config.get("max_waiting") or 1000
+        self.shed = 0
+        self.shedLog = RateLimitedLog(self.log, self.clock)
+        self.protocol = _UDPProtocol(self)
+        self.port: Any = None
+        """The listening port once bound: ``port.getHost().port`` is its number."""
+
+    def startTimer(self) -> None:
+        """Start listening; raises if the port cannot be bound."""
+        # Read whole datagrams: an oversized one is then seen and counted,
+        # rather than truncated into a malformed one.
+        self.port = self.duct.reactor.listenUDP(
+            self.portNumber, self.protocol, interface=self.interface, maxPacketSize=65536
+        )
+        self.log.info(
+            "riemann listener {source} listening on {address}",
+            source=self.service,
+            address=self.port.getHost(),
+        )
+
+    def stopTimer(self) -> Deferred[Any]:
+        """Stop listening; the Deferred fires once the port is closed."""
+        port, self.port = self.port, None
+        if port is None:
+            return succeed(None)
+        return maybeDeferred(port.stopListening)
