@@ -10,6 +10,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from duct.buffer import OVERFLOW_POLICIES, Batch, MemoryBuffer
+from duct.diskbuffer import DiskBuffer, bufferFromConfig
 from duct.event import Event
 from duct.interfaces import IDuctOutput
 from duct.options import REQUIRED, Option
@@ -49,6 +50,13 @@ class Output:
         Option("retry_initial", "number", 0.5, "seconds before the first retry", minimum=0.01),
         Option("retry_max", "number", 30.0, "longest wait between retries", minimum=0.01),
         Option("debug", "boolean", False, "log each batch written"),
+        Option(
+            "buffer",
+            "mapping",
+            None,
+            "buffer settings: {type: memory|disk, path, max_bytes, sync: always|interval|never, "
+            "sync_interval}",
+        ),
     )
 
     def __init__(self, config: dict[str, Any], duct: Any) -> None:
@@ -56,12 +64,13 @@ class Output:
         self.duct = duct
         self.clock: Any = duct.clock
         self.name: str = config.get("name") or type(self).__name__
-        self.buffer = MemoryBuffer(
+        ductConfig = getattr(duct, "config", None) or {}
+        self.buffer: MemoryBuffer | DiskBuffer = bufferFromConfig(
             self.name,
             self.clock,
-            maxsize=config.get("maxsize") or 100_000,
-            max_bytes=config.get("max_bytes") or 64 * 1024 * 1024,
-            overflow=config.get("overflow") or "block",
+            config,
+            stateDir=ductConfig.get("state_dir") or "/var/lib/duct",
+            codec="bytes" if self.acceptsEncoded else "event",
         )
         self.batchSize: int = config.get("batch_size") or 500
         self.flushInterval = float(config.get("flush_interval", 1.0) or 0.0)
@@ -88,6 +97,9 @@ class Output:
         self._stopped = True
         self._cancelFlush()
         self._fireDrained()  # nothing more will be written: release flush() waiters
+        close = getattr(self.buffer, "close", None)
+        if close is not None:
+            close()
         return None
 
     # -- events in ---------------------------------------------------------------
@@ -130,6 +142,8 @@ class Output:
     def _write(self) -> None:
         self._flushCall = None
         self._retrying = False
+        if self._writing:  # one batch at a time; _written schedules the next
+            return
         batch = self.buffer.take(self.batchSize)
         if batch is None:
             self._fireDrained()
@@ -142,7 +156,10 @@ class Output:
 
     def _written(self, _: object, batch: Batch) -> None:
         self._writing = False
+        # The ack may wake producers whose eventsReceived schedules a write:
+        # whichever is scheduled last replaces it, so never two at once.
         self.buffer.ack(batch)
+        self._cancelFlush()
         self.sent += len(batch)
         self._retryDelay = 0.0
         if self.config.get("debug"):
