@@ -704,3 +704,35 @@ def test_udp_stop_before_start_is_harmless() -> None:
     source = RiemannUDP(configure(RiemannUDP, {"service": "u"}), lambda events: None, FakeDuct())
     assert source.stopTimer().called
     assert (source.interface, source.portNumber) == ("127.0.0.1", 5555)
+
+
+class _Pending:
+    """A transport stand-in that records writes; ``writeNow`` must defer to it."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+
+def test_write_now_uses_the_transport_unless_a_plain_idle_tcp_socket() -> None:
+    from duct.sources.riemann import writeNow
+
+    transport = _Pending()
+    writeNow(transport, b"ack")  # not a TCP server transport: queued as usual
+    assert transport.written == [b"ack"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_acks_written_at_once_arrive_whole_and_in_order(reactor: Any) -> None:
+    relay = tcpRelay(reactor)
+    try:
+        client = await relay.connect()
+        for i in range(50):
+            client.sendMsg(numbered(i, 1))
+        await waitUntil(reactor, lambda: len(client.replies) == 50, "fifty acks")
+    finally:
+        await relay.close()
+    assert all(reply.ok for reply in client.replies)
+    assert [e.service for e in relay.output.written] == [f"n.{i}" for i in range(50)]

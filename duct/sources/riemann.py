@@ -19,6 +19,7 @@ from collections import deque
 from typing import Any
 
 from google.protobuf.message import Error as ProtobufError
+from twisted.internet import tcp
 from twisted.internet.defer import CancelledError, Deferred, maybeDeferred, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.protocol import DatagramProtocol, Factory, connectionDone
@@ -227,7 +228,7 @@ class RiemannTCPProtocol(Int32StringReceiver):
         result = self.source.receive(data)
         if isinstance(result, bytes):
             if not self._lost:
-                self.transport.write(result)
+                writeNow(self.transport, result)
             return
         # The events wait in the pipeline for room: hold the ack, stop reading.
         self._held = result
@@ -371,6 +372,35 @@ class RiemannTCP(_RiemannListener):
         if port is None:
             return succeed(None)
         return maybeDeferred(port.stopListening)
+
+
+def writeNow(transport: Any, data: bytes) -> None:
+    """Write ``data`` at once when the socket can take it, else as usual.
+
+    A plain TCP transport with nothing queued sends straight away, saving
+    the reactor a round of registering for writability and back, which is
+    most of the cost of acking one small Msg.  TLS and anything else, or a
+    partial send, go through ``transport.write`` unchanged.
+    """
+    sock = getattr(transport, "socket", None)
+    if (
+        sock is None
+        or type(transport) is not tcp.Server
+        or transport.dataBuffer
+        or getattr(transport, "_tempDataBuffer", True)
+        or transport.disconnecting
+    ):
+        transport.write(data)
+        return
+    try:
+        sent = sock.send(data)
+    except BlockingIOError:
+        sent = 0
+    except OSError:
+        transport.write(data)  # let the transport see and report the error
+        return
+    if sent < len(data):
+        transport.write(data[sent:])
 
 
 class _UDPProtocol(DatagramProtocol):
