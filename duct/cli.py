@@ -48,8 +48,12 @@ def check(args: argparse.Namespace) -> int:
     for item in config.outputs:
         cfg = item.config
         name = cfg.get("name") or (item.cls.__name__ if item.cls else "?")
-        print(f"  {name}: {cfg['output']} (buffer: {cfg['maxsize']} events, {cfg['overflow']})")
-        print("    memory-only buffer: events queued here are lost if the agent crashes")
+        kind = (cfg.get("buffer") or {}).get("type", "memory")
+        print(
+            f"  {name}: {cfg['output']} ({kind} buffer: {cfg['maxsize']} events, {cfg['overflow']})"
+        )
+        if kind == "memory":
+            print("    memory-only buffer: events queued here are lost if the agent crashes")
     print("sources:")
     names = [
         item.config.get("name") or getattr(item.cls, "__name__", "?") for item in config.outputs

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from duct.diskbuffer import checkBufferSettings
 from duct.objects import Output, Source
 from duct.options import REQUIRED, Option, declaredOptions, validate
 from duct.plugins import PluginError, isStrict, loadClass
@@ -274,6 +275,10 @@ class ConfigFile:
             if cls is None:
                 continue
             self._configure(item, cls, Output)
+            try:
+                checkBufferSettings(item.config)
+            except ValueError as e:
+                self._problem(item.file, item.label, "buffer", str(e).removeprefix("buffer: "))
             name = item.config.get("name") or cls.__name__
             if name in names:
                 self._problem(item.file, item.label, "name", f"another output is named {name!r}")

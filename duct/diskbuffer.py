@@ -402,6 +402,31 @@ def _check(ok: bool, key: str, expected: str, value: Any) -> None:
         raise ValueError(f"buffer.{key}: expected {expected}, got {value!r}")
 
 
+def checkBufferSettings(config: Mapping[str, Any]) -> Mapping[str, Any]:
+    """An output's ``buffer`` settings, checked; ValueError names the bad key."""
+    settings = config.get("buffer") or {}
+    if not isinstance(settings, Mapping):
+        raise ValueError(f"buffer: expected a mapping, got {settings!r}")
+    for key in settings:
+        _check(key in BUFFER_KEYS, key, f"one of the keys {', '.join(BUFFER_KEYS)}", key)
+    kind = settings.get("type", "memory")
+    _check(kind in ("memory", "disk"), "type", "memory or disk", kind)
+    maxBytes = settings.get("max_bytes")
+    ok = maxBytes is None or (type(maxBytes) is int and maxBytes > 0)
+    _check(ok, "max_bytes", "a positive integer", maxBytes)
+    if kind == "memory":
+        for key in ("path", "sync", "sync_interval"):
+            _check(key not in settings, key, "no value: it is for type disk", settings.get(key))
+        return settings
+    sync = settings.get("sync", "interval")
+    _check(sync in SYNC_MODES, "sync", " or ".join(SYNC_MODES), sync)
+    interval = settings.get("sync_interval", 1.0)
+    _check(type(interval) in (int, float) and interval > 0, "sync_interval", "seconds", interval)
+    path = settings.get("path")
+    _check(path is None or (isinstance(path, str) and path != ""), "path", "a directory", path)
+    return settings
+
+
 def bufferFromConfig(
     name: str,
     clock: Any,
@@ -414,26 +439,14 @@ def bufferFromConfig(
     ``buffer.max_bytes`` replaces the output's ``max_bytes``; a disk buffer
     defaults to 1 GiB on disk, under ``<state_dir>/buffers/<output name>``.
     """
-    settings = config.get("buffer") or {}
-    if not isinstance(settings, Mapping):
-        raise ValueError(f"buffer: expected a mapping, got {settings!r}")
-    for key in settings:
-        _check(key in BUFFER_KEYS, key, f"one of the keys {', '.join(BUFFER_KEYS)}", key)
-    kind = settings.get("type", "memory")
-    _check(kind in ("memory", "disk"), "type", "memory or disk", kind)
+    settings = checkBufferSettings(config)
     maxBytes = settings.get("max_bytes")
-    ok = maxBytes is None or (type(maxBytes) is int and maxBytes > 0)
-    _check(ok, "max_bytes", "a positive integer", maxBytes)
     maxsize, overflow = config.get("maxsize") or 100_000, config.get("overflow") or "block"
-    if kind == "memory":
-        for key in ("path", "sync", "sync_interval"):
-            _check(key not in settings, key, "no value: it is for type disk", settings.get(key))
+    if settings.get("type", "memory") == "memory":
         maxBytes = maxBytes or config.get("max_bytes") or 64 * 1024 * 1024
         return MemoryBuffer(name, clock, maxsize=maxsize, max_bytes=maxBytes, overflow=overflow)
     sync = settings.get("sync", "interval")
-    _check(sync in SYNC_MODES, "sync", " or ".join(SYNC_MODES), sync)
     interval = settings.get("sync_interval", 1.0)
-    _check(type(interval) in (int, float) and interval > 0, "sync_interval", "seconds", interval)
     path = settings.get("path")
     if path is None:
         path = os.path.join(stateDir, "buffers", name.replace(os.sep, "_").lstrip(".") or "out")

@@ -11,7 +11,7 @@ from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from duct.configuration import Config, ConfigFile, Item
+from duct.configuration import Config, ConfigFile, ConfigurationError, Item, Problem
 from duct.objects import Output, Source, defaultHostname
 from duct.pipeline import Pipeline, SourceFeed
 
@@ -58,8 +58,13 @@ class DuctService(MultiService):
 
     @staticmethod
     def _build(item: Item, make: Any) -> Any:
+        """Construct a plugin; a failure is a configuration problem naming the item."""
         assert item.cls is not None, f"{item.label} was not validated"
-        return make(item.cls, dict(item.config))
+        try:
+            return make(item.cls, dict(item.config))
+        except Exception as e:  # a plugin's constructor may fail in any way
+            message = f"cannot be built: {type(e).__name__}: {e}"
+            raise ConfigurationError([Problem(item.file, item.label, None, message)]) from e
 
     def createSource(self, item: Item) -> Source:
         """Build the source an item describes and connect it to the pipeline."""
@@ -129,7 +134,11 @@ class DuctService(MultiService):
             source.stopTimer().addBoth(self._unroute, source)
             item = self._items.pop(source)
             self._startedAt.pop(source, None)
-            replacement = self.createSource(item)
+            try:
+                replacement = self.createSource(item)
+            except ConfigurationError:
+                self.log.failure("source {service} could not be recreated", service=source.service)
+                continue
             self.sources[index] = replacement
             self._scheduleStart(replacement, 0.0)
 
@@ -176,9 +185,15 @@ class DuctService(MultiService):
         await drained
         for output in self.outputs.values():
             left = output.buffer.depth
-            if left:
+            if left and output.buffer.durable:
+                self.log.info(
+                    "output {output}: {count} events undelivered, kept on disk for the next start",
+                    output=output.name,
+                    count=left,
+                )
+            elif left:
                 self.log.warn(
-                    "output {output}: {count} events left undelivered at shutdown",
+                    "output {output}: {count} events left undelivered at shutdown, and lost",
                     output=output.name,
                     count=left,
                 )

@@ -28,11 +28,11 @@ def makeService(options: Options) -> DuctService:
 
     try:
         config = ConfigFile(options["config"]).load()
+        for warning in config.warnings:
+            log.warn("{warning}", warning=warning)
+        service = DuctService(config, reactor)
     except ConfigurationError as e:
         raise SystemExit(f"duct: invalid configuration:\n{e}") from None
-    for warning in config.warnings:
-        log.warn("{warning}", warning=warning)
-    service = DuctService(config, reactor)
     reactor.callWhenRunning(installSignalHandlers, reactor, service)
     return service
 

@@ -163,3 +163,25 @@ def test_check_shows_the_default_riemann_output_of_an_old_style_config(tmp_path:
     result = check(path)
     assert result.returncode == 0, result.stderr
     assert "RiemannTCP: duct.outputs.riemann.RiemannTCP" in result.stdout
+
+
+def test_check_says_which_buffers_survive_a_crash(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "duct.yml",
+        f"""\
+        outputs:
+          - output: duct.outputs.null.Null
+            name: durable
+            buffer: {{type: disk, path: {tmp_path / "spool"}}}
+          - output: duct.outputs.null.Null
+            name: volatile
+        """,
+    )
+    result = check(path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    durable = lines.index(lineWith(result.stdout, "durable: duct.outputs.null.Null"))
+    volatile = lines.index(lineWith(result.stdout, "volatile: duct.outputs.null.Null"))
+    assert "disk buffer" in lines[durable]
+    assert "memory-only buffer" not in lines[durable + 1]
+    assert "memory buffer" in lines[volatile] and "memory-only buffer" in lines[volatile + 1]

@@ -1171,3 +1171,28 @@ def test_wrong_type_for_required_key_is_reported_once(tmp_path: Path) -> None:
     assert [(p.key, p.message) for p in raised.value.problems] == [
         ("service", "expected a string, got 5")
     ]
+
+
+@pytest.mark.parametrize(
+    ("buffer", "words"),
+    [
+        ("{type: tape}", "buffer.type: expected memory or disk"),
+        ("{type: disk, sync: sometimes}", "buffer.sync: expected always or interval or never"),
+        ("{type: disk, colour: red}", "buffer.colour"),
+        ("{path: /tmp/x}", "buffer.path: expected no value: it is for type disk"),
+    ],
+)
+def test_bad_buffer_settings_are_reported_before_start(
+    tmp_path: Path, buffer: str, words: str
+) -> None:
+    path = write(
+        tmp_path / "duct.yml",
+        f"""\
+        outputs:
+          - output: duct.outputs.null.Null
+            buffer: {buffer}
+        """,
+    )
+    [problem] = problemsOf(path)
+    assert (problem.item, problem.key) == ("outputs[0] (output: duct.outputs.null.Null)", "buffer")
+    assert words in problem.message

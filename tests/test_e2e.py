@@ -163,3 +163,24 @@ async def test_invalid_config_exits_nonzero_without_traceback(reactor: Any, tmp_
     assert code == 1
     assert f"{config}: sources[0] (service: cpu): colour: unknown key" in output
     assert "Traceback" not in output
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_output_that_cannot_be_built_stops_startup_cleanly(
+    reactor: Any, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    config = tmp_path / "duct.yml"
+    config.write_text(
+        "outputs:\n"
+        "  - output: duct.outputs.null.Null\n"
+        f"    buffer: {{type: disk, path: {blocker / 'spool'}}}\n"
+    )
+    argv = [str(BIN / "twistd"), "--nodaemon", "--pidfile=", "duct", "--config", str(config)]
+    proto, _ = spawn(reactor, argv)
+    code = await proto.ended
+    output = proto.output.decode()
+    assert code == 1
+    assert f"{config}: outputs[0] (output: duct.outputs.null.Null): cannot be built" in output
+    assert "Traceback" not in output
