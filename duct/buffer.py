@@ -58,15 +58,115 @@ class Batch:
         return len(self.events)
 
 
-class MemoryBuffer:
+class BufferBase:
+    """What every buffer shares: limits, producers waiting for room, drop counts.
+
+    A subclass keeps ``depth`` and ``nbytes`` and implements the producer
+    and writer sides (``put``, ``take``, ``ack``, ``requeue``, ``discard``).
+    """
+
+    log = Logger()
+    durable = False
+    """Whether what the buffer holds survives a crash."""
+
+    def __init__(self, name: str, clock: Any, maxsize: int, max_bytes: int, overflow: str) -> None:
+        if overflow not in OVERFLOW_POLICIES:
+            raise ValueError(f"overflow must be one of {OVERFLOW_POLICIES}, not {overflow!r}")
+        self.name = name
+        self.clock = clock
+        self.maxsize = maxsize
+        self.max_bytes = max_bytes
+        self.overflow = overflow
+        self.drops: Counter[str] = Counter()
+        self._waiters: list[Deferred[None]] = []
+        self._dropLog = RateLimitedLog(self.log, clock)
+
+    # -- what a subclass provides --------------------------------------------
+
+    def __len__(self) -> int:
+        """Items waiting to be taken."""
+        raise NotImplementedError
+
+    @property
+    def depth(self) -> int:
+        """Items held, waiting or in flight."""
+        raise NotImplementedError
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held, waiting or in flight."""
+        raise NotImplementedError
+
+    def waiting(self) -> list[Any]:
+        """A copy of the items waiting to be taken, head first."""
+        raise NotImplementedError
+
+    def put(
+        self,
+        items: Iterable[Any],
+        sizes: Sequence[int] | None = None,
+        deadlines: Sequence[float] | None = None,
+    ) -> int:
+        """Add items at the tail under the overflow policy; return how many were kept."""
+        raise NotImplementedError
+
+    def take(self, n: int) -> Batch | None:
+        """Move up to ``n`` items from the head into flight."""
+        raise NotImplementedError
+
+    def ack(self, batch: Batch) -> None:
+        """The destination confirmed ``batch``: forget it."""
+        raise NotImplementedError
+
+    def requeue(self, batch: Batch) -> None:
+        """Delivery of ``batch`` failed: put it back at the head, in order."""
+        raise NotImplementedError
+
+    def discard(self, batch: Batch, reason: str) -> None:
+        """Give up on ``batch``; count it under ``reason``."""
+        raise NotImplementedError
+
+    # -- shared ---------------------------------------------------------------
+
+    @property
+    def writable(self) -> bool:
+        """Whether a producer may add events now."""
+        return self.depth < self.maxsize and self.nbytes < self.max_bytes
+
+    def whenWritable(self) -> Deferred[None]:
+        """A Deferred that fires once the buffer has room."""
+        d: Deferred[None] = Deferred()
+        if self.writable:
+            d.callback(None)
+        else:
+            self._waiters.append(d)
+        return d
+
+    def _wake(self) -> None:
+        if self._waiters and self.writable:
+            waiters, self._waiters = self._waiters, []
+            for d in waiters:
+                d.callback(None)
+
+    def recordDrop(self, reason: str, count: int) -> None:
+        """Count ``count`` dropped events under ``reason``, and log at a limited rate."""
+        self.drops[reason] += count
+        self._dropLog.emit(
+            reason,
+            "output {output} dropped {count} events ({reason}); {total} dropped so far",
+            output=self.name,
+            count=count,
+            reason=reason,
+            total=sum(self.drops.values()),
+        )
+
+
+class MemoryBuffer(BufferBase):
     """A bounded in-memory FIFO of events.
 
     A crash loses what it holds; ``duct check`` says so for each output
     that uses one.
     """
-
-    log = Logger()
-    durable = False
 
     def __init__(
         self,
@@ -77,13 +177,7 @@ class MemoryBuffer:
         overflow: str = "block",
         expiring: bool = False,
     ) -> None:
-        if overflow not in OVERFLOW_POLICIES:
-            raise ValueError(f"overflow must be one of {OVERFLOW_POLICIES}, not {overflow!r}")
-        self.name = name
-        self.clock = clock
-        self.maxsize = maxsize
-        self.max_bytes = max_bytes
-        self.overflow = overflow
+        super().__init__(name, clock, maxsize, max_bytes, overflow)
         # Parallel deques, not tuples: 16 bytes an item instead of 72.
         self._items: deque[Any] = deque()
         self._sizes: deque[int] = deque()
@@ -91,9 +185,6 @@ class MemoryBuffer:
         self.pendingBytes = 0
         self.inFlightEvents = 0
         self.inFlightBytes = 0
-        self.drops: Counter[str] = Counter()
-        self._waiters: list[Deferred[None]] = []
-        self._dropLog = RateLimitedLog(self.log, clock)
 
     # -- state ------------------------------------------------------------
 
@@ -113,20 +204,6 @@ class MemoryBuffer:
     @property
     def nbytes(self) -> int:
         return self.pendingBytes + self.inFlightBytes
-
-    @property
-    def writable(self) -> bool:
-        """Whether a producer may add events now."""
-        return self.depth < self.maxsize and self.nbytes < self.max_bytes
-
-    def whenWritable(self) -> Deferred[None]:
-        """A Deferred that fires once the buffer has room."""
-        d: Deferred[None] = Deferred()
-        if self.writable:
-            d.callback(None)
-        else:
-            self._waiters.append(d)
-        return d
 
     # -- producer side ----------------------------------------------------
 
@@ -260,20 +337,3 @@ class MemoryBuffer:
         self.inFlightBytes -= batch.nbytes
         if wake:
             self._wake()
-
-    def _wake(self) -> None:
-        if self._waiters and self.writable:
-            waiters, self._waiters = self._waiters, []
-            for d in waiters:
-                d.callback(None)
-
-    def recordDrop(self, reason: str, count: int) -> None:
-        self.drops[reason] += count
-        self._dropLog.emit(
-            reason,
-            "output {output} dropped {count} events ({reason}); {total} dropped so far",
-            output=self.name,
-            count=count,
-            reason=reason,
-            total=sum(self.drops.values()),
-        )

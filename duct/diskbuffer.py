@@ -17,18 +17,14 @@ that lags only means events delivered twice after a crash, never lost.
 from __future__ import annotations
 
 import os
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
 
-from duct.buffer import OVERFLOW_POLICIES, Batch, MemoryBuffer
+from duct.buffer import Batch, BufferBase, MemoryBuffer
 from duct.event import Event
 from duct.protocol.riemann import decodeEvent, encodeEvent
-from duct.ratelimit import RateLimitedLog
 from duct.segments import (
     HEADER_SIZE,
     MAX_RECORD,
@@ -66,7 +62,7 @@ class DiskBatch(Batch):
         self.seqs = seqs
 
 
-class DiskBuffer:
+class DiskBuffer(BufferBase):
     """A bounded FIFO of records on disk, with MemoryBuffer's interface.
 
     :param codec: ``event`` stores Events encoded (`encodeEvent`) and `take`
@@ -75,7 +71,6 @@ class DiskBuffer:
     :param readahead: records (``readahead_bytes``: bytes) read ahead into memory.
     """
 
-    log = Logger()
     durable = True
 
     def __init__(
@@ -93,16 +88,11 @@ class DiskBuffer:
         readahead: int = 1000,
         readahead_bytes: int = 4 * 1024 * 1024,
     ) -> None:
-        if overflow not in OVERFLOW_POLICIES:
-            raise ValueError(f"overflow must be one of {OVERFLOW_POLICIES}, not {overflow!r}")
         if sync not in SYNC_MODES or codec not in CODECS:
             raise ValueError(f"sync must be one of {SYNC_MODES} and codec one of {CODECS}")
-        self.name, self.clock, self.path = name, clock, path
-        self.maxsize, self.max_bytes, self.overflow = maxsize, max_bytes, overflow
+        super().__init__(name, clock, maxsize, max_bytes, overflow)
+        self.path = path
         self.sync, self.syncInterval, self.codec = sync, sync_interval, codec
-        self.drops: Counter[str] = Counter()
-        self._waiters: list[Deferred[None]] = []
-        self._dropLog = RateLimitedLog(self.log, clock)
         self.inFlightEvents = self.inFlightBytes = 0
         self._syncLoop: LoopingCall | None = None
         self._checkpointDirty = self._closed = False
@@ -153,19 +143,6 @@ class DiskBuffer:
     @property
     def pendingBytes(self) -> int:
         return self._nbytes - self.inFlightBytes
-
-    @property
-    def writable(self) -> bool:
-        return self._depth < self.maxsize and self._nbytes < self.max_bytes
-
-    def whenWritable(self) -> Deferred[None]:
-        """A Deferred that fires once the buffer has room."""
-        d: Deferred[None] = Deferred()
-        if self.writable:
-            d.callback(None)
-        else:
-            self._waiters.append(d)
-        return d
 
     def waiting(self) -> list[Any]:
         """The items waiting to be taken, head first (reads the whole backlog)."""
@@ -378,23 +355,6 @@ class DiskBuffer:
             self._writeCheckpoint(sync=self.sync != "never")
 
     # -- drops -----------------------------------------------------------------------
-
-    def _wake(self) -> None:
-        if self._waiters and self.writable:
-            waiters, self._waiters = self._waiters, []
-            for d in waiters:
-                d.callback(None)
-
-    def recordDrop(self, reason: str, count: int) -> None:
-        self.drops[reason] += count
-        self._dropLog.emit(
-            reason,
-            "output {output} dropped {count} events ({reason}); {total} dropped so far",
-            output=self.name,
-            count=count,
-            reason=reason,
-            total=sum(self.drops.values()),
-        )
 
 
 def _check(ok: bool, key: str, expected: str, value: Any) -> None:

@@ -9,8 +9,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from duct.buffer import OVERFLOW_POLICIES, Batch, MemoryBuffer
-from duct.diskbuffer import DiskBuffer, bufferFromConfig
+from duct.buffer import OVERFLOW_POLICIES, Batch, BufferBase
+from duct.diskbuffer import bufferFromConfig
 from duct.event import Event
 from duct.interfaces import IDuctOutput
 from duct.options import REQUIRED, Option
@@ -65,7 +65,7 @@ class Output:
         self.clock: Any = duct.clock
         self.name: str = config.get("name") or type(self).__name__
         ductConfig = getattr(duct, "config", None) or {}
-        self.buffer: MemoryBuffer | DiskBuffer = bufferFromConfig(
+        self.buffer: BufferBase = bufferFromConfig(
             self.name,
             self.clock,
             config,
