@@ -92,6 +92,16 @@ class Output:
         """Connect or open the destination.  May return a Deferred or be async."""
         return None
 
+    def start(self) -> Deferred[None]:
+        """Called by the service: `createClient`, then write what the buffer holds.
+
+        A disk buffer replays its backlog when it opens, before any new
+        event arrives; without this the writer would wait for one.
+        """
+        d = maybeDeferred(self.createClient)
+        d.addCallback(lambda _: self._scheduleWrite())
+        return d
+
     def stop(self) -> Any:
         """Close the destination.  May return a Deferred or be async."""
         self._stopped = True

@@ -268,3 +268,21 @@ def test_options_validate() -> None:
     with pytest.raises(ValueError, match="bogus"):
         configure(Logger, {"bogus": 1})
     assert configure(Null, {"flush_interval": 0.1})["flush_interval"] == 0.1
+
+
+def test_a_replayed_backlog_is_written_without_a_new_event(tmp_path: Path) -> None:
+    """A disk buffer's backlog from the last run is written once the output starts."""
+    path = tmp_path / "events.jsonl"
+    buffer = {"type": "disk", "path": str(tmp_path / "buffer"), "sync": "always"}
+    first, _ = makeOutput(JSONLines, path=str(path), flush_interval=1.0, buffer=buffer)
+    first.eventsReceived(makeEvents(5))
+    first.stop()  # before the first flush: the five stay on disk
+
+    again, clock = makeOutput(JSONLines, path=str(path), flush_interval=1.0, buffer=buffer)
+    assert again.buffer.depth == 5
+    again.start()
+    clock.advance(1.0)
+
+    assert [line["service"] for line in readLines(path)] == [f"svc.{i}" for i in range(5)]
+    assert again.buffer.depth == 0
+    again.stop()
