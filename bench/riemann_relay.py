@@ -128,8 +128,15 @@ sources:
     listen: "tcp:{listenPort}:interface=127.0.0.1"
 """
     )
-    argv = [str(BIN / "twistd"), "--nodaemon", "--pidfile=", f"--logfile={tmp}/duct.log",
-            "duct", "--config", str(config)]
+    argv = [
+        str(BIN / "twistd"),
+        "--nodaemon",
+        "--pidfile=",
+        f"--logfile={tmp}/duct.log",
+        "duct",
+        "--config",
+        str(config),
+    ]
     return subprocess.Popen(argv, cwd=tmp)
 
 
