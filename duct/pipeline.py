@@ -36,12 +36,25 @@ class Pipeline:
         # Keyed by (host, service): ``Event.eid`` joins them with a dot, so host
         # "a.b" with service "c" would collide with host "a" and service "b.c".
         self.previous: dict[tuple[str, str], Event] = {}
+        self.held: set[Output] = set()
+        """Outputs being replaced: events routed to them wait (see `hold`)."""
+        self._changeWaiters: list[Deferred[None]] = []
 
-    def register(self, source: Source) -> Route:
+    def register(self, source: Source, lenient: bool = False) -> Route:
+        """Compute ``source``'s route from its config and the current outputs.
+
+        An unknown output name raises KeyError, unless ``lenient``: then it
+        is left out (a source stopping while its output was removed).
+        """
         names = source.config.get("route")
         if isinstance(names, str):
             names = [names]
-        outputs = [self.outputs[n] for n in names] if names else list(self.outputs.values())
+        if not names:
+            outputs = list(self.outputs.values())
+        elif lenient:
+            outputs = [self.outputs[n] for n in names if n in self.outputs]
+        else:
+            outputs = [self.outputs[n] for n in names]
         route = Route(outputs, Triggers.fromConfig(source.config))
         self.routes[source] = route
         return route
@@ -49,10 +62,48 @@ class Pipeline:
     def unregister(self, source: Source) -> None:
         self.routes.pop(source, None)
 
+    def replaceOutputs(self, outputs: Mapping[str, Output]) -> None:
+        """Route to ``outputs`` from now on: every registered source is routed anew.
+
+        Events waiting for room in an output (``overflow: block``) look up
+        their source's route again, so none wait on an output that is gone.
+        """
+        self.outputs = dict(outputs)
+        for source in list(self.routes):
+            self.register(source, lenient=True)
+        self._changed()
+
+    def hold(self, output: Output) -> None:
+        """Hold back events routed to ``output`` until `release`.
+
+        Meanwhile the sources routed to it wait as if it were full: polls
+        are skipped, and events from listeners wait here.
+        """
+        self.held.add(output)
+
+    def release(self, output: Output) -> None:
+        self.held.discard(output)
+        self._changed()
+
+    def _changed(self) -> None:
+        waiters, self._changeWaiters = self._changeWaiters, []
+        for d in waiters:
+            d.callback(None)
+
+    def _whenChanged(self) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        self._changeWaiters.append(d)
+        return d
+
+    def _isHeld(self, route: Route) -> bool:
+        return bool(self.held) and any(o in self.held for o in route.outputs)
+
     def accepting(self, source: Source) -> bool:
         """False while any output this source feeds, with ``overflow: block``, is full."""
         route = self.routes.get(source)
-        return route is None or all(o.buffer.writable for o in route.blocking)
+        if route is None:
+            return True
+        return not self._isHeld(route) and all(o.buffer.writable for o in route.blocking)
 
     def aggregate(self, events: Iterable[Event]) -> list[Event]:
         result = []
@@ -98,10 +149,10 @@ class Pipeline:
                 route.triggers.apply(events)
         if not events:
             return None
-        if all(output.buffer.writable for output in route.blocking):
+        if not self._isHeld(route) and all(output.buffer.writable for output in route.blocking):
             self._deliver(route, events)
             return None
-        return Deferred.fromCoroutine(self._deliverWhenWritable(route, events))
+        return Deferred.fromCoroutine(self._deliverWhenWritable(source, route, events))
 
     @staticmethod
     def _deliver(route: Route, events: list[Event] | EncodedEvents) -> None:
@@ -111,12 +162,19 @@ class Pipeline:
             else:
                 output.eventsReceived(events)  # type: ignore[arg-type]
 
-    async def _deliverWhenWritable(self, route: Route, events: list[Event] | EncodedEvents) -> None:
+    async def _deliverWhenWritable(
+        self, source: Source, route: Route, events: list[Event] | EncodedEvents
+    ) -> None:
         while True:
+            route = self.routes.get(source, route)  # a reload may have routed it anew
             full = [output for output in route.blocking if not output.buffer.writable]
-            if not full:
+            if not full and not self._isHeld(route):
                 break
-            await DeferredList([output.buffer.whenWritable() for output in full])
+            changed = self._whenChanged()
+            waits = [output.buffer.whenWritable() for output in full]
+            await DeferredList([*waits, changed], fireOnOneCallback=True)
+            if not changed.called:  # woken by room: forget the waiter
+                self._changeWaiters.remove(changed)
         self._deliver(route, events)
 
     def forget(self, olderThan: float) -> int:

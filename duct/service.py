@@ -7,7 +7,7 @@ from typing import Any
 
 from twisted.application.service import MultiService
 from twisted.internet import task
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.internet.defer import Deferred, DeferredList, DeferredLock, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -41,9 +41,11 @@ class DuctService(MultiService):
         self.clock = clock if clock is not None else reactor
         self.hostname: str = self.config.get("hostname") or defaultHostname()
         self.outputs: dict[str, Output] = {}
+        self.outputItems: dict[str, Item] = {}
         for item in self.config.outputs:
-            output = self._build(item, lambda cls, cfg: cls(cfg, self))
+            output = self.buildOutput(item)
             self.outputs[output.name] = output
+            self.outputItems[output.name] = item
         self.pipeline = Pipeline(self.outputs)
         self.sources: list[Source] = []
         self._items: dict[Source, Item] = {}
@@ -55,6 +57,7 @@ class DuctService(MultiService):
         self.watchdog.clock = self.clock
         self.housekeeping = task.LoopingCall(self.forgetStaleSeries)
         self.housekeeping.clock = self.clock
+        self._reloading = DeferredLock()
 
     @staticmethod
     def _build(item: Item, make: Any) -> Any:
@@ -66,14 +69,37 @@ class DuctService(MultiService):
             message = f"cannot be built: {type(e).__name__}: {e}"
             raise ConfigurationError([Problem(item.file, item.label, None, message)]) from e
 
-    def createSource(self, item: Item) -> Source:
-        """Build the source an item describes and connect it to the pipeline."""
+    def buildOutput(self, item: Item) -> Output:
+        """Build the output an item describes; ConfigurationError if it cannot be."""
+        output: Output = self._build(item, lambda cls, cfg: cls(cfg, self))
+        return output
+
+    def buildSource(self, item: Item) -> Source:
+        """Build the source an item describes, fed to the pipeline but not yet routed."""
         feed = SourceFeed(self.pipeline)
         source: Source = self._build(item, lambda cls, cfg: cls(cfg, feed, self))
         feed.source = source
+        return source
+
+    def adoptSource(self, source: Source, item: Item) -> None:
+        """Route a built source and remember the item it came from."""
         self.pipeline.register(source)
         self._items[source] = item
+
+    def createSource(self, item: Item) -> Source:
+        """Build the source an item describes and connect it to the pipeline."""
+        source = self.buildSource(item)
+        self.adoptSource(source, item)
         return source
+
+    def itemOf(self, source: Source) -> Item:
+        return self._items[source]
+
+    def forgetSource(self, source: Source) -> None:
+        """Take ``source`` out of the running set (its timer is stopped separately)."""
+        self.sources.remove(source)
+        self._items.pop(source, None)
+        self._startedAt.pop(source, None)
 
     def accepting(self, source: Source) -> bool:
         """Whether ``source`` may poll: its blocking outputs have room."""
@@ -84,21 +110,35 @@ class DuctService(MultiService):
     def startService(self) -> None:
         super().startService()
         for output in self.outputs.values():
-            d = maybeDeferred(output.createClient)
-            d.addErrback(self._logFailure, "output {name} failed to start", output.name)
-        stagger = float(self.config.get("stagger") or 0.0)
-        for index, source in enumerate(self.sources):
-            delay = source.config.get("start_delay")
-            self._scheduleStart(source, index * stagger if delay is None else delay)
+            self.startOutput(output)
+        self.startSources(self.sources)
         self.housekeeping.start(HOUSEKEEPING_INTERVAL, now=False)
-        if any(s.config.get("watchdog") for s in self.sources):
-            shortest = min(s.interval for s in self.sources if s.config.get("watchdog"))
-            self.watchdog.start(shortest, now=False)
+        self.watch()
         self.log.info(
             "duct started: {sources} sources, {outputs} outputs",
             sources=len(self.sources),
             outputs=len(self.outputs),
         )
+
+    def startOutput(self, output: Output) -> None:
+        """Connect or open ``output``'s destination; a failure is logged."""
+        d = output.start()
+        d.addErrback(self._logFailure, "output {name} failed to start", output.name)
+
+    def startSources(self, sources: list[Source]) -> None:
+        """Start ``sources``, ``stagger`` seconds apart (or after their ``start_delay``)."""
+        stagger = float(self.config.get("stagger") or 0.0)
+        for index, source in enumerate(sources):
+            delay = source.config.get("start_delay")
+            self._scheduleStart(source, index * stagger if delay is None else delay)
+
+    def watch(self) -> None:
+        """(Re)start the watchdog at the shortest interval of the watched sources."""
+        if self.watchdog.running:
+            self.watchdog.stop()
+        watched = [s.interval for s in self.sources if s.config.get("watchdog")]
+        if watched:
+            self.watchdog.start(min(watched), now=False)
 
     def _scheduleStart(self, source: Source, delay: float) -> None:
         self._startCalls = [call for call in self._startCalls if call.active()]
@@ -106,6 +146,8 @@ class DuctService(MultiService):
         self._startCalls.append(self.clock.callLater(delay, self._startSource, source))
 
     def _startSource(self, source: Source) -> None:
+        if source not in self._items:  # removed (by a reload) before its start
+            return
         try:
             source.startTimer()
         except Exception:
@@ -161,6 +203,13 @@ class DuctService(MultiService):
         return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
+        await self._reloading.acquire()  # a reload in progress finishes first
+        try:
+            await self._stopAll()
+        finally:
+            self._reloading.release()
+
+    async def _stopAll(self) -> None:
         for call in self._startCalls:
             if call.active():
                 call.cancel()
@@ -179,29 +228,59 @@ class DuctService(MultiService):
                 services=", ".join(s.service for s in self.sources if s.running),
                 timeout=timeout,
             )
-        drained = DeferredList([o.flush() for o in self.outputs.values()], consumeErrors=True)
-        remaining = max(0.0, deadline - self.clock.seconds())
-        drained.addTimeout(remaining, self.clock, onTimeoutCancel=lambda *_: None)
+        outputs = list(self.outputs.values())
+        await self.drainOutputs(outputs, deadline - self.clock.seconds())
+        total = self.reportUndelivered(outputs, "at shutdown")
+        self.log.info("duct stopped; {count} events undelivered", count=total)
+        await self.stopOutputs(outputs)
+
+    # -- retiring outputs (at shutdown, and when a reload removes or replaces one) ------
+
+    async def retireOutputs(self, outputs: list[Output], seconds: float, when: str) -> int:
+        """Drain ``outputs`` for up to ``seconds``, log what is left, stop them.
+
+        Returns how many events were left undelivered.
+        """
+        await self.drainOutputs(outputs, seconds)
+        total = self.reportUndelivered(outputs, when)
+        await self.stopOutputs(outputs)
+        return total
+
+    async def drainOutputs(self, outputs: list[Output], seconds: float) -> None:
+        """Let ``outputs`` deliver what they hold, for up to ``seconds``."""
+        drained = DeferredList([o.flush() for o in outputs], consumeErrors=True)
+        drained.addTimeout(max(0.0, seconds), self.clock, onTimeoutCancel=lambda *_: None)
         await drained
-        for output in self.outputs.values():
+
+    def reportUndelivered(self, outputs: list[Output], when: str) -> int:
+        """Log, per output, the events it still holds; return their total."""
+        for output in outputs:
             left = output.buffer.depth
-            if left and output.buffer.durable:
+            if left and output.buffer.durable and when == "at shutdown":
                 self.log.info(
                     "output {output}: {count} events undelivered, kept on disk for the next start",
                     output=output.name,
                     count=left,
                 )
-            elif left:
-                self.log.warn(
-                    "output {output}: {count} events left undelivered at shutdown, and lost",
+            elif left and output.buffer.durable:
+                self.log.info(
+                    "output {output}: {count} events undelivered {when}, kept on disk in {path}",
                     output=output.name,
                     count=left,
+                    when=when,
+                    path=getattr(output.buffer, "path", "?"),
                 )
-        total = sum(o.buffer.depth for o in self.outputs.values())
-        self.log.info("duct stopped; {count} events undelivered", count=total)
-        await DeferredList(
-            [maybeDeferred(o.stop) for o in self.outputs.values()], consumeErrors=True
-        )
+            elif left:
+                self.log.warn(
+                    "output {output}: {count} events left undelivered {when}, and lost",
+                    output=output.name,
+                    count=left,
+                    when=when,
+                )
+        return sum(o.buffer.depth for o in outputs)
+
+    async def stopOutputs(self, outputs: list[Output]) -> None:
+        await DeferredList([maybeDeferred(o.stop) for o in outputs], consumeErrors=True)
 
     def _within(self, d: Deferred[Any], seconds: float) -> Deferred[bool]:
         """Fire True when ``d`` fires, or False after ``seconds``; ``d`` is not cancelled."""
@@ -214,6 +293,23 @@ class DuctService(MultiService):
         d.addBoth(fired)
         waiter.addTimeout(seconds, self.clock, onTimeoutCancel=lambda *_: False)
         return waiter
+
+    # -- reloading ------------------------------------------------------------------
+
+    def reload(self, config: Config | Mapping[str, Any]) -> Deferred[None]:
+        """Apply a new, validated configuration to the running agent.
+
+        Only what differs is rebuilt: outputs are matched by name, sources
+        by (source class, service, hostname); unchanged ones keep running
+        untouched.  See `duct.reload` for the rules.  Reloads run one at a
+        time, and a stop waits for the one in progress.  The Deferred fails
+        with ConfigurationError (and nothing changed) if a new output or
+        source cannot be built.
+        """
+        from duct.reload import applyConfig
+
+        new = config if isinstance(config, Config) else ConfigFile.fromDict(config)
+        return self._reloading.run(lambda: Deferred.fromCoroutine(applyConfig(self, new)))
 
     def reopen(self) -> None:
         """Reopen files (after logrotate), for outputs that keep one open."""

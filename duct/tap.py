@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from typing import Any
 
@@ -9,6 +10,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from duct.configuration import ConfigFile, ConfigurationError
+from duct.reload import hangup
 from duct.service import DuctService
 
 log = Logger()
@@ -33,12 +35,18 @@ def makeService(options: Options) -> DuctService:
         service = DuctService(config, reactor)
     except ConfigurationError as e:
         raise SystemExit(f"duct: invalid configuration:\n{e}") from None
-    reactor.callWhenRunning(installSignalHandlers, reactor, service)
+    # Absolute: SIGHUP reads it again, perhaps after a change of directory.
+    path = os.path.abspath(options["config"])
+    reactor.callWhenRunning(installSignalHandlers, reactor, service, path)
     return service
 
 
-def installSignalHandlers(reactor: Any, service: DuctService) -> None:
-    """SIGTERM stops the agent cleanly (exit status 0); SIGHUP reopens files.
+def installSignalHandlers(
+    reactor: Any, service: DuctService, configPath: str | None = None
+) -> None:
+    """SIGTERM stops the agent cleanly (exit status 0); SIGHUP reopens files
+    and, given ``configPath``, reloads the configuration from it
+    (`duct.reload.hangup`: an invalid file is logged and changes nothing).
 
     Installed once the reactor runs, replacing its own SIGTERM handler,
     which would end the process by re-raising the signal: for a service
@@ -50,7 +58,7 @@ def installSignalHandlers(reactor: Any, service: DuctService) -> None:
         reactor.callFromThread(reactor.stop)
 
     def onHangup(signum: int, frame: Any) -> None:
-        reactor.callFromThread(service.reopen)
+        reactor.callFromThread(hangup, service, configPath)
 
     signal.signal(signal.SIGTERM, onTerminate)
     signal.signal(signal.SIGHUP, onHangup)
