@@ -36,7 +36,18 @@ class Source:
     """When true, a poll never starts while the previous one is running."""
 
     graphs: dict[str, str] = {}
-    """Graph type per service prefix (``line``, ``stack``, ``full-stack``, ``bar``)."""
+    """How the dashboard draws this source's services: graph type by service prefix.
+
+    Keys are relative to the configured ``service``: ``""`` is the service
+    itself, ``"used"`` is ``{service}.used``, and a key covers every service
+    below it too.  A key ending in ``*`` (``"*"``, ``"disk.*"``) covers only
+    the services below it.  The longest key that covers a service wins.
+    Values are ``line`` (the default for anything not covered), ``stack``,
+    ``full-stack`` (stacked to 100%) or ``bar``.  The services a ``stack``
+    or ``full-stack`` key covers share one chart; a line or a bar gets its
+    own.  For example, ``{"*": "full-stack"}`` stacks ``cpu.user``,
+    ``cpu.system`` and the rest to 100% while ``cpu`` stays a line.
+    """
 
     options: tuple[Option, ...] = (
         Option("source", "string", REQUIRED, "dotted path of the Source class"),

@@ -62,9 +62,8 @@ class CPU(Source):
     """
 
     options = ()
-    graphs = {
-        field: "full-stack" for field in _LINUX_CPU_FIELDS if field not in _CPU_DOUBLE_COUNTED
-    }
+    # The fields add up to all of the time, but for guest time, counted twice.
+    graphs = {"*": "full-stack", "guest": "line", "guest_nice": "line"}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -105,7 +104,7 @@ class Memory(Source):
     """
 
     options = ()
-    graphs = {"used": "stack", "available": "stack"}
+    graphs = {"*": "stack", "total": "line"}  # used + available = total
 
     def get(self) -> list[Event]:
         memory = psutil.virtual_memory()
@@ -263,6 +262,7 @@ class DiskFree(Source):
             'devices to report, as "sda1" or "/dev/sda1" (default: all)',
         ),
     )
+    graphs = {"": "bar"}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
