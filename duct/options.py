@@ -65,6 +65,27 @@ def _strings(value: Any) -> list[str]:
     raise OptionError(f"expected a string or a list of strings, got {value!r}")
 
 
+_DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def _duration(value: Any) -> float:
+    """Seconds: a number, or a string such as ``"90s"``, ``"30m"``, ``"12h"``, ``"7d"``."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        unit = _DURATION_UNITS.get(text[-1:]) if text else None
+        number = text[:-1] if unit is not None else text
+        try:
+            seconds = float(number) * (unit or 1.0)
+        except ValueError:
+            raise OptionError(
+                f"expected seconds or a duration such as 30m, 12h or 7d, got {value!r}"
+            ) from None
+        if seconds != seconds or seconds in (float("inf"), float("-inf")):
+            raise OptionError(f"expected a finite duration, got {value!r}")
+        return seconds
+    return float(_number(value))
+
+
 def _any(value: Any) -> Any:
     return value
 
@@ -77,6 +98,7 @@ KINDS: dict[str, Callable[[Any], Any]] = {
     "mapping": _mapping,
     "list": _list,
     "strings": _strings,
+    "duration": _duration,
     "any": _any,
 }
 

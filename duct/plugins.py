@@ -26,6 +26,7 @@ BUILTIN_OUTPUTS = (
     "duct.outputs.null.Null",
     "duct.outputs.riemann.RiemannTCP",
     "duct.outputs.riemann.RiemannUDP",
+    "duct.outputs.store.Store",
 )
 
 

@@ -1,0 +1,308 @@
+"""Store: keep recent events in a local SQLite file, and serve them to the dashboard."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from twisted.internet import task
+from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+
+from duct.graphs import GraphMap
+from duct.objects import Event, Output
+from duct.options import Option
+from duct.outputs.store_db import StoreDatabase, StoreError, StoreUnavailable
+
+T = TypeVar("T")
+
+DEFAULT_RETENTION = 7 * 86400.0
+
+
+class Store(Output):
+    """Keep events in a local SQLite database for the dashboard and its API.
+
+    Each event updates its series (host and service) with its last state,
+    metric, time and description, and an event with a numeric metric adds
+    a point to the series' history.  Points older than `retention` are
+    removed every `cleanup_interval`, and so are series with no point left
+    that have not reported since.  The file is `path`, by default
+    ``<state_dir>/store/<name>.sqlite``; it is kept across restarts.
+
+    Writes go in batches, one transaction each, on a thread of their own,
+    and queries on another, so the reactor never waits for the disk.  A
+    batch counts as delivered once committed (WAL journal, synchronous
+    NORMAL: a crash of the process loses nothing, a power cut may lose
+    the last commits).  A point delivered twice replaces itself.
+
+    A file that cannot be opened or written (damaged, not a database,
+    read-only) is logged as an error naming the path; the batch waits in
+    the buffer and is retried with backoff, so the store resumes once the
+    file is fixed or moved aside.  By default a full buffer drops its
+    oldest events rather than holding back the sources.
+
+    With the web server on, the store serves the dashboard at ``/``, the
+    query API under ``/api`` (``/api/services``, ``/api/series``) and the
+    dashboard's files under ``/static``.
+    """
+
+    options = (
+        Option("path", "string", None, "SQLite file (default: <state_dir>/store/<name>.sqlite)"),
+        Option(
+            "retention",
+            "duration",
+            DEFAULT_RETENTION,
+            "how long points are kept: seconds, or a duration such as 12h, 7d, 2w",
+            minimum=60,
+        ),
+        Option(
+            "cleanup_interval",
+            "duration",
+            600.0,
+            "seconds (or a duration) between removals of expired points",
+            minimum=1,
+        ),
+        Option("batch_size", "integer", 2000, "most events written in one transaction", minimum=1),
+        Option("flush_interval", "number", 1.0, "seconds a partial batch may wait", minimum=0),
+        Option(
+            "overflow",
+            "string",
+            "drop_oldest",
+            "what a full buffer does",
+            choices=("block", "drop_oldest", "drop_newest"),
+        ),
+    )
+
+    def __init__(self, config: dict[str, Any], duct: Any) -> None:
+        super().__init__(config, duct)
+        stateDir = (getattr(duct, "config", None) or {}).get("state_dir") or "/var/lib/duct"
+        self.path: str = config.get("path") or os.path.join(
+            stateDir, "store", f"{self.name}.sqlite"
+        )
+        self.retention = float(config.get("retention") or DEFAULT_RETENTION)
+        self.cleanupInterval = float(config.get("cleanup_interval") or 600.0)
+        self.reactor: Any = getattr(duct, "reactor", None) or self.clock
+        self.pointsWritten = 0
+        self.pointsRemoved = 0
+        self.seriesRemoved = 0
+        self.cleanups = 0
+        self.queries = 0
+        self.badRequests = 0
+        self.error: str | None = None
+        """Why the database is unusable, or None while it works."""
+        self.lastCleanup: Deferred[None] = succeed(None)
+        self._writer: StoreDatabase | None = None
+        self._reader: StoreDatabase | None = None
+        self._writePool: ThreadPool | None = None
+        self._readPool: ThreadPool | None = None
+        self._shutdownTrigger: Any = None
+        self._cleanupLoop = task.LoopingCall(self.cleanup)
+        self._cleanupLoop.clock = self.clock
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def createClient(self) -> Deferred[None]:
+        """Start the writer and reader threads, open the file, start the cleanup timer."""
+        self._writePool = self._startPool("write")
+        self._readPool = self._startPool("read")
+        self._shutdownTrigger = self.reactor.addSystemEventTrigger(
+            "during", "shutdown", self._stopPools
+        )
+        d = self._inWriter(self._openWriter)
+        d.addErrback(lambda _: None)  # logged by _inWriter; writes retry the open
+        d.addCallback(lambda _: self._startCleanup())
+        return d
+
+    def _startPool(self, role: str) -> ThreadPool:
+        pool = ThreadPool(minthreads=1, maxthreads=1, name=f"duct-store-{self.name}-{role}")
+        pool.start()
+        return pool
+
+    def _startCleanup(self) -> None:
+        if not self._stopped and not self._cleanupLoop.running:
+            self._cleanupLoop.start(self.cleanupInterval, now=True)
+
+    def stop(self) -> Deferred[Any]:
+        """Stop the cleanup timer, close both connections and stop the threads."""
+        if self._cleanupLoop.running:
+            self._cleanupLoop.stop()
+        super().stop()
+        closing = [
+            self._run(pool, close)
+            for pool, close in (
+                (self._writePool, self._closeWriter),
+                (self._readPool, self._closeReader),
+            )
+            if pool is not None
+        ]
+        d = DeferredList(closing, consumeErrors=True)
+        d.addCallback(self._closed)
+        return d
+
+    def _closed(self, results: list[tuple[bool, Any]]) -> None:
+        for ok, result in results:
+            if not ok:
+                self.log.failure("store {output}: closing failed", result, output=self.name)
+        self._stopPools()
+
+    def _stopPools(self) -> None:
+        if self._shutdownTrigger is not None:
+            try:
+                self.reactor.removeSystemEventTrigger(self._shutdownTrigger)
+            except (ValueError, KeyError):
+                pass  # already fired
+            self._shutdownTrigger = None
+        pools, self._writePool, self._readPool = (self._writePool, self._readPool), None, None
+        for pool in pools:
+            if pool is not None:
+                pool.stop()
+
+    # -- threads -----------------------------------------------------------------
+
+    def _run(self, pool: ThreadPool, work: Callable[..., T], *args: Any) -> Deferred[T]:
+        return deferToThreadPool(self.reactor, pool, work, *args)
+
+    def _inWriter(self, work: Callable[..., T], *args: Any) -> Deferred[T]:
+        """Run ``work`` on the writer thread; a StoreError there marks the store broken."""
+        if self._writePool is None:
+            return _failed(StoreUnavailable("the store is not running"))
+        d = self._run(self._writePool, work, *args)
+        d.addCallbacks(self._usable, self._broken)
+        return d
+
+    def _usable(self, result: T) -> T:
+        if self.error is not None:
+            self.log.info(
+                "store {output}: {path} is usable again", output=self.name, path=self.path
+            )
+            self.error = None
+        return result
+
+    def _broken(self, failure: Failure) -> Failure:
+        if failure.check(StoreError):
+            message = failure.getErrorMessage()
+            if message != self.error:
+                self.log.error(
+                    "store {output}: {error}; events wait in the buffer and writes are retried",
+                    output=self.name,
+                    error=message,
+                )
+            self.error = message
+        return failure
+
+    # Everything below named *InThread runs on the writer or the reader thread.
+
+    def _openWriter(self) -> None:
+        if self._writer is None:
+            self._writer = StoreDatabase(self.path)
+
+    def _closeWriter(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
+
+    def _closeReader(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
+
+    def _writeInThread(self, events: list[Event]) -> int:
+        self._openWriter()
+        assert self._writer is not None
+        try:
+            return self._writer.write(events)
+        except StoreError:
+            self._closeWriter()  # the next try opens the file afresh
+            raise
+
+    def _cleanupInThread(self, before: float) -> tuple[int, int]:
+        self._openWriter()
+        assert self._writer is not None
+        return self._writer.cleanup(before)
+
+    def _readInThread(self, work: Callable[[StoreDatabase], T]) -> T:
+        if self._reader is None:
+            self._reader = StoreDatabase(self.path, readOnly=True)
+        try:
+            return work(self._reader)
+        except StoreError:
+            self._closeReader()
+            raise
+
+    # -- writing -------------------------------------------------------------------
+
+    def writeBatch(self, events: list[Event]) -> Deferred[None]:
+        return self._inWriter(self._writeInThread, events).addCallback(self._counted)
+
+    def _counted(self, points: int) -> None:
+        self.pointsWritten += points
+
+    def cleanup(self) -> Deferred[None]:
+        """Remove points older than `retention`; the Deferred never fails."""
+        before = self.clock.seconds() - self.retention
+        d = self._inWriter(self._cleanupInThread, before)
+        self.lastCleanup = d.addCallbacks(self._cleaned, self._cleanupFailed)
+        return self.lastCleanup
+
+    def _cleaned(self, removed: tuple[int, int]) -> None:
+        points, series = removed
+        self.cleanups += 1
+        self.pointsRemoved += points
+        self.seriesRemoved += series
+        if points or series:
+            self.log.debug(
+                "store {output}: removed {points} points and {series} series",
+                output=self.name,
+                points=points,
+                series=series,
+            )
+
+    def _cleanupFailed(self, failure: Failure) -> None:
+        if not failure.check(StoreError):  # a StoreError is already logged
+            self.log.failure("store {output}: cleanup failed", failure, output=self.name)
+
+    # -- reading ---------------------------------------------------------------------
+
+    def query(self, work: Callable[[StoreDatabase], T]) -> Deferred[T]:
+        """Run ``work(database)`` on the reader thread.
+
+        Fails with StoreUnavailable while the file has not been opened, and
+        with StoreError if the query cannot be run.
+        """
+        if self._readPool is None or self._stopped:
+            return _failed(StoreUnavailable("the store is not running"))
+        self.queries += 1
+        return self._run(self._readPool, self._readInThread, work)
+
+    def graphs(self) -> GraphMap:
+        """The graph types the running sources declare."""
+        return GraphMap.fromSources(getattr(self.duct, "sources", None) or ())
+
+    def webRoutes(self) -> Mapping[str, Any]:
+        """The dashboard at ``/``, its files under ``/static``, and the API under ``/api``."""
+        from duct.dashboard.api import ApiResource
+        from duct.dashboard.page import Assets, DashboardPage
+
+        return {"": DashboardPage(), "static": Assets(), "api": ApiResource(self)}
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for /stats."""
+        return {
+            "path": self.path,
+            "error": self.error,
+            "points_written": self.pointsWritten,
+            "points_removed": self.pointsRemoved,
+            "series_removed": self.seriesRemoved,
+            "cleanups": self.cleanups,
+            "queries": self.queries,
+            "bad_requests": self.badRequests,
+        }
+
+
+def _failed(error: Exception) -> Deferred[Any]:
+    d: Deferred[Any] = Deferred()
+    d.errback(Failure(error))
+    return d
