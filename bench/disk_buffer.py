@@ -1,14 +1,25 @@
-"""DiskBuffer cost: put + take + ack through the buffer for each sync mode.
+"""DiskBuffer cost, through a real relay and through the buffer alone, per sync mode.
 
-Prints JSON with medians of several runs:
+Prints JSON with medians of several runs.  ``relay`` runs a real ``twistd``
+Riemann relay (listener to RiemannTCP output, as bench/riemann_relay.py
+does) with the output's buffer on disk:
 
-- ``<sync>.events_per_s``: 100,000 encoded events (~100-byte records) put
+- ``relay.<sync>.events_per_s`` and ``duct_cpu_ms_per_1000``: the events
+  sent by 4 clients, 100 per Msg, each Msg awaiting its ack (and so, for
+  ``sync: always``, its fsync), until the sink has them all;
+- ``relay.backlog_disk`` and ``backlog_memory``: with the sink down, 100,000 events queued:
+  the agent's RSS growth and the bytes per event in the segment files,
+  beside the same backlog in a memory buffer.
+
+``buffer`` measures put + take + ack on a DiskBuffer alone:
+
+- ``buffer.<sync>.events_per_s``: 100,000 encoded events (~100-byte records) put
   in batches of 100, each batch taken and acked at once (the reader keeps
   up: records go from the write straight into the read-ahead window);
-- ``<sync>.backlog_events_per_s``: the same events all put first, then
+- ``buffer.<sync>.backlog_events_per_s``: the same events all put first, then
   taken and acked in batches of 100 (read back from the segment files);
-- ``bytes_per_event_on_disk``: segment bytes per buffered event;
-- ``rss_growth_bytes``: how much the resident set of a fresh Python process
+- ``buffer.bytes_per_event_on_disk``: segment bytes per buffered event;
+- ``buffer.rss_growth_bytes``: how much the resident set of a fresh Python process
   grows while a DiskBuffer holds a 100,000-event backlog, beside the same
   backlog in a MemoryBuffer.
 
@@ -135,6 +146,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--dir", default=None, help="where to put the segment files")
     parser.add_argument("--rss-child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--no-relay", dest="relay", action="store_false", help="measure the buffer alone"
+    )
     args = parser.parse_args()
     root = args.dir or tempfile.gettempdir()
     if args.rss_child:
@@ -151,6 +165,10 @@ def main() -> None:
             "?",
         ),
     }
+    if args.relay:
+        result["relay"] = relayFigures(args.events, args.runs)
+    buffer: dict[str, object] = {}
+    result["buffer"] = buffer
     perEvent: list[float] = []
     for sync in ("always", "interval", "never"):
         steadyRuns, backlogRuns = [], []
@@ -159,16 +177,45 @@ def main() -> None:
             rate, size = backlog(payloads, sync, root)
             backlogRuns.append(rate)
             perEvent.append(size)
-        result[sync] = {
+        buffer[sync] = {
             "events_per_s": round(statistics.median(steadyRuns)),
             "backlog_events_per_s": round(statistics.median(backlogRuns)),
         }
-    result["bytes_per_event_on_disk"] = round(statistics.median(perEvent), 1)
-    result["rss_growth_bytes"] = {
+    buffer["bytes_per_event_on_disk"] = round(statistics.median(perEvent), 1)
+    buffer["rss_growth_bytes"] = {
         kind: statistics.median(rssGrowth(kind, args.events, root) for _ in range(args.runs))
         for kind in ("disk", "memory")
     }
     print(json.dumps(result, indent=2))
+
+
+def relayFigures(events: int, runs: int) -> dict[str, object]:
+    """Run the relay measurements of bench/riemann_relay.py with a disk buffer."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import riemann_relay as relay
+    from twisted.internet import defer, task
+
+    figures: dict[str, object] = {}
+
+    async def measure(reactor: object) -> None:
+        for sync in ("always", "interval", "never"):
+            results = [await relay.relayRun(events, 100, sync) for _ in range(runs)]
+            figures[sync] = {
+                key: round(statistics.median(r[key] for r in results), 2)
+                for key in ("events_per_s", "duct_cpu_ms_per_1000", "ack_p99_ms")
+            }
+        for kind, sync in (("disk", "interval"), ("memory", None)):
+            results = [await relay.bufferedRun(100_000, sync) for _ in range(runs)]
+            figures[f"backlog_{kind}"] = {
+                key: round(statistics.median(r[key] for r in results), 2) for key in results[0]
+            }
+
+    try:
+        task.react(lambda reactor: defer.ensureDeferred(measure(reactor)))
+    except SystemExit as e:  # react exits when done
+        if e.code:
+            raise
+    return figures
 
 
 def _mount(path: str) -> str:

@@ -1,9 +1,11 @@
-"""The ``duct`` command: run, check, once and list."""
+"""The ``duct`` command: run, check, once, reload and list."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 from typing import Any
 
@@ -94,6 +96,70 @@ class _OnceDuct:
         self.hostname = hostname
 
 
+def reload(args: argparse.Namespace) -> int:
+    """Validate a configuration, then have the agent running it reload it (SIGHUP).
+
+    The agent is found by ``--pid``, or else among the running processes
+    by its command line naming the same configuration file.  An invalid
+    file is reported here and no signal is sent.
+    """
+    if _load(args.config) is None:
+        print("not reloaded: the running agent keeps its configuration", file=sys.stderr)
+        return 1
+    pids = [args.pid] if args.pid else agentsRunning(args.config)
+    if len(pids) != 1:
+        found = ", ".join(map(str, pids)) or "none"
+        print(
+            f"{args.config}: {len(pids)} running agents use this file ({found}); "
+            "name one with --pid",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        os.kill(pids[0], signal.SIGHUP)
+    except OSError as e:
+        print(f"cannot signal process {pids[0]}: {e.strerror}", file=sys.stderr)
+        return 1
+    print(f"{args.config}: valid; asked agent {pids[0]} to reload it (its log says what changed)")
+    return 0
+
+
+def agentsRunning(config: str) -> list[int]:
+    """The pids of agents (``twistd ... duct`` or ``duct run``) running ``config``."""
+    import psutil
+
+    wanted = os.path.realpath(config)
+    found = []
+    for process in psutil.process_iter(["pid", "cmdline", "cwd"]):
+        options = agentOptions(process.info["cmdline"] or [])
+        path = configOf(options)
+        if path is not None and process.info["cwd"] is not None:
+            if os.path.realpath(os.path.join(process.info["cwd"], path)) == wanted:
+                found.append(int(process.info["pid"]))
+    return found
+
+
+def agentOptions(argv: list[str]) -> list[str] | None:
+    """The duct options of an agent's command line, or None if it runs no agent."""
+    names = [os.path.basename(a) for a in argv]
+    if "twistd" in names[:2] and "duct" in argv:
+        return argv[argv.index("duct") + 1 :]
+    if "duct" in names[:2] and "run" in argv:
+        return argv[argv.index("run") + 1 :]
+    return None
+
+
+def configOf(options: list[str] | None) -> str | None:
+    if options is None:
+        return None
+    for index, flag in enumerate(options):
+        if flag in ("-c", "--config") and index + 1 < len(options):
+            return options[index + 1]
+        if flag.startswith("--config="):
+            return flag.partition("=")[2]
+    return DEFAULT_CONFIG
+
+
 def list_(args: argparse.Namespace) -> int:
     """Print the built-in sources and outputs with their declared options."""
     print("Sources:\n")
@@ -113,12 +179,15 @@ def main(argv: list[str] | None = None) -> int:
         ("run", run, True),
         ("check", check, True),
         ("once", once, True),
+        ("reload", reload, True),
         ("list", list_, False),
     ):
         sub = commands.add_parser(name, help=(handler.__doc__ or "").strip().split("\n")[0])
         if needsConfig:
             sub.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="configuration file")
         sub.set_defaults(handler=handler)
+        if name == "reload":
+            sub.add_argument("--pid", type=int, help="the agent's process id (found if omitted)")
     args = parser.parse_args(argv)
     return int(args.handler(args))
 

@@ -56,3 +56,36 @@ def test_once_refuses_an_invalid_config(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "source: cannot import duct.sources.linux.basic.Nope" in result.stderr
     assert result.stdout == ""
+
+
+# -- reload ---------------------------------------------------------------------------
+
+
+def test_agent_options_are_found_in_both_ways_of_running_it() -> None:
+    from duct.cli import DEFAULT_CONFIG, agentOptions, configOf
+
+    twistd = ["/venv/bin/python", "/venv/bin/twistd", "-n", "--pidfile=", "duct", "-c", "a.yml"]
+    assert configOf(agentOptions(twistd)) == "a.yml"
+    assert configOf(agentOptions(["/usr/bin/duct", "run", "--config=/etc/b.yml"])) == "/etc/b.yml"
+    assert configOf(agentOptions(["twistd", "--nodaemon", "duct"])) == DEFAULT_CONFIG
+    assert agentOptions(["/usr/bin/duct", "check", "-c", "a.yml"]) is None
+    assert agentOptions(["twistd", "web", "--path", "."]) is None
+
+
+def test_reload_refuses_an_invalid_config_without_signalling(tmp_path: Path) -> None:
+    config = tmp_path / "duct.yml"
+    config.write_text("outputs:\n  - output: duct.outputs.null.Null\n    colour: blue\n")
+    # Any pid would be signalled if the check were skipped: use one that cannot exist.
+    result = duct("reload", "-c", str(config), "--pid", "999999999")
+    assert result.returncode == 1
+    assert "colour" in result.stderr and str(config) in result.stderr
+    assert "keeps its configuration" in result.stderr
+    assert "cannot signal" not in result.stderr
+
+
+def test_reload_without_a_running_agent_says_so(tmp_path: Path) -> None:
+    config = tmp_path / "duct.yml"
+    config.write_text("outputs:\n  - output: duct.outputs.null.Null\n")
+    result = duct("reload", "-c", str(config))
+    assert result.returncode == 1
+    assert "0 running agents use this file (none); name one with --pid" in result.stderr

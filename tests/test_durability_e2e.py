@@ -639,3 +639,123 @@ sources:
             if c.open:
                 c.transport.abortConnection()  # type: ignore[union-attr]
         await agents.cleanup()
+
+
+# -- 5. reload with SIGHUP ------------------------------------------------------------------
+
+
+def reloadConfig(tmp: Path, listen: int, sink: int, fileOutput: str) -> str:
+    """A relay to the sink (a memory buffer) and to one JSON-lines file, ``fileOutput``."""
+    return f"""
+shutdown_timeout: 5
+outputs:
+  - output: duct.outputs.riemann.RiemannTCP
+    name: sink
+    server: 127.0.0.1
+    port: {sink}
+    batch_size: {BATCH}
+    max_in_flight: {MAX_IN_FLIGHT}
+    reconnect_initial: 0.1
+    reconnect_max: 1.0
+  - output: duct.outputs.file.JSONLines
+    name: {fileOutput}
+    path: {tmp / (fileOutput + ".jsonl")}
+    flush_interval: 0.1
+sources:
+  - service: relay
+    source: duct.sources.riemann.RiemannTCP
+    listen: "tcp:{listen}:interface=127.0.0.1"
+"""
+
+
+def jsonServices(path: Path) -> list[str]:
+    text = path.read_text() if path.exists() else ""
+    return [json.loads(line)["service"] for line in text.splitlines() if line]
+
+
+@pytest_twisted.ensureDeferred
+async def test_sighup_swaps_outputs_without_losing_what_others_hold(
+    reactor: Any, tmp_path: Path
+) -> None:
+    """A SIGHUP removes one output and adds another while the sink is down.
+
+    The sink's output is unchanged: the 2,000 events it holds in memory
+    survive the reload and are all delivered once the sink is up.  The
+    removed file output writes what it had before it stops; the added one
+    receives what arrives after.  Then a SIGHUP with an invalid file is
+    logged and the agent keeps relaying with the configuration it had.
+    """
+    listen, sinkPort = freePort(), freePort()
+    config = tmp_path / "duct.yml"
+    config.write_text(reloadConfig(tmp_path, listen, sinkPort, "before"))
+    sink = Sink(reactor, sinkPort)  # down for now
+    agents = Agents(reactor, config)
+    first, second, third = Client("first", 20), Client("second", 10), Client("third", 5)
+    try:
+        agent = await agents.startListening()
+        await connectClient(reactor, listen, first)
+        await waitFor(reactor, lambda: first.done.called, "acks for the first Msgs")
+        await waitFor(reactor, lambda: len(jsonServices(tmp_path / "before.jsonl")) >= 2000, "file")
+
+        config.write_text(reloadConfig(tmp_path, listen, sinkPort, "after"))
+        agent.transport.signalProcess("HUP")  # type: ignore[union-attr]
+        await waitFor(reactor, lambda: "configuration reloaded" in agent.log, "the reload")
+        assert "outputs: 1 added, 1 removed, 0 changed" in agent.log
+
+        await connectClient(reactor, listen, second)
+        await waitFor(reactor, lambda: second.done.called, "acks after the reload")
+        sink.start()
+        expected = first.services(20) | second.services(10)
+        await waitFor(reactor, lambda: set(sink.counts) >= expected, "every event at the sink")
+        assert set(sink.counts) == expected
+        assert sink.duplicates <= MAX_IN_FLIGHT * BATCH
+        assert sorted(jsonServices(tmp_path / "before.jsonl")) == sorted(first.services(20))
+        after = tmp_path / "after.jsonl"
+        await waitFor(reactor, lambda: len(jsonServices(after)) >= 1000, "the added output")
+        assert set(jsonServices(after)) == second.services(10)
+
+        config.write_text("outputs: [\n")  # a YAML syntax error
+        agent.transport.signalProcess("HUP")  # type: ignore[union-attr]
+        await waitFor(
+            reactor, lambda: "keeping the running configuration" in agent.log, "a refusal"
+        )
+        assert agent.running
+        await connectClient(reactor, listen, third)
+        await waitFor(reactor, lambda: third.done.called, "acks after the refused reload")
+        await waitFor(reactor, lambda: set(sink.counts) >= third.services(5), "the last events")
+
+        for client in (first, second, third):
+            await closeClient(reactor, client)
+        await agents.terminate(agent)
+        assert agent.code == 0, agent.log
+        assert "Traceback" not in agent.log
+    finally:
+        for client in (first, second, third):
+            if client.open:
+                client.transport.abortConnection()  # type: ignore[union-attr]
+        await agents.cleanup()
+        await sink.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_duct_reload_finds_the_running_agent(reactor: Any, tmp_path: Path) -> None:
+    """``duct reload -c FILE`` validates FILE, then signals the agent running it."""
+    from twisted.internet.utils import getProcessOutputAndValue
+
+    listen, sinkPort = freePort(), freePort()
+    config = tmp_path / "duct.yml"
+    config.write_text(reloadConfig(tmp_path, listen, sinkPort, "before"))
+    agents = Agents(reactor, config)
+    try:
+        agent = await agents.startListening()
+        config.write_text(reloadConfig(tmp_path, listen, sinkPort, "after"))
+        argv = ["-m", "duct.cli", "reload", "-c", str(config)]
+        out, err, code = await getProcessOutputAndValue(sys.executable, argv, path=str(tmp_path))
+        assert code == 0, err
+        assert f"asked agent {agent.pid} to reload it".encode() in out
+        await waitFor(reactor, lambda: "configuration reloaded" in agent.log, "the reload")
+        assert "outputs: 1 added, 1 removed, 0 changed" in agent.log
+        await agents.terminate(agent)
+        assert agent.code == 0, agent.log
+    finally:
+        await agents.cleanup()
