@@ -50,7 +50,7 @@ class Store(Output):
     """
 
     options = (
-        Option("path", "string", None, "SQLite file (default: <state_dir>/store/<name>.sqlite)"),
+        Option("path", "string", None, "SQLite file (default: store/NAME.sqlite under state_dir)"),
         Option(
             "retention",
             "duration",
