@@ -130,7 +130,9 @@
     const list = el("tbody");
     table.append(list);
     const grid = el("div", { class: "charts" });
-    node.append(table, grid);
+    const body = el("div", { class: "host-body" });
+    body.append(table, grid);
+    node.append(body);
     const sections = document.getElementById("hosts");
     const after = [...app.hosts.keys()].filter((h) => h > host).sort()[0];
     sections.insertBefore(node, after ? app.hosts.get(after).node : null);
@@ -155,13 +157,15 @@
         state: el("td", { class: "state" }),
         service: el("td", { class: "name" }, data.service),
         metric: el("td", { class: "metric" }),
-        description: el("td", { class: "description" }),
         age: el("td", { class: "age" }),
       };
-      tr.append(cells.state, cells.service, cells.metric, cells.description, cells.age);
+      tr.append(cells.state, cells.service, cells.metric, cells.age);
       insertSorted(hostSection(data.host).list, tr, data.service);
-      row = { host: data.host, service: data.service, graph, tr, cells, time: 0, ttl: null };
+      // A service first seen on the live stream has no history worth asking for.
+      const stored = data.seq === undefined;
+      row = { host: data.host, service: data.service, graph, tr, cells, time: 0, ttl: null, stored };
       app.services.set(id, row);
+      document.getElementById("counts").textContent = app.services.size + " services";
       applyFilter(row);
     }
     if (typeof data.time === "number" && data.time >= row.time) {
@@ -171,7 +175,7 @@
       row.metric = data.metric;
       row.cells.state.textContent = data.state || "";
       row.cells.metric.textContent = number(data.metric);
-      row.cells.description.textContent = data.description || "";
+      row.tr.title = data.description || "";
       row.tr.dataset.state = data.state || "none";
       paintAge(row);
     }
@@ -284,7 +288,6 @@
           loadHistory(chart, series);
         }
       }
-      document.getElementById("counts").textContent = body.services.length + " services";
     });
   }
 
@@ -343,6 +346,9 @@
     if (series.loaded) {
       const points = series.points;
       if (!points.length || points[points.length - 1][0] < event.time) points.push(point);
+    } else if (!row.stored) {
+      series.points.push(point);
+      series.loaded = true;
     } else {
       series.live.push(point);
       if (!series.requested) loadHistory(chart, series);
