@@ -13,7 +13,11 @@ every Msg before sending the next, with B events per Msg.  Prints JSON:
   down and 100,000 events wait in the output's buffer;
 - ceiling_cpu_ms_per_1000: protobuf decode plus re-encode of the same
   frames in one process, the floor any relay pays; ``fraction_of_ceiling``
-  is that floor divided by duct's cost.
+  is that floor divided by duct's cost;
+- bare_twisted_ack_cpu_ms_per_1000: the CPU of a bare Twisted server that
+  acks each frame without reading it, driven by the same clients: what the
+  reactor alone costs per round trip, which bounds duct from below at
+  small B.
 
 Every figure is the median of ``--runs`` runs.
 
@@ -248,6 +252,46 @@ async def bufferedRun(events: int, sync: str | None = None) -> dict[str, float]:
             duct.wait(30)
 
 
+class BareAck(Int32StringReceiver):
+    """Acks each frame without reading it: Twisted's own cost per round trip."""
+
+    MAX_LENGTH = 64 * 1024 * 1024
+    reply = ack()
+
+    def stringReceived(self, data: bytes) -> None:
+        self.transport.write(self.reply)  # type: ignore[union-attr]
+
+
+def serveBareAcks(port: int) -> None:
+    reactor.listenTCP(port, protocol.Factory.forProtocol(BareAck), interface="127.0.0.1")
+    reactor.run()  # type: ignore[attr-defined]
+
+
+async def floorRun(events: int, perMsg: int) -> float:
+    """CPU ms per 1,000 events of a bare Twisted server acking the same clients."""
+    port = freePort()
+    argv = [sys.executable, __file__, "--bare-ack-server", str(port)]
+    server = subprocess.Popen(argv)
+    try:
+        await waitForPort(port)
+        proc = psutil.Process(server.pid)
+        per = events // CLIENTS
+        frames = [makeFrames(per, perMsg, c) for c in range(CLIENTS)]
+        cpu0 = cpuSeconds(proc)
+        clients = []
+        for c in range(CLIENTS):
+            client = Client(frames[c])
+            await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
+            clients.append(client)
+        await defer.gatherResults([c.finished for c in clients])
+        for c in clients:
+            c.transport.loseConnection()
+        return (cpuSeconds(proc) - cpu0) * 1000 / (per * CLIENTS / 1000)
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
 def ceiling(events: int, perMsg: int) -> float:
     """CPU ms per 1,000 events to decode and re-encode the same frames."""
     frames = makeFrames(events, perMsg, 0)
@@ -267,6 +311,8 @@ async def main(reactor_: Any, args: argparse.Namespace) -> None:
         floor = statistics.median(ceiling(min(args.events, 50_000), perMsg) for _ in range(3))
         result["ceiling_cpu_ms_per_1000"] = round(floor, 3)
         result["fraction_of_ceiling"] = round(floor / result["duct_cpu_ms_per_1000"], 3)
+        bare = statistics.median([await floorRun(args.events, perMsg) for _ in range(args.runs)])
+        result["bare_twisted_ack_cpu_ms_per_1000"] = round(bare, 3)
         report[f"B={perMsg}"] = result
     buffered = [await bufferedRun(100_000) for _ in range(args.runs)]
     report["bytes_per_buffered_event"] = round(
@@ -280,6 +326,10 @@ if __name__ == "__main__":
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--batch", type=int, nargs="+", default=[100, 1])
+    parser.add_argument("--bare-ack-server", type=int, help=argparse.SUPPRESS)
     arguments = parser.parse_args()
+    if arguments.bare_ack_server:
+        serveBareAcks(arguments.bare_ack_server)
+        sys.exit(0)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     task.react(lambda r: defer.ensureDeferred(main(r, arguments)))
