@@ -323,6 +323,8 @@
       if (typeof event.seq === "number") app.lastSeq = event.seq;
       received(event);
     };
+    // The stream skipped events it no longer held: the store has them.
+    stream.addEventListener("gap", () => reloadHistory());
     stream.onerror = () => {
       if (stream.readyState === EventSource.CLOSED) {
         // Refused (not a network error): the browser will not retry by itself.
