@@ -49,11 +49,20 @@ def notFound(request: Request) -> JSONError:
 
 
 class LeafResource(Resource):
-    """A resource that answers its own path only (and with a trailing slash)."""
+    """A resource that answers its own path only (and with a trailing slash).
+
+    A method it has no ``render_<METHOD>`` for is answered 405 in JSON.
+    """
 
     isLeaf = True
 
     def render(self, request: Request) -> bytes:
         if request.postpath not in ([], [b""]):
             return notFound(request).render(request)
-        return super().render(request)
+        method = request.method.decode("ascii", "replace")
+        handler = getattr(self, f"render_{'GET' if method == 'HEAD' else method}", None)
+        if handler is None:
+            request.setHeader(b"allow", b"GET, HEAD")
+            return jsonBody(request, {"error": f"method {method} is not allowed here"}, 405)
+        body: bytes = handler(request)
+        return body
