@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import MultiService
 from twisted.internet import task
@@ -14,7 +14,9 @@ from twisted.python.failure import Failure
 from duct.configuration import Config, ConfigFile, ConfigurationError, Item, Problem
 from duct.objects import Output, Source, defaultHostname
 from duct.pipeline import Pipeline, SourceFeed
-from duct.web.server import WebServer
+
+if TYPE_CHECKING:
+    from duct.web.server import WebServer
 
 WATCHDOG_INTERVALS = 10
 """A watched source silent for this many intervals is recreated."""
@@ -59,9 +61,14 @@ class DuctService(MultiService):
         self.housekeeping = task.LoopingCall(self.forgetStaleSeries)
         self.housekeeping.clock = self.clock
         self._reloading = DeferredLock()
-        web = self.config.get("web")
-        self.web: WebServer | None = None if web is None else WebServer(self, web, self.config.path)
+        self.web: WebServer | None = None
         """The web server (``web:``), or None without one."""
+        web = self.config.get("web")
+        if web is not None:
+            # Imported only when used: twisted.web and prometheus_client cost memory.
+            from duct.web.server import WebServer
+
+            self.web = WebServer(self, web, self.config.path)
 
     @staticmethod
     def _build(item: Item, make: Any) -> Any:
