@@ -13,6 +13,7 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import formatEvent
 from twisted.web.client import HTTPConnectionPool
 from twisted.web.static import Data
 
@@ -301,6 +302,24 @@ async def test_a_reload_applies_a_new_token_and_new_plugin_routes(
     assert (await agent.get("/stats", token="old")).code == 401
     assert (await agent.get("/stats", token="new")).code == 200
     assert (await agent.get("/api", token="new")).code == 200
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_reload_that_brings_a_clashing_route_logs_it_and_keeps_the_first(
+    reactor: Any, agents: list[Agent], observe_errors: Any
+) -> None:
+    first = {"source": f"{HERE}.ApiSource", "service": "one"}
+    agent = Agent(reactor, {"sources": [first]})
+    agents.append(agent)
+    agent.start()
+    clash = {"source": f"{HERE}.ApiSource", "service": "two", "segment": "stats"}
+    new = {"stagger": 0, "web": {"listen": LOCAL}, "sources": [first, clash]}
+    new.update(hostname="web.example", shutdown_timeout=1)
+    await agent.service.reload(new)
+    (error,) = observe_errors.take()
+    assert "sources[1] (service: two): web route /stats is duct's own" in formatEvent(error)
+    assert (await agent.get("/api")).code == 200
+    assert "sources" in await json(await agent.get("/stats"))
 
 
 # -- routes from plugins ------------------------------------------------------------------
