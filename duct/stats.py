@@ -91,9 +91,16 @@ def _isNumber(value: Any) -> bool:
     return isinstance(value, (int, float))
 
 
-def attribute(name: str) -> Callable[[Any], Any]:
-    """Read ``obj.<name>``; None when the object has no such attribute."""
-    return lambda obj: getattr(obj, name, None)
+def attribute(path: str) -> Callable[[Any], Any]:
+    """Read ``obj.<path>`` (dotted, or keys of a mapping); None where there is none."""
+    parts = path.split(".")
+
+    def read(obj: Any) -> Any:
+        for part in parts:
+            obj = obj.get(part) if isinstance(obj, Mapping) else getattr(obj, part, None)
+        return obj
+
+    return read
 
 
 def _size(name: str) -> Callable[[Any], Any]:
@@ -104,155 +111,79 @@ def _size(name: str) -> Callable[[Any], Any]:
     return read
 
 
+def counter(key: str, path: Any, metric: str, doc: str, label: str | None = None) -> Stat:
+    """A counter that adds up; ``path`` is an attribute path or a read function."""
+    read = attribute(path) if isinstance(path, str) else path
+    return Stat(key, "counter", "sum", doc, metric, read, label)
+
+
+def gauge(key: str, rollup: str, path: Any, metric: str, doc: str) -> Stat:
+    read = attribute(path) if isinstance(path, str) else path
+    return Stat(key, "gauge", rollup, doc, metric, read)
+
+
 # fmt: off
 SOURCE_STATS: tuple[Stat, ...] = (
-    Stat("polls", "counter", "sum", "polls started", "polls", attribute("polls")),
-    Stat(
-        "errors", "counter", "sum", "polls that failed, or events refused", "errors",
-        attribute("errors"),
-    ),
-    Stat(
-        "skipped", "counter", "sum", "polls skipped: outputs full, or a sync poll still running",
-        "polls_skipped", attribute("skipped"),
-    ),
-    Stat("emitted", "counter", "sum", "events produced", "events_emitted", attribute("emitted")),
-    Stat(
-        "last_poll_duration", "gauge", "max", "seconds the last poll took",
-        "last_poll_duration_seconds", attribute("lastPollDuration"),
-    ),
-    Stat(
-        "last_event_time", "gauge", "max", "clock time of the last event produced",
-        "last_event_timestamp_seconds", attribute("lastEventTime"),
-    ),
-    # Riemann listeners.
-    Stat(
-        "malformed", "counter", "sum", "messages that did not parse", "malformed_messages",
-        attribute("malformed"),
-    ),
-    Stat(
-        "queries", "counter", "sum", "query messages, refused", "queries_refused",
-        attribute("queries"),
-    ),
-    Stat(
-        "oversized", "counter", "sum", "frames or datagrams over the size limit",
-        "oversized_messages", attribute("oversized"),
-    ),
-    Stat(
-        "held", "counter", "sum", "messages whose events waited for room in a full output",
-        "held_messages", attribute("held"),
-    ),
-    Stat(
-        "waiting", "gauge", "sum", "messages whose events wait for room now", "waiting_messages",
-        attribute("waiting"),
-    ),
-    Stat(
-        "shed", "counter", "sum", "datagrams dropped while outputs were full", "shed_datagrams",
-        attribute("shed"),
-    ),
-    Stat(
-        "connections", "gauge", "sum", "client connections open", "connections",
-        _size("connections"),
-    ),
+    counter("polls", "polls", "polls", "polls started"),
+    counter("errors", "errors", "errors", "polls that failed, or events refused"),
+    counter("skipped", "skipped", "polls_skipped", "polls skipped: outputs full, or a sync poll"
+            " still running"),
+    counter("emitted", "emitted", "events_emitted", "events produced"),
+    gauge("last_poll_duration", "max", "lastPollDuration", "last_poll_duration_seconds",
+          "seconds the last poll took"),
+    gauge("last_event_time", "max", "lastEventTime", "last_event_timestamp_seconds",
+          "clock time of the last event produced"),
+    # Riemann listeners
+    counter("malformed", "malformed", "malformed_messages", "messages that did not parse"),
+    counter("queries", "queries", "queries_refused", "query messages, refused"),
+    counter("oversized", "oversized", "oversized_messages",
+            "frames or datagrams over the size limit"),
+    counter("held", "held", "held_messages",
+            "messages whose events waited for room in a full output"),
+    gauge("waiting", "sum", "waiting", "waiting_messages",
+          "messages whose events wait for room now"),
+    counter("shed", "shed", "shed_datagrams", "datagrams dropped while outputs were full"),
+    gauge("connections", "sum", _size("connections"), "connections", "client connections open"),
 )
 
 OUTPUT_STATS: tuple[Stat, ...] = (
-    Stat(
-        "events_received", "counter", "sum", "events routed to this output", "events_received",
-        attribute("received"),
-    ),
-    Stat(
-        "events_sent", "counter", "sum",
-        "events delivered (confirmed, where the destination confirms)", "events_sent",
-        attribute("sent"),
-    ),
-    Stat(
-        "acked", "counter", "sum", "batches the destination confirmed", "batches_acked",
-        attribute("acked"),
-    ),
-    Stat(
-        "failures", "counter", "sum", "failed writes, each retried", "write_failures",
-        attribute("failures"),
-    ),
-    Stat(
-        "rejected", "counter", "sum", "batches the destination refused", "batches_rejected",
-        attribute("rejected"),
-    ),
-    Stat(
-        "in_flight", "gauge", "sum", "batches sent and not yet confirmed", "batches_in_flight",
-        attribute("inFlight"),
-    ),
-    Stat(
-        "last_ack_latency", "gauge", "max", "seconds from sending the last batch to its ack",
-        "last_ack_latency_seconds", attribute("lastAckLatency"),
-    ),
-    Stat(
-        "connected", "gauge", "min", "1 while connected to the destination", "connected",
-        attribute("connected"),
-    ),
-    Stat(
-        "reconnects", "counter", "sum", "connections made after the first", "reconnects",
-        attribute("reconnects"),
-    ),
-    Stat(
-        "datagrams", "counter", "sum", "datagrams sent", "datagrams_sent",
-        attribute("datagrams"),
-    ),
-    Stat(
-        "buffer_events", "gauge", "sum", "events held in the buffer, waiting or in flight",
-        "buffer_events", lambda o: o.buffer.depth,
-    ),
-    Stat(
-        "buffer_bytes", "gauge", "sum", "bytes held in the buffer", "buffer_bytes",
-        lambda o: o.buffer.nbytes,
-    ),
-    Stat(
-        "buffer_max_events", "gauge", "sum", "the buffer's bound in events (maxsize)",
-        "buffer_max_events", lambda o: o.buffer.maxsize,
-    ),
-    Stat(
-        "buffer_max_bytes", "gauge", "sum", "the buffer's bound in bytes (max_bytes)",
-        "buffer_max_bytes", lambda o: o.buffer.max_bytes,
-    ),
-    Stat(
-        "buffer_durable", "gauge", "none", "1 when the buffer survives a crash (on disk)",
-        "buffer_durable", lambda o: bool(o.buffer.durable),
-    ),
-    Stat(
-        "dropped", "counter", "sum", "events dropped, by reason", "events_dropped",
-        lambda o: o.buffer.drops, label="reason",
-    ),
+    counter("events_received", "received", "events_received", "events routed to this output"),
+    counter("events_sent", "sent", "events_sent",
+            "events delivered (confirmed, where the destination confirms)"),
+    counter("acked", "acked", "batches_acked", "batches the destination confirmed"),
+    counter("failures", "failures", "write_failures", "failed writes, each retried"),
+    counter("rejected", "rejected", "batches_rejected", "batches the destination refused"),
+    gauge("in_flight", "sum", "inFlight", "batches_in_flight",
+          "batches sent and not yet confirmed"),
+    gauge("last_ack_latency", "max", "lastAckLatency", "last_ack_latency_seconds",
+          "seconds from sending the last batch to its ack"),
+    gauge("connected", "min", "connected", "connected", "1 while connected to the destination"),
+    counter("reconnects", "reconnects", "reconnects", "connections made after the first"),
+    counter("datagrams", "datagrams", "datagrams_sent", "datagrams sent"),
+    gauge("buffer_events", "sum", "buffer.depth", "buffer_events",
+          "events held in the buffer, waiting or in flight"),
+    gauge("buffer_bytes", "sum", "buffer.nbytes", "buffer_bytes", "bytes held in the buffer"),
+    gauge("buffer_max_events", "sum", "buffer.maxsize", "buffer_max_events",
+          "the buffer's bound in events (maxsize)"),
+    gauge("buffer_max_bytes", "sum", "buffer.max_bytes", "buffer_max_bytes",
+          "the buffer's bound in bytes (max_bytes)"),
+    gauge("buffer_durable", "none", "buffer.durable", "buffer_durable",
+          "1 when the buffer survives a crash (on disk)"),
+    counter("dropped", "buffer.drops", "events_dropped", "events dropped, by reason",
+            label="reason"),
 )
 
 PROCESS_STATS: tuple[Stat, ...] = (
-    Stat("pid", "gauge", "none", "process id", "pid", lambda p: p["pid"]),
-    Stat(
-        "start_time", "gauge", "min", "when the process started, in Unix seconds",
-        "start_time_seconds", lambda p: p["start_time"],
-    ),
-    Stat(
-        "uptime", "gauge", "max", "seconds since the process started", "uptime_seconds",
-        lambda p: p["uptime"],
-    ),
-    Stat(
-        "rss_bytes", "gauge", "sum", "resident memory", "resident_memory_bytes",
-        lambda p: p["rss_bytes"],
-    ),
-    Stat(
-        "cpu_seconds", "counter", "sum", "CPU time used, user and system", "cpu_seconds",
-        lambda p: p["cpu_seconds"],
-    ),
-    Stat("open_fds", "gauge", "sum", "open file descriptors", "open_fds", lambda p: p["open_fds"]),
-    Stat("threads", "gauge", "sum", "threads", "threads", lambda p: p["threads"]),
+    gauge("pid", "none", "pid", "pid", "process id"),
+    gauge("start_time", "min", "start_time", "start_time_seconds",
+          "when the process started, in Unix seconds"),
+    gauge("uptime", "max", "uptime", "uptime_seconds", "seconds since the process started"),
+    gauge("rss_bytes", "sum", "rss_bytes", "resident_memory_bytes", "resident memory"),
+    counter("cpu_seconds", "cpu_seconds", "cpu_seconds", "CPU time used, user and system"),
+    gauge("open_fds", "sum", "open_fds", "open_fds", "open file descriptors"),
+    gauge("threads", "sum", "threads", "threads", "threads"),
 )
 # fmt: on
-
-STATS: dict[str, tuple[Stat, ...]] = {
-    "sources": SOURCE_STATS,
-    "outputs": OUTPUT_STATS,
-    "process": PROCESS_STATS,
-}
-"""The declarations of each part of a snapshot."""
-
 
 # -- reading ------------------------------------------------------------------------
 
