@@ -47,7 +47,9 @@ class ApiSource(Ticking):
 
 class Dashboard(RecordingOutput):
     def webRoutes(self) -> dict[str, Any]:
-        return {"": Data(b"<h1>dashboard</h1>", "text/html")}
+        home = Data(b"<h1>dashboard</h1>", "text/html")
+        home.putChild(b"app.js", Data(b"draw();", "text/javascript"))
+        return {"": home}
 
 
 class Switched(RecordingOutput):
@@ -342,7 +344,11 @@ async def test_plugins_mount_routes_and_may_serve_the_root(
     assert response.code == 200 and await response.json() == {"api": True}
     response = await agent.get("/api/thing")
     assert response.code == 200 and await response.text() == "a thing"
-    assert (await agent.get("/stats")).code == 200
+    # What no route claims goes to the plugin serving "/": its own files, its own 404.
+    response = await agent.get("/app.js")
+    assert response.code == 200 and await response.text() == "draw();"
+    assert (await agent.get("/missing.js")).code == 404
+    assert "sources" in await json(await agent.get("/stats"))
 
 
 @pytest_twisted.ensureDeferred

@@ -116,6 +116,11 @@ class Root(Resource):
             return resource
         if segment == "" and not request.postpath:
             return Index(self)
+        home = self.plugins.get("")
+        if home is not None and segment and not getattr(home, "isLeaf", False):
+            # What no route claims goes to the plugin serving "/" (a dashboard's files).
+            child: AnyResource = home.getChildWithDefault(path, request)
+            return child
         return notFound(request)
 
 
