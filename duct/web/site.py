@@ -138,9 +138,11 @@ class Index(Resource):
 
 
 class QuietSite(Site):
-    """A Site that logs requests at debug level, as structured fields."""
+    """A Site that logs requests at debug level, as structured fields, and shows
+    clients no traceback (the log has it)."""
 
     noisy = False
+    displayTracebacks = False
     _log = Logger()
 
     def log(self, request: Request) -> None:  # type: ignore[override]
