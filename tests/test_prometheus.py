@@ -120,6 +120,9 @@ async def test_prometheus_scrapes_duct_metrics(reactor: Any, tmp_path: Path) -> 
             agent.clock.advance(1)
         await prometheus.waitFor(dropped, 7)
         await prometheus.waitFor('duct_source_polls_total{source="tick"}', 9)
+    except AssertionError as e:
+        log = proto.output.decode(errors="replace")[-3000:]
+        raise AssertionError(f"{e}\nprometheus said:\n{log}") from None
     finally:
         if not proto.ended.called:
             transport.signalProcess("TERM")
