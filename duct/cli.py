@@ -64,6 +64,12 @@ def check(args: argparse.Namespace) -> int:
         cfg = item.config
         routes = ", ".join(cfg.get("route") or names) or "(no outputs)"
         print(f"  {cfg['service']}: {cfg['source']} every {cfg['interval']}s -> {routes}")
+    web = config.get("web")
+    if web is None:
+        print("web: none (no web: key, no port opened)")
+    else:
+        guard = "a bearer token" if web.get("token") else "no token"
+        print(f"web: {web['listen']} (/stats, /metrics, /health; {guard}, none for /health)")
     return 0
 
 

@@ -42,8 +42,25 @@ GLOBAL_OPTIONS: dict[str, Option] = {
         Option("server", "string", None, "Riemann server of the default output (old style)"),
         Option("port", "integer", 5555, "Riemann port of the default output (old style)"),
         Option("proto", "string", "tcp", "Riemann protocol (old style)", choices=("tcp", "udp")),
+        Option("web", "mapping", None, "the web server: {listen, token}; none without it"),
+        Option("self_events", "boolean", False, "emit duct's own statistics as duct.* events"),
+        Option("self_interval", "number", 10.0, "seconds between self events", minimum=0.001),
+        Option("self_route", "strings", None, "output name(s) for self events (default: all)"),
     )
 }
+WEB_OPTIONS = {
+    option.name: option
+    for option in (
+        Option(
+            "listen",
+            "string",
+            "tcp:8901:interface=127.0.0.1",
+            "Twisted server endpoint of /stats, /metrics, /health, ...",
+        ),
+        Option("token", "string", None, "bearer token every route but /health requires"),
+    )
+}
+SELF_STATS_SOURCE = "duct.sources.selfstats.SelfStats"
 TOOLBOX_OPTIONS = {
     "defaults": Option("defaults", "mapping", {}, "values for each of the toolbox's sources"),
     "sources": Option("sources", "list", [], "the sources a blueprint copies"),
@@ -146,6 +163,10 @@ class ConfigFile:
             compat.update(server=settings["server"], port=settings.get("port", 5555))
             outputs.append(Item(self.path, "server", compat))
         outputNames = self._outputs(outputs)
+        if settings.get("web") is not None:
+            settings["web"] = self._web(settings["web"])
+        if settings.get("self_events"):
+            sources.append(self._selfEvents(settings, outputNames))
         for item in sources:
             self._source(item, settings, outputNames)
         if self.problems:
@@ -307,6 +328,37 @@ class ConfigFile:
                 self._problem(
                     item.file, item.label, "route", f"no output is named {route!r} ({known})"
                 )
+
+    def _web(self, web: Mapping[str, Any]) -> dict[str, Any]:
+        checked, _ = self._check(WEB_OPTIONS, web, self.path, "web", strict=True)
+        listen = checked.get("listen")
+        if isinstance(listen, str):
+            from twisted.internet.endpoints import serverFromString
+
+            try:  # parses the string; nothing listens yet (ssl: reads its key files)
+                serverFromString(None, listen)
+            except Exception as e:  # the parser raises ValueError, TypeError, OSError...
+                why = f"{type(e).__name__}: {e}" if not isinstance(e, ValueError) else str(e)
+                self._problem(self.path, "web", "listen", f"not a server endpoint: {why}")
+        if checked.get("token") == "":
+            self._problem(self.path, "web", "token", "must not be empty (leave it out instead)")
+        return checked
+
+    def _selfEvents(self, settings: dict[str, Any], outputNames: set[str]) -> Item:
+        """The source ``self_events: true`` adds, routed by ``self_route``."""
+        route = settings.get("self_route") or []
+        unknown = [name for name in route if name not in outputNames]
+        if unknown:
+            known = ", ".join(sorted(outputNames)) or "none are configured"
+            names = ", ".join(repr(name) for name in unknown)
+            self._problem(self.path, None, "self_route", f"no output is named {names} ({known})")
+        config: dict[str, Any] = {
+            "source": SELF_STATS_SOURCE,
+            "service": "duct",
+            "interval": settings.get("self_interval") or 10.0,
+            "route": [name for name in route if name in outputNames] or None,
+        }
+        return Item(self.path, "self_events", config)
 
     # -- toolboxes and blueprints -------------------------------------------------
 

@@ -33,6 +33,10 @@ class Output:
 
     log = Logger()
 
+    connected: bool | None = None
+    """Whether the destination is connected; None for an output with no
+    connection (a file), which counts as connected for ``/health``."""
+
     acceptsEncoded = False
     """True for outputs whose `eventsReceived` also takes `EncodedEvents`
     (Riemann bytes), so that a Riemann relay passes events through unparsed."""
@@ -79,12 +83,22 @@ class Output:
         self.received = 0
         self.sent = 0
         self.failures = 0
+        self.acked = 0
+        """Batches the destination confirmed."""
+        self.lastAckLatency: float | None = None
+        """Seconds the last confirmed batch took, from writeBatch to its success."""
+        self._writeStarted = 0.0
         self._retryDelay = 0.0
         self._writing = False
         self._retrying = False
         self._stopped = False
         self._flushCall: Any = None
         self._drained: list[Deferred[None]] = []
+
+    @property
+    def inFlight(self) -> int:
+        """Batches being written and not yet confirmed."""
+        return 1 if self._writing else 0
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -159,6 +173,7 @@ class Output:
             self._fireDrained()
             return
         self._writing = True
+        self._writeStarted = self.clock.seconds()
         d = maybeDeferred(self.writeBatch, batch.events)
         d.addCallbacks(
             self._written, self._writeFailed, callbackArgs=(batch,), errbackArgs=(batch,)
@@ -171,6 +186,8 @@ class Output:
         self.buffer.ack(batch)
         self._cancelFlush()
         self.sent += len(batch)
+        self.acked += 1
+        self.lastAckLatency = self.clock.seconds() - self._writeStarted
         self._retryDelay = 0.0
         if self.config.get("debug"):
             self.log.info("{output}: wrote {count} events", output=self.name, count=len(batch))

@@ -18,6 +18,7 @@ BUILTIN_SOURCES = (
     "duct.sources.linux.basic.Network",
     "duct.sources.riemann.RiemannTCP",
     "duct.sources.riemann.RiemannUDP",
+    "duct.sources.selfstats.SelfStats",
 )
 
 BUILTIN_OUTPUTS = (

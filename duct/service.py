@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import MultiService
 from twisted.internet import task
@@ -14,6 +14,9 @@ from twisted.python.failure import Failure
 from duct.configuration import Config, ConfigFile, ConfigurationError, Item, Problem
 from duct.objects import Output, Source, defaultHostname
 from duct.pipeline import Pipeline, SourceFeed
+
+if TYPE_CHECKING:
+    from duct.web.server import WebServer
 
 WATCHDOG_INTERVALS = 10
 """A watched source silent for this many intervals is recreated."""
@@ -58,6 +61,14 @@ class DuctService(MultiService):
         self.housekeeping = task.LoopingCall(self.forgetStaleSeries)
         self.housekeeping.clock = self.clock
         self._reloading = DeferredLock()
+        self.web: WebServer | None = None
+        """The web server (``web:``), or None without one."""
+        web = self.config.get("web")
+        if web is not None:
+            # Imported only when used: twisted.web and prometheus_client cost memory.
+            from duct.web.server import WebServer
+
+            self.web = WebServer(self, web, self.config.path)
 
     @staticmethod
     def _build(item: Item, make: Any) -> Any:
@@ -108,7 +119,13 @@ class DuctService(MultiService):
     # -- starting ----------------------------------------------------------------
 
     def startService(self) -> None:
+        """Start everything; the web server first, so that a port in use stops the start.
+
+        That raises ConfigurationError naming ``web: listen`` and the address.
+        """
         super().startService()
+        if self.web is not None:
+            self.web.startService()
         for output in self.outputs.values():
             self.startOutput(output)
         self.startSources(self.sources)
@@ -233,6 +250,8 @@ class DuctService(MultiService):
         total = self.reportUndelivered(outputs, "at shutdown")
         self.log.info("duct stopped; {count} events undelivered", count=total)
         await self.stopOutputs(outputs)
+        if self.web is not None and self.web.running:  # /stats answers until the end
+            await self.web.stopService()
 
     # -- retiring outputs (at shutdown, and when a reload removes or replaces one) ------
 
@@ -309,7 +328,19 @@ class DuctService(MultiService):
         from duct.reload import applyConfig
 
         new = config if isinstance(config, Config) else ConfigFile.fromDict(config)
-        return self._reloading.run(lambda: Deferred.fromCoroutine(applyConfig(self, new)))
+        d = self._reloading.run(lambda: Deferred.fromCoroutine(applyConfig(self, new)))
+        return d.addCallback(self._reloadWeb)
+
+    def _reloadWeb(self, result: None) -> None:
+        """After a reload: the web server takes the new token and the plugins' routes."""
+        web = self.config.get("web")
+        if self.web is None:
+            if web is not None:
+                self.log.warn("web: the web server starts at the next restart, not on reload")
+        elif web is None:
+            self.log.warn("web: the web server stops at the next restart, not on reload")
+        else:
+            self.web.update(web)
 
     def reopen(self) -> None:
         """Reopen files (after logrotate), for outputs that keep one open."""

@@ -20,6 +20,17 @@ class Options(usage.Options):
     optParameters = [["config", "c", "/etc/duct/duct.yml", "Configuration file"]]
 
 
+class TwistdService(DuctService):
+    """The agent under twistd: a start that cannot happen (a port in use) ends the
+    process with status 1 and a message naming the setting, not a traceback."""
+
+    def startService(self) -> None:
+        try:
+            super().startService()
+        except ConfigurationError as e:
+            raise SystemExit(f"duct: cannot start:\n{e}") from None
+
+
 def makeService(options: Options) -> DuctService:
     """Load and validate the configuration, then build the agent.
 
@@ -32,7 +43,7 @@ def makeService(options: Options) -> DuctService:
         config = ConfigFile(options["config"]).load()
         for warning in config.warnings:
             log.warn("{warning}", warning=warning)
-        service = DuctService(config, reactor)
+        service = TwistdService(config, reactor)
     except ConfigurationError as e:
         raise SystemExit(f"duct: invalid configuration:\n{e}") from None
     # Absolute: SIGHUP reads it again, perhaps after a change of directory.

@@ -185,3 +185,14 @@ def test_check_says_which_buffers_survive_a_crash(tmp_path: Path) -> None:
     assert "disk buffer" in lines[durable]
     assert "memory-only buffer" not in lines[durable + 1]
     assert "memory buffer" in lines[volatile] and "memory-only buffer" in lines[volatile + 1]
+
+
+def test_check_says_where_the_web_server_listens(tmp_path: Path) -> None:
+    result = check(write(tmp_path / "duct.yml", GOOD))
+    assert lineWith(result.stdout, "web:") == "web: none (no web: key, no port opened)"
+    path = write(tmp_path / "web.yml", 'web: {listen: "tcp:9000", token: t}\nself_events: true\n')
+    result = check(path)
+    assert result.returncode == 0, result.stderr
+    web = lineWith(result.stdout, "web:")
+    assert web.startswith("web: tcp:9000 (") and "a bearer token" in web
+    assert "duct: duct.sources.selfstats.SelfStats every 10.0s -> (no outputs)" in result.stdout

@@ -128,7 +128,6 @@ class RiemannTCP(Output):
         self.rejected = 0  # replies with ok: false
         self.reconnects = 0
         self.connected = False
-        self.lastAckLatency: float | None = None
         self._window: deque[Flight] = deque()  # sent, replies awaited, oldest first
         self._held: deque[Flight] = deque()  # refused, to be sent again after a backoff
         self._seq = 0
@@ -345,6 +344,7 @@ class RiemannTCP(Output):
         if msg.ok:
             self.buffer.ack(batch)
             self.sent += len(batch)
+            self.acked += 1
             self.lastAckLatency = self.clock.seconds() - flight.sentAt
             if self.config.get("debug"):
                 self.log.info("{output}: sent {count} events", output=self.name, count=len(batch))

@@ -1,0 +1,13 @@
+"""duct's web server: one twisted.web Site for /stats, /metrics, /health and plugins' routes.
+
+- `duct.web.site`: the root resource, `buildSite`, the routes plugins add;
+- `duct.web.server`: `WebServer`, the service that listens (``web: {listen}``);
+- `duct.web.stats`, `metrics`, `health`: the built-in resources;
+- `duct.web.auth`: the bearer token (``web: {token}``);
+- `duct.web.responses`: JSON answers shared by the resources.
+
+A source or an output adds routes by defining ``webRoutes(self)``, which
+returns a mapping of path segment to `twisted.web.resource.IResource`:
+``{"api": resource}`` answers ``/api`` and below, and the key ``""``
+answers ``/``.
+"""

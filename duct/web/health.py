@@ -1,0 +1,66 @@
+"""``/health``: 200 while every output can deliver, 503 with the reasons otherwise.
+
+An output is healthy when it is connected to its destination, or when its
+buffer is below the high-water mark: 80% (`HIGH_WATER`) of its
+``maxsize`` in events and of its ``max_bytes`` in bytes.  So a brief
+disconnection is not an alarm, and a backlog that keeps growing while
+disconnected is.  Outputs without a connection (a file, the logger)
+count as connected.  ``/health`` needs no token.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.web.server import Request
+
+from duct.web.responses import LeafResource, jsonBody
+
+HIGH_WATER = 0.8
+"""The fraction of a buffer's bounds above which a disconnected output is unhealthy."""
+
+
+def outputHealth(output: Any) -> tuple[bool, dict[str, Any]]:
+    """Whether ``output`` is healthy, and what that was judged on."""
+    buffer = output.buffer
+    fill = max(buffer.depth / buffer.maxsize, buffer.nbytes / buffer.max_bytes)
+    connected = output.connected is not False
+    detail: dict[str, Any] = {
+        "connected": output.connected,
+        "buffer_events": buffer.depth,
+        "buffer_bytes": buffer.nbytes,
+        "buffer_fill": round(fill, 4),
+    }
+    return connected or fill < HIGH_WATER, detail
+
+
+def health(service: Any) -> tuple[bool, dict[str, Any]]:
+    """``(healthy, body)`` for ``service``: every output's detail, and reasons if not healthy."""
+    outputs: dict[str, Any] = {}
+    reasons: list[str] = []
+    for name, output in dict(service.outputs).items():
+        ok, detail = outputHealth(output)
+        outputs[name] = detail
+        if not ok:
+            reasons.append(
+                f"output {name}: not connected, and its buffer is "
+                f"{detail['buffer_fill']:.0%} full ({detail['buffer_events']} of "
+                f"{output.buffer.maxsize} events, {detail['buffer_bytes']} of "
+                f"{output.buffer.max_bytes} bytes)"
+            )
+    body: dict[str, Any] = {"status": "unhealthy" if reasons else "ok", "outputs": outputs}
+    if reasons:
+        body["reasons"] = reasons
+    return not reasons, body
+
+
+class HealthResource(LeafResource):
+    """Answers GET with 200 or 503 and the JSON of `health`."""
+
+    def __init__(self, service: Any) -> None:
+        super().__init__()
+        self.service = service
+
+    def render_GET(self, request: Request) -> bytes:
+        ok, body = health(self.service)
+        return jsonBody(request, body, 200 if ok else 503)

@@ -1,0 +1,89 @@
+"""``/metrics``: the statistics in Prometheus's text format.
+
+A collector on a registry of its own (never prometheus_client's global
+one) turns each `duct.stats.snapshot` into metric families, named from
+the declarations in `duct.stats`: ``duct_source_<metric>{source=...}``,
+``duct_output_<metric>{output=...}`` and ``duct_process_<metric>``.
+Counters are counters (``_total``), gauges are gauges, true is 1; drops
+carry their reason: ``duct_output_events_dropped_total{output, reason}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from twisted.web.server import Request
+
+from duct import __version__
+from duct.stats import OUTPUT_STATS, PROCESS_STATS, SOURCE_STATS, Stat, snapshot
+from duct.web.responses import LeafResource
+
+CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+"""The classic text format, which generate_latest writes and every Prometheus reads."""
+
+
+def _family(name: str, stat: Stat, labels: list[str]) -> CounterMetricFamily | GaugeMetricFamily:
+    make = CounterMetricFamily if stat.kind == "counter" else GaugeMetricFamily
+    return make(name, stat.doc, labels=labels)
+
+
+def _entries(
+    scope: str, stats: tuple[Stat, ...], entries: Mapping[str, Mapping[str, Any]]
+) -> Iterator[Metric]:
+    """One family per statistic, one sample per entry (per reason, for drops)."""
+    for stat in stats:
+        labels = [scope] + ([stat.label] if stat.label else [])
+        family = _family(f"duct_{scope}_{stat.metric}", stat, labels)
+        for name, entry in entries.items():
+            value = entry.get(stat.key)
+            if value is None:
+                continue
+            if stat.label is not None:
+                for key, count in sorted(value.items()):
+                    family.add_metric([name, key], float(count))
+            else:
+                family.add_metric([name], float(value))
+        if family.samples:
+            yield family
+
+
+def families(snap: Mapping[str, Any]) -> Iterator[Metric]:
+    """The metric families of a snapshot."""
+    info = GaugeMetricFamily("duct_info", "duct's version and host", labels=["version", "hostname"])
+    info.add_metric([__version__, str(snap.get("hostname") or "")], 1.0)
+    yield info
+    process = snap.get("process") or {}
+    for stat in PROCESS_STATS:
+        if stat.key in process and stat.key != "pid":
+            family = _family(f"duct_process_{stat.metric}", stat, [])
+            family.add_metric([], float(process[stat.key]))
+            yield family
+    yield from _entries("source", SOURCE_STATS, snap.get("sources") or {})
+    yield from _entries("output", OUTPUT_STATS, snap.get("outputs") or {})
+
+
+class SnapshotCollector:
+    """A prometheus_client collector that reads the service at each scrape."""
+
+    def __init__(self, service: Any) -> None:
+        self.service = service
+
+    def collect(self) -> Iterator[Metric]:
+        yield from families(snapshot(self.service))
+
+
+class MetricsResource(LeafResource):
+    """Answers GET with the exposition of a private registry holding one `SnapshotCollector`."""
+
+    def __init__(self, service: Any) -> None:
+        super().__init__()
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(SnapshotCollector(service))
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", CONTENT_TYPE)
+        request.setHeader(b"cache-control", b"no-store")
+        return generate_latest(self.registry)
