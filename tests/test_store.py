@@ -307,7 +307,7 @@ async def test_a_damaged_file_is_a_clear_error_and_writes_resume_once_it_is_move
     errors = observe_errors.take()
     assert len(errors) == 1
     assert str(path) in errors[0]["error"] and "move it aside" in errors[0]["error"]
-    assert store.error is not None
+    assert store.error is not None and store.connected is False  # /health sees it
 
     store.eventsReceived([event("load", 1.0, T0)])
     stores.clock.advance(1.0)  # flush_interval: the write fails, the event stays
@@ -317,7 +317,7 @@ async def test_a_damaged_file_is_a_clear_error_and_writes_resume_once_it_is_move
     os.rename(path, tmp_path / "damaged.sqlite")
     stores.clock.advance(1.0)  # the retry opens a new file
     await until(reactor, lambda: store.pointsWritten == 1, "the write after the fix", stores.clock)
-    assert store.error is None and store.buffer.depth == 0
+    assert store.error is None and store.connected and store.buffer.depth == 0
 
 
 @pytest_twisted.ensureDeferred

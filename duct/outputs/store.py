@@ -76,6 +76,11 @@ class Store(Output):
         ),
     )
 
+    @property
+    def connected(self) -> bool:  # type: ignore[override]
+        """False while the file cannot be used, for /health."""
+        return self.error is None
+
     def __init__(self, config: dict[str, Any], duct: Any) -> None:
         super().__init__(config, duct)
         stateDir = (getattr(duct, "config", None) or {}).get("state_dir") or "/var/lib/duct"
@@ -287,19 +292,6 @@ class Store(Output):
         from duct.dashboard.page import Assets, DashboardPage
 
         return {"": DashboardPage(), "static": Assets(), "api": ApiResource(self)}
-
-    def stats(self) -> dict[str, Any]:
-        """Counters for /stats."""
-        return {
-            "path": self.path,
-            "error": self.error,
-            "points_written": self.pointsWritten,
-            "points_removed": self.pointsRemoved,
-            "series_removed": self.seriesRemoved,
-            "cleanups": self.cleanups,
-            "queries": self.queries,
-            "bad_requests": self.badRequests,
-        }
 
 
 def _failed(error: Exception) -> Deferred[Any]:
