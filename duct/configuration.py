@@ -21,6 +21,8 @@ from duct.diskbuffer import checkBufferSettings
 from duct.objects import Output, Source
 from duct.options import REQUIRED, Option, declaredOptions, validate
 from duct.plugins import PluginError, isStrict, loadClass
+from duct.ring import DEFAULT_MAX_BYTES as DEFAULT_RING_BYTES
+from duct.ring import DEFAULT_SIZE as DEFAULT_RING_SIZE
 from duct.triggers import TriggerError, parseRules
 
 GLOBAL_OPTIONS: dict[str, Option] = {
@@ -42,6 +44,22 @@ GLOBAL_OPTIONS: dict[str, Option] = {
         Option("server", "string", None, "Riemann server of the default output (old style)"),
         Option("port", "integer", 5555, "Riemann port of the default output (old style)"),
         Option("proto", "string", "tcp", "Riemann protocol (old style)", choices=("tcp", "udp")),
+        Option("web", "mapping", None, "the web server and its event stream (see WEB_OPTIONS)"),
+    )
+}
+WEB_OPTIONS: dict[str, Option] = {
+    option.name: option
+    for option in (
+        Option(
+            "ring_size", "integer", DEFAULT_RING_SIZE, "recent events kept for /events", minimum=1
+        ),
+        Option(
+            "ring_max_bytes",
+            "integer",
+            DEFAULT_RING_BYTES,
+            "most bytes those recent events may hold",
+            minimum=1024,
+        ),
     )
 }
 TOOLBOX_OPTIONS = {
@@ -136,6 +154,8 @@ class ConfigFile:
         if raw is None:
             raise ConfigurationError(self.problems)
         settings, _ = self._check(GLOBAL_OPTIONS, raw, self.path, None, strict=True)
+        if settings.get("web") is not None:
+            settings["web"], _ = self._check(WEB_OPTIONS, settings["web"], self.path, "web", True)
         # Values that failed their check are back to their defaults in settings.
         sources = [i for i in settings.get("sources") or [] if isinstance(i, Item)]
         sources += self._blueprints(settings)
@@ -401,4 +421,12 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-__all__ = ["REQUIRED", "Config", "ConfigFile", "ConfigurationError", "GLOBAL_OPTIONS", "Problem"]
+__all__ = [
+    "REQUIRED",
+    "Config",
+    "ConfigFile",
+    "ConfigurationError",
+    "GLOBAL_OPTIONS",
+    "Problem",
+    "WEB_OPTIONS",
+]

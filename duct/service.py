@@ -14,6 +14,7 @@ from twisted.python.failure import Failure
 from duct.configuration import Config, ConfigFile, ConfigurationError, Item, Problem
 from duct.objects import Output, Source, defaultHostname
 from duct.pipeline import Pipeline, SourceFeed
+from duct.ring import DEFAULT_MAX_BYTES, DEFAULT_SIZE, EventRing
 
 WATCHDOG_INTERVALS = 10
 """A watched source silent for this many intervals is recreated."""
@@ -46,7 +47,12 @@ class DuctService(MultiService):
             output = self.buildOutput(item)
             self.outputs[output.name] = output
             self.outputItems[output.name] = item
-        self.pipeline = Pipeline(self.outputs)
+        web = self.config.get("web") or {}
+        self.ring = EventRing(
+            web.get("ring_size") or DEFAULT_SIZE, web.get("ring_max_bytes") or DEFAULT_MAX_BYTES
+        )
+        """The recent events, numbered, that /events streams (applies at start only)."""
+        self.pipeline = Pipeline(self.outputs, ring=self.ring)
         self.sources: list[Source] = []
         self._items: dict[Source, Item] = {}
         for item in self.config.sources:
