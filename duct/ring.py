@@ -12,9 +12,10 @@ their encoded bytes and are decoded only when a reader asks for them.
 Appending a batch costs one size estimate per event and no other per-event
 work, so that feeding the ring stays cheap on the pipeline's hot path.
 
-It is bounded in events and in bytes.  Whole chunks leave from the oldest
-end, so it may hold a little less than its limits (up to one batch less);
-a single batch larger than a limit keeps only its newest events.
+It is bounded in events and in bytes.  When either limit is passed, whole
+chunks leave from the oldest end until the ring is 1/64 under its limits
+(or only the newest batch is left); a single batch larger than a limit
+keeps only its newest events.
 """
 
 from __future__ import annotations
@@ -58,14 +59,13 @@ def eventsSize(events: list[Event]) -> int:
     plugin's mistake) is counted at a fixed size rather than failing here.
     """
     try:
-        return sum(
+        return _EVENT_OVERHEAD * len(events) + sum(
             [
-                _EVENT_OVERHEAD
-                + len(e.service)
+                len(e.service)
                 + len(e.hostname)
-                + (len(e.description) if e.description else 0)
-                + ((56 + 49 * len(e.tags) + len("".join(e.tags))) if e.tags else 0)
-                + (_attributesSize(e.attributes) if e.attributes else 0)
+                + len(e.description or "")
+                + ((56 + 49 * len(t) + len("".join(t))) if (t := e.tags) else 0)
+                + (_attributesSize(a) if (a := e.attributes) else 0)
                 for e in events
             ]
         )
@@ -151,10 +151,11 @@ class EventRing:
         """Number and keep a batch of delivered events; tell the listeners."""
         encoded = isinstance(events, EncodedEvents)
         if encoded:
-            items: list[Any] = list(events.encoded)  # type: ignore[union-attr]
+            # Not copied: an EncodedEvents' list is built per Msg and never changed.
+            items: list[Any] = events.encoded  # type: ignore[union-attr]
             nbytes = sum(map(len, items)) + _ENCODED_OVERHEAD * len(items)
         else:
-            items = list(events)
+            items = list(events)  # a source may reuse its list
             nbytes = eventsSize(items)
         count = len(items)
         if not count:
@@ -197,20 +198,31 @@ class EventRing:
         return first + start, items[start:], total
 
     def _evict(self) -> None:
+        """Drop the oldest chunks, down to a little under the limits.
+
+        Going 1/64 below them means that, once full, the ring evicts once
+        every many batches rather than on each, which keeps the cost of a
+        one-event batch low.  The newest chunk always stays (it fits on its
+        own, see `_trim`).
+        """
         chunks = self._chunks
-        # The newest chunk fits on its own (see _trim), so this stops before it.
-        while self._count > self.size or self._bytes > self.maxBytes:
-            chunk = chunks[self._head]
-            chunks[self._head] = None
-            self._head += 1
-            count = len(chunk[_ITEMS])
-            self._count -= count
-            self._bytes -= chunk[_BYTES]
-            self.evicted += count
-        self._first = chunks[self._head][_FIRST]
-        if self._head > 64 and self._head * 2 > len(chunks):
-            del chunks[: self._head]
-            self._head = 0
+        count, nbytes, head = self._count, self._bytes, self._head
+        targetCount = self.size - self.size // 64
+        targetBytes = self.maxBytes - self.maxBytes // 64
+        newest = len(chunks) - 1
+        while (count > targetCount or nbytes > targetBytes) and head < newest:
+            chunk = chunks[head]
+            chunks[head] = None
+            head += 1
+            count -= len(chunk[_ITEMS])
+            nbytes -= chunk[_BYTES]
+        self.evicted += self._count - count
+        self._count, self._bytes = count, nbytes
+        self._first = chunks[head][_FIRST]
+        if head > 64 and head * 2 > len(chunks):
+            del chunks[:head]
+            head = 0
+        self._head = head
 
     def _evictAll(self) -> None:
         self.evicted += self._count

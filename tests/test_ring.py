@@ -56,6 +56,18 @@ def test_the_ring_keeps_at_most_its_size_dropping_whole_batches_oldest_first() -
     assert seqs(ring, after=3) == list(range(81, 101))  # too old: starts at the oldest held
 
 
+def test_a_full_ring_evicts_in_steps_and_stays_within_its_size() -> None:
+    ring = EventRing(640)
+    sizes = []
+    for i in range(2000):
+        ring.add(events(i, 1))
+        sizes.append(len(ring))
+        assert ring.first == ring.last - len(ring) + 1
+    assert max(sizes) == 640
+    assert min(sizes[640:]) == 630  # 1/64 under the limit, then filling up again
+    assert ring.evicted == 2000 - len(ring)
+
+
 def test_a_batch_larger_than_the_ring_keeps_its_newest_events() -> None:
     ring = EventRing(10)
     ring.add(events(0, 5))
