@@ -1,0 +1,1 @@
+"""duct's web server: statistics, metrics, health and the live event stream."""
