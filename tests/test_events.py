@@ -7,6 +7,7 @@ import socket
 from typing import Any
 
 import pytest_twisted
+from treq.client import HTTPClient
 from twisted.internet import protocol, task
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
@@ -88,12 +89,13 @@ class Body(protocol.Protocol):
         return [json.loads(line) for line in self.data.decode().split("\n")[:-1] if line]
 
 
-async def get(reactor: Any, url: str, headers: dict[str, str] | None = None) -> tuple[Any, Body]:
-    import treq.client
+def httpClient(reactor: Any) -> HTTPClient:
+    """A treq client with a connection of its own for each request."""
+    return HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
 
-    pool = HTTPConnectionPool(reactor, persistent=False)
-    client = treq.client.HTTPClient(Agent(reactor, pool=pool))
-    response = await client.get(url, headers=headers, unbuffered=True)
+
+async def get(reactor: Any, url: str, headers: dict[str, str] | None = None) -> tuple[Any, Body]:
+    response = await httpClient(reactor).get(url, headers=headers, unbuffered=True)
     body = Body()
     response.deliverBody(body)
     return response, body
@@ -320,7 +322,12 @@ async def test_bad_requests_get_400_with_the_reason_and_are_counted(reactor: Any
         assert response.code == 400
         assert b"Last-Event-ID must be a non-negative integer" in body.data
         assert server.resource.counters["bad_requests"] == 7
-        assert not server.resource.streams
+        head = await httpClient(reactor).head(server.url + "?format=jsonl")
+        assert head.code == 200
+        assert head.headers.getRawHeaders(b"content-type") == [
+            b"application/x-ndjson; charset=utf-8"
+        ]
+        assert not server.resource.streams  # a HEAD request starts no stream
     finally:
         await server.close()
 

@@ -206,6 +206,16 @@ class EventsResource(Resource):
         stream.start(gap)
         return NOT_DONE_YET
 
+    def render_HEAD(self, request: Any) -> bytes:
+        """The headers a GET would get, and no stream (which would never end)."""
+        try:
+            formatter = self._parse(request)[0]
+        except BadRequest:
+            request.setResponseCode(400)
+            return b""
+        request.setHeader(b"content-type", FORMATS["sse" if formatter.sse else "jsonl"])
+        return b""
+
     def _parse(self, request: Any) -> tuple[Formatter, EventFilter, int, bytes | None]:
         args = {
             key.decode("utf-8", "replace"): [v.decode("utf-8", "replace") for v in values]
