@@ -6,6 +6,7 @@ import json
 import socket
 from typing import Any
 
+import pytest
 import pytest_twisted
 from treq.client import HTTPClient
 from twisted.internet import protocol, task
@@ -390,12 +391,16 @@ async def connectNotReading(reactor: Any, server: Server, path: str) -> NotReadi
     return client
 
 
+@pytest.mark.parametrize(
+    ("reason", "limits"),
+    [("lag", {"maxLag": 500}), ("bytes", {"maxLagBytes": 600_000})],
+)
 @pytest_twisted.ensureDeferred
 async def test_a_client_that_stops_reading_is_cut_off_with_a_final_message(
-    reactor: Any,
+    reactor: Any, reason: str, limits: dict[str, int]
 ) -> None:
     ring = EventRing(100_000, maxBytes=512 * 1024 * 1024)
-    server = Server(reactor, ring, maxLag=500)
+    server = Server(reactor, ring, **limits)
     client = await connectNotReading(reactor, server, "/events?format=jsonl")
     stream = server.stream()
     transport = stream.request.channel.transport
@@ -408,7 +413,7 @@ async def test_a_client_that_stops_reading_is_cut_off_with_a_final_message(
             number += 50
             await deferLater(reactor, 0, lambda: None)  # the stream writes, the kernel takes
             most = max(most, pending(transport))
-        assert server.resource.counters["cutoffs.lag"] == 1
+        assert server.resource.counters[f"cutoffs.{reason}"] == 1
         assert not server.resource.streams and stream.closed
         # Nothing queued but the transport's own buffer, one write and the final message.
         bound = 65536 + 16384 + 2048  # the transport's buffer, one write, some framing
@@ -421,7 +426,8 @@ async def test_a_client_that_stops_reading_is_cut_off_with_a_final_message(
         await client.ended  # closed by the server once the final message is out
         body = dechunk(client.data.split(b"\r\n\r\n", 1)[1])
         final = json.loads(body.rstrip(b"\n").rsplit(b"\n", 1)[-1])
-        assert final["error"].startswith("too slow: ") and "limit 500" in final["error"]
+        limit = next(iter(limits.values()))
+        assert final["error"].startswith("too slow: ") and f"(limit {limit})" in final["error"]
         assert final["since"] == stream.cursor
     finally:
         await server.close()
