@@ -47,11 +47,13 @@ class DuctService(MultiService):
             output = self.buildOutput(item)
             self.outputs[output.name] = output
             self.outputItems[output.name] = item
-        web = self.config.get("web") or {}
-        self.ring = EventRing(
-            web.get("ring_size") or DEFAULT_SIZE, web.get("ring_max_bytes") or DEFAULT_MAX_BYTES
-        )
-        """The recent events, numbered, that /events streams (applies at start only)."""
+        # Only a web server reads the ring: without ``web:`` the pipeline skips it.
+        web = self.config.get("web")
+        self.ring: EventRing | None = None
+        """The recent events, numbered, that /events streams (built at start only)."""
+        if web is not None:
+            size = web.get("ring_size") or DEFAULT_SIZE
+            self.ring = EventRing(size, web.get("ring_max_bytes") or DEFAULT_MAX_BYTES)
         self.pipeline = Pipeline(self.outputs, ring=self.ring)
         self.sources: list[Source] = []
         self._items: dict[Source, Item] = {}

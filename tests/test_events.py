@@ -527,6 +527,7 @@ class EncodedSink(RecordingOutput):
 @pytest_twisted.ensureDeferred
 async def test_relayed_riemann_events_appear_decoded_in_the_stream(reactor: Any) -> None:
     config = {
+        "web": {},
         "outputs": [{"output": f"{__name__}.EncodedSink", "name": "sink"}],
         "sources": [
             {
@@ -538,6 +539,7 @@ async def test_relayed_riemann_events_appear_decoded_in_the_stream(reactor: Any)
     }
     service = DuctService(config, reactor)
     service.startService()
+    assert service.ring is not None
     server = Server(reactor, service.ring)
     try:
         _, body = await get(reactor, server.url + "?format=jsonl")

@@ -154,6 +154,7 @@ def test_listeners_hear_of_each_batch_and_a_failing_one_does_not_stop_the_others
 
 def test_the_pipeline_records_what_it_delivers_after_rules() -> None:
     config = {
+        "web": {},
         "outputs": [{"output": "duct.testing.RecordingOutput", "name": "out"}],
         "sources": [
             {"service": "s", "source": "duct.objects.Source", "critical": {"svc": "> 1"}},
@@ -162,6 +163,7 @@ def test_the_pipeline_records_what_it_delivers_after_rules() -> None:
     service = DuctService(config, reactor=None, clock=Clock())
     source = service.sources[0]
     source.queueBack(events(0, 3))
+    assert service.ring is not None
     held = service.ring.read(0, 10)
     assert [(seq, e.service, e.state) for seq, e in held] == [
         (1, "svc.0", "ok"),
@@ -173,10 +175,23 @@ def test_the_pipeline_records_what_it_delivers_after_rules() -> None:
     assert output.buffer.waiting() == [e for _, e in held]
 
 
+def test_without_a_web_server_there_is_no_ring_to_feed() -> None:
+    config = {
+        "outputs": [{"output": "duct.testing.RecordingOutput", "name": "out"}],
+        "sources": [{"service": "s", "source": "duct.objects.Source"}],
+    }
+    service = DuctService(config, reactor=None, clock=Clock())
+    assert service.ring is None and service.pipeline.ring is None
+    service.sources[0].queueBack(events(0, 3))
+    assert len(service.outputs["out"].buffer.waiting()) == 3
+
+
 def test_ring_size_is_read_from_the_web_settings_and_validated() -> None:
     service = DuctService({"web": {"ring_size": 123, "ring_max_bytes": 4096}}, reactor=Clock())
+    assert service.ring is not None
     assert (service.ring.size, service.ring.maxBytes) == (123, 4096)
-    assert DuctService({}, reactor=Clock()).ring.size == 10_000
+    defaults = DuctService({"web": {}}, reactor=Clock()).ring
+    assert defaults is not None and (defaults.size, defaults.maxBytes) == (10_000, 32 * 2**20)
     with pytest.raises(ConfigurationError) as caught:
         ConfigFile.fromDict({"web": {"ring_size": 0, "ring_sise": 5}}, "duct.yml")
     problems = sorted(str(p) for p in caught.value.problems)
