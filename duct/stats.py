@@ -256,7 +256,7 @@ def snapshot(service: Any) -> dict[str, Any]:
         name: {"class": className(output), **read(OUTPUT_STATS, output)}
         for name, output in outputs.items()
     }
-    return {
+    result = {
         "time": service.clock.seconds(),
         "hostname": getattr(service, "hostname", None),
         "process": processStats(),
@@ -264,6 +264,10 @@ def snapshot(service: Any) -> dict[str, Any]:
         "outputs": outputEntries,
         "totals": totals(sourceEntries, outputEntries),
     }
+    events = getattr(getattr(service, "web", None), "events", None)
+    if events is not None:  # the /events stream: clients, cut-offs, the ring
+        result["events"] = events.stats()
+    return result
 
 
 # -- combining ---------------------------------------------------------------------
