@@ -171,6 +171,10 @@ OUTPUT_STATS: tuple[Stat, ...] = (
           "1 when the buffer survives a crash (on disk)"),
     counter("dropped", "buffer.drops", "events_dropped", "events dropped, by reason",
             label="reason"),
+    counter("buffer_corrupt_segments", "buffer.corruptSegments", "buffer_corrupt_segments",
+            "damaged segment files found in a disk buffer (set aside)"),
+    counter("buffer_torn_tails", "buffer.tornTails", "buffer_torn_tails",
+            "torn last records truncated in a disk buffer after a crash"),
 )
 
 PROCESS_STATS: tuple[Stat, ...] = (
