@@ -1,4 +1,4 @@
-"""The ``duct`` command: run, check, once, reload and list."""
+"""The ``duct`` command: run, check, once, reload, list and tail."""
 
 from __future__ import annotations
 
@@ -177,6 +177,61 @@ def list_(args: argparse.Namespace) -> int:
     return 0
 
 
+def tail(args: argparse.Namespace) -> int:
+    """Follow a running agent's events, one line each, resuming after a dropped connection."""
+    from twisted.internet import task
+    from twisted.internet.defer import ensureDeferred
+
+    from duct.tail import Tail
+
+    async def follow(reactor: Any) -> None:
+        follower = Tail(
+            reactor,
+            args.url,
+            since=args.since,
+            recent=args.recent,
+            service=args.service,
+            host=args.host,
+            state=args.state,
+            token=args.token,
+            raw=args.json,
+        )
+        # Ctrl-C stops the reactor: stop following first, and exit 0.
+        reactor.addSystemEventTrigger("before", "shutdown", follower.stop)
+        code = await follower.run()
+        if code:
+            raise SystemExit(code)
+
+    task.react(lambda reactor: ensureDeferred(follow(reactor)))  # exits when done
+    return 0
+
+
+def _tailArguments(sub: argparse.ArgumentParser) -> None:
+    from duct.tail import DEFAULT_URL
+
+    sub.add_argument(
+        "--url", default=DEFAULT_URL, help=f"the agent's /events (default {DEFAULT_URL})"
+    )
+    start = sub.add_mutually_exclusive_group()
+    start.add_argument("--since", type=_count, metavar="N", help="start after event number N")
+    start.add_argument("--recent", type=_count, metavar="N", help="start with the last N events")
+    sub.add_argument("--service", metavar="REGEX", help="only services matching REGEX")
+    sub.add_argument("--host", help="only events from this host")
+    sub.add_argument("--state", help="only events in this state (ok, warning, critical...)")
+    sub.add_argument("--token", help="the web server's token, if it requires one")
+    sub.add_argument("--json", action="store_true", help="print each event's JSON as received")
+
+
+def _count(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value!r}")
+    return number
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="duct", description="A monitoring agent and event router")
     parser.add_argument("--version", action="version", version=f"duct {__version__}")
@@ -187,10 +242,13 @@ def main(argv: list[str] | None = None) -> int:
         ("once", once, True),
         ("reload", reload, True),
         ("list", list_, False),
+        ("tail", tail, False),
     ):
         sub = commands.add_parser(name, help=(handler.__doc__ or "").strip().split("\n")[0])
         if needsConfig:
             sub.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="configuration file")
+        if handler is tail:
+            _tailArguments(sub)
         sub.set_defaults(handler=handler)
         if name == "reload":
             sub.add_argument("--pid", type=int, help="the agent's process id (found if omitted)")

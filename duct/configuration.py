@@ -21,6 +21,8 @@ from duct.diskbuffer import checkBufferSettings
 from duct.objects import Output, Source
 from duct.options import REQUIRED, Option, declaredOptions, validate
 from duct.plugins import PluginError, isStrict, loadClass
+from duct.ring import DEFAULT_MAX_BYTES as DEFAULT_RING_BYTES
+from duct.ring import DEFAULT_SIZE as DEFAULT_RING_SIZE
 from duct.triggers import TriggerError, parseRules
 
 GLOBAL_OPTIONS: dict[str, Option] = {
@@ -58,6 +60,16 @@ WEB_OPTIONS = {
             "Twisted server endpoint of /stats, /metrics, /health, ...",
         ),
         Option("token", "string", None, "bearer token every route but /health requires"),
+        Option(
+            "ring_size", "integer", DEFAULT_RING_SIZE, "recent events kept for /events", minimum=1
+        ),
+        Option(
+            "ring_max_bytes",
+            "integer",
+            DEFAULT_RING_BYTES,
+            "most bytes those recent events may hold",
+            minimum=1024,
+        ),
     )
 }
 SELF_STATS_SOURCE = "duct.sources.selfstats.SelfStats"
@@ -453,4 +465,12 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-__all__ = ["REQUIRED", "Config", "ConfigFile", "ConfigurationError", "GLOBAL_OPTIONS", "Problem"]
+__all__ = [
+    "REQUIRED",
+    "Config",
+    "ConfigFile",
+    "ConfigurationError",
+    "GLOBAL_OPTIONS",
+    "Problem",
+    "WEB_OPTIONS",
+]

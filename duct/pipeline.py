@@ -8,6 +8,7 @@ from twisted.internet.defer import Deferred, DeferredList
 
 from duct.objects import Event, Output, Source
 from duct.protocol.riemann import EncodedEvents
+from duct.ring import EventRing
 from duct.triggers import Triggers
 
 
@@ -30,8 +31,10 @@ class Pipeline:
     series emits nothing.
     """
 
-    def __init__(self, outputs: Mapping[str, Output]) -> None:
+    def __init__(self, outputs: Mapping[str, Output], ring: EventRing | None = None) -> None:
         self.outputs = dict(outputs)
+        self.ring = ring
+        """Where delivered events are also recorded, for /events (see `duct.ring`)."""
         self.routes: dict[Source, Route] = {}
         # Keyed by (host, service): ``Event.eid`` joins them with a dot, so host
         # "a.b" with service "c" would collide with host "a" and service "b.c".
@@ -154,8 +157,9 @@ class Pipeline:
             return None
         return Deferred.fromCoroutine(self._deliverWhenWritable(source, route, events))
 
-    @staticmethod
-    def _deliver(route: Route, events: list[Event] | EncodedEvents) -> None:
+    def _deliver(self, route: Route, events: list[Event] | EncodedEvents) -> None:
+        if self.ring is not None:
+            self.ring.add(events)  # relayed events stay encoded there too
         for output in route.outputs:
             if isinstance(events, EncodedEvents) and not output.acceptsEncoded:
                 output.eventsReceived(events.decode())

@@ -14,6 +14,7 @@ from twisted.python.failure import Failure
 from duct.configuration import Config, ConfigFile, ConfigurationError, Item, Problem
 from duct.objects import Output, Source, defaultHostname
 from duct.pipeline import Pipeline, SourceFeed
+from duct.ring import DEFAULT_MAX_BYTES, DEFAULT_SIZE, EventRing
 
 if TYPE_CHECKING:
     from duct.web.server import WebServer
@@ -49,7 +50,14 @@ class DuctService(MultiService):
             output = self.buildOutput(item)
             self.outputs[output.name] = output
             self.outputItems[output.name] = item
-        self.pipeline = Pipeline(self.outputs)
+        # Only a web server reads the ring: without ``web:`` the pipeline skips it.
+        web = self.config.get("web")
+        self.ring: EventRing | None = None
+        """The recent events, numbered, that /events streams (built at start only)."""
+        if web is not None:
+            size = web.get("ring_size") or DEFAULT_SIZE
+            self.ring = EventRing(size, web.get("ring_max_bytes") or DEFAULT_MAX_BYTES)
+        self.pipeline = Pipeline(self.outputs, ring=self.ring)
         self.sources: list[Source] = []
         self._items: dict[Source, Item] = {}
         for item in self.config.sources:

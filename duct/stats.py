@@ -177,6 +177,10 @@ OUTPUT_STATS: tuple[Stat, ...] = (
           "1 when the buffer survives a crash (on disk)"),
     counter("dropped", "buffer.drops", "events_dropped", "events dropped, by reason",
             label="reason"),
+    counter("buffer_corrupt_segments", "buffer.corruptSegments", "buffer_corrupt_segments",
+            "damaged segment files found in a disk buffer (set aside)"),
+    counter("buffer_torn_tails", "buffer.tornTails", "buffer_torn_tails",
+            "torn last records truncated in a disk buffer after a crash"),
 )
 
 PROCESS_STATS: tuple[Stat, ...] = (
@@ -262,7 +266,7 @@ def snapshot(service: Any) -> dict[str, Any]:
         name: {"class": className(output), **read(OUTPUT_STATS, output)}
         for name, output in outputs.items()
     }
-    return {
+    result = {
         "time": service.clock.seconds(),
         "hostname": getattr(service, "hostname", None),
         "process": processStats(),
@@ -270,6 +274,10 @@ def snapshot(service: Any) -> dict[str, Any]:
         "outputs": outputEntries,
         "totals": totals(sourceEntries, outputEntries),
     }
+    events = getattr(getattr(service, "web", None), "events", None)
+    if events is not None:  # the /events stream: clients, cut-offs, the ring
+        result["events"] = events.stats()
+    return result
 
 
 # -- combining ---------------------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock, deferLater
 
-from duct.objects import Source
+from duct.objects import Event, Source
 from duct.options import Option
 from duct.service import DuctService
 from duct.stats import (
@@ -334,3 +334,21 @@ def test_a_hung_poll_is_not_a_finished_one() -> None:
     duct.clock.advance(5)
     snap = snapshot(type("S", (), {"clock": duct.clock, "sources": [harness.source]})())
     assert "last_poll_duration" not in snap["sources"]["hang"] and not d.called
+
+
+def test_a_damaged_disk_buffer_shows_in_the_snapshot(tmp_path: Any, clock: Clock) -> None:
+    """Segments set aside at start are counted where an operator looks: /stats."""
+    disk = {"type": "disk", "path": str(tmp_path / "buf"), "sync": "always"}
+    outputs = [{"output": "duct.testing.RecordingOutput", "name": "rec", "buffer": disk}]
+    first = build(clock, [], outputs)
+    first.outputs["rec"].eventsReceived([Event("ok", f"s{i}", "", 1.0, 60.0) for i in range(5)])
+    first.outputs["rec"].stop()
+    segment = next((tmp_path / "buf").glob("*.seg"))
+    data = bytearray(segment.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # damage a record in the middle
+    segment.write_bytes(bytes(data))
+
+    entry = snapshot(build(clock, [], outputs))["outputs"]["rec"]
+
+    assert entry["buffer_corrupt_segments"] == 1 and entry["buffer_torn_tails"] == 0
+    assert entry["dropped"] == {"corrupt": 1} and entry["buffer_events"] == 4

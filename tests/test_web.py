@@ -174,7 +174,7 @@ async def test_stats_metrics_health_and_the_index(reactor: Any, agents: list[Age
     response = await agent.get("/")
     assert response.code == 200
     index = await json(response)
-    assert index["routes"] == ["/", "/health", "/metrics", "/stats"]
+    assert index["routes"] == ["/", "/events", "/health", "/metrics", "/stats"]
     assert index["name"] == "duct" and index["hostname"] == "web.example"
 
     for path in ("/nowhere", "/stats/more", "/health/x"):
@@ -280,6 +280,14 @@ async def test_a_token_guards_every_route_but_health(reactor: Any, agents: list[
     assert (await agent.get("/api/thing", token="s3cret")).code == 200
     assert (await agent.get("/nowhere", token="s3cret")).code == 404
     assert (await agent.get("/health")).code == 200
+    # Where no header can be sent (a browser's page load, EventSource), the query.
+    assert (await agent.get("/stats?access_token=s3cret")).code == 200
+    response = await agent.get("/stats?access_token=s3cre")
+    assert response.code == 401
+    assert (await json(response)) == {"error": "wrong bearer token"}
+    # A header, when sent, is what counts.
+    response = await agent.get("/stats?access_token=s3cret", headers={"Authorization": "Bearer x"})
+    assert response.code == 401
 
 
 @pytest_twisted.ensureDeferred
@@ -360,7 +368,7 @@ async def test_without_a_root_route_the_index_lists_plugin_routes(
     agents.append(agent)
     agent.start()
     index = await json(await agent.get("/"))
-    assert index["routes"] == ["/", "/health", "/metrics", "/stats", "/v1"]
+    assert index["routes"] == ["/", "/events", "/health", "/metrics", "/stats", "/v1"]
 
 
 @pytest.mark.parametrize(
@@ -459,3 +467,41 @@ async def test_stopping_the_service_closes_the_port(reactor: Any, agents: list[A
     await agent.stop()
     with pytest.raises(ConnectionRefusedError):
         await treq.get(url + "/health", persistent=False)
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_site_streams_events_behind_the_token(reactor: Any, agents: list[Agent]) -> None:
+    """/events is mounted on the agent's own site, and is guarded like /stats."""
+    from twisted.internet.protocol import Protocol
+
+    config = {
+        "web": {"listen": LOCAL, "token": "s3cret"},
+        "sources": [ticking("tick")],
+        "outputs": [{"output": "duct.testing.RecordingOutput", "name": "rec"}],
+    }
+    agent = Agent(reactor, config)
+    agents.append(agent)
+    agent.start()  # the first poll: event 1
+    assert (await agent.get("/events?format=jsonl&recent=1")).code == 401
+
+    class Lines(Protocol):
+        def __init__(self) -> None:
+            self.text = ""
+
+        def dataReceived(self, data: bytes) -> None:
+            self.text += data.decode()
+
+    response = await agent.get("/events?format=jsonl&recent=1&access_token=s3cret")
+    assert response.code == 200
+    lines = Lines()
+    response.deliverBody(lines)
+    agent.clock.advance(1)  # the second poll: event 2, streamed live
+    deadline = reactor.seconds() + 10
+    while lines.text.count('"seq"') < 2 and reactor.seconds() < deadline:
+        await deferLater(reactor, 0.02, lambda: None)
+    lines.transport.stopProducing()  # type: ignore[union-attr]
+    events = [line for line in lines.text.splitlines() if '"seq"' in line]
+    assert ['"seq":1' in events[0], '"seq":2' in events[1]] == [True, True], lines.text
+    assert all('"service":"tick"' in line for line in events)
+    stats = await json(await agent.get("/stats", token="s3cret"))
+    assert stats["events"]["ring"]["last"] == 2 and stats["events"]["streams"] >= 1

@@ -35,9 +35,10 @@ def test_no_web_key_means_no_web_server(tmp_path: Path) -> None:
 
 def test_web_defaults_to_localhost_8901_without_a_token(tmp_path: Path) -> None:
     _, config = load(tmp_path, "web: {}\n")
-    assert config["web"] == {"listen": "tcp:8901:interface=127.0.0.1", "token": None}
+    ring = {"ring_size": 10_000, "ring_max_bytes": 32 * 1024 * 1024}
+    assert config["web"] == {"listen": "tcp:8901:interface=127.0.0.1", "token": None, **ring}
     _, config = load(tmp_path, 'web: {listen: "unix:/run/duct.sock", token: abc}\n')
-    assert config["web"] == {"listen": "unix:/run/duct.sock", "token": "abc"}
+    assert config["web"] == {"listen": "unix:/run/duct.sock", "token": "abc", **ring}
 
 
 @pytest.mark.parametrize(

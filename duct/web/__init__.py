@@ -1,8 +1,10 @@
-"""duct's web server: one twisted.web Site for /stats, /metrics, /health and plugins' routes.
+"""duct's web server: one twisted.web Site for /stats, /metrics, /health, /events
+and plugins' routes.
 
 - `duct.web.site`: the root resource, `buildSite`, the routes plugins add;
 - `duct.web.server`: `WebServer`, the service that listens (``web: {listen}``);
 - `duct.web.stats`, `metrics`, `health`: the built-in resources;
+- `duct.web.events`, `duct.web.stream`: the live event stream, /events;
 - `duct.web.auth`: the bearer token (``web: {token}``);
 - `duct.web.responses`: JSON answers shared by the resources.
 

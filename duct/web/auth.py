@@ -1,9 +1,11 @@
 """The bearer token: ``web: {token: ...}``.
 
 With a token set, every route but ``/health`` requires the header
-``Authorization: Bearer <token>``; a request without it, or with another
-token, is answered 401 with a JSON error.  Tokens are compared in
-constant time.
+``Authorization: Bearer <token>``, or the query parameter
+``access_token=<token>`` (RFC 6750, section 2.3) where a header cannot be
+sent: a browser opening the dashboard, or its ``EventSource`` on /events.
+A request without it, or with another token, is answered 401 with a JSON
+error.  Tokens are compared in constant time.
 """
 
 from __future__ import annotations
@@ -22,11 +24,21 @@ def authorized(request: Request, token: str | None) -> bool:
     """Whether ``request`` carries ``token`` (always true when there is none)."""
     if token is None:
         return True
-    header = request.getHeader(b"authorization") or b""
+    expected = token.encode("utf-8")
+    header = request.getHeader(b"authorization")
+    if header is None:
+        values = (request.args or {}).get(b"access_token") or [b""]
+        return hmac.compare_digest(values[0], expected)
     scheme, _, value = header.strip().partition(b" ")
     # compare_digest takes time independent of where the values differ.
-    matches = hmac.compare_digest(value.strip(), token.encode("utf-8"))
+    matches = hmac.compare_digest(value.strip(), expected)
     return scheme.lower() == b"bearer" and matches
+
+
+def presented(request: Request) -> bool:
+    """Whether ``request`` offered a token at all (header or query)."""
+    args = request.args or {}
+    return request.getHeader(b"authorization") is not None or b"access_token" in args
 
 
 class Unauthorized(JSONError):

@@ -21,9 +21,13 @@ DEFAULT_LISTEN = "tcp:8901:interface=127.0.0.1"
 def extraResources(service: Any) -> dict[str, AnyResource]:
     """duct's own resources beyond /stats, /metrics and /health, by path segment.
 
-    ``/events``, the live event stream, is mounted here.
+    ``/events`` is the live event stream, served from the service's ring.
     """
-    return {}
+    from duct.web.events import eventsResource
+
+    if service.ring is None:  # a service built without web: has no ring
+        return {}
+    return {"events": eventsResource(service.ring, service.clock)}
 
 
 class WebServer(Service):
@@ -49,7 +53,10 @@ class WebServer(Service):
         routes, problems = pluginRoutes(service)
         if problems:
             raise ConfigurationError(problems)
-        self.site = buildSite(service, self.token, extraResources(service), routes)
+        extras = extraResources(service)
+        self.events: Any = extras.get("events")
+        """The /events resource: its ``stats()`` go into /stats."""
+        self.site = buildSite(service, self.token, extras, routes)
         self.root: Root = self.site.resource
         self.factory = WrappingFactory(self.site)
         self.port: Any = None

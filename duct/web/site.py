@@ -19,7 +19,7 @@ from twisted.web.server import Request, Site
 
 from duct import __version__
 from duct.configuration import Problem
-from duct.web.auth import OPEN_ROUTES, Unauthorized, authorized
+from duct.web.auth import OPEN_ROUTES, Unauthorized, authorized, presented
 from duct.web.health import HealthResource
 from duct.web.metrics import MetricsResource
 from duct.web.responses import jsonBody, notFound
@@ -108,7 +108,7 @@ class Root(Resource):
     def getChildWithDefault(self, path: bytes, request: Request) -> AnyResource:
         segment = path.decode("utf-8", "replace")
         if segment not in OPEN_ROUTES and not authorized(request, self.token):
-            return Unauthorized(presented=request.getHeader(b"authorization") is not None)
+            return Unauthorized(presented=presented(request))
         resource = self.builtins.get(segment)
         if resource is None:
             resource = self.plugins.get(segment)
