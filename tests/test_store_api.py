@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,20 +14,19 @@ import pytest_twisted
 import treq
 from twisted.internet.task import Clock, deferLater
 from twisted.web.client import HTTPConnectionPool
-from twisted.web.resource import Resource
-from twisted.web.server import Site
 
 from duct.objects import Event
 from duct.outputs.store import Store
 from duct.sources.linux.basic import CPU, Memory
 from duct.stats import OUTPUT_STATS, read
 from duct.testing import FakeDuct, configure
+from duct.web.site import buildSite
 
 T0 = 1_800_000_000.0
 
 
 class Served:
-    """A started Store behind a twisted.web Site built from its webRoutes()."""
+    """A started Store behind duct's web Site, which mounts its webRoutes()."""
 
     def __init__(self, store: Store, port: Any, pool: HTTPConnectionPool, clock: Clock) -> None:
         self.store = store
@@ -46,7 +47,7 @@ class Served:
 
 
 @pytest_twisted.async_yield_fixture
-async def served(tmp_path: Path, reactor: Any) -> AsyncIterator[Served]:
+async def served(request: Any, tmp_path: Path, reactor: Any) -> AsyncIterator[Served]:
     clock = Clock()
     clock.advance(T0 + 100)
     duct = FakeDuct(clock, hostname="web1")
@@ -58,10 +59,8 @@ async def served(tmp_path: Path, reactor: Any) -> AsyncIterator[Served]:
         Memory(configure(Memory, {"service": "mem"}), lambda events: None, duct),
     ]
     await store.start()
-    root = Resource()
-    for name, resource in store.webRoutes().items():
-        root.putChild(name.encode(), resource)
-    port = reactor.listenTCP(0, Site(root), interface="127.0.0.1")
+    site = buildSite(duct, token=getattr(request, "param", None), plugins=store.webRoutes())
+    port = reactor.listenTCP(0, site, interface="127.0.0.1")
     pool = HTTPConnectionPool(reactor, persistent=False)
     try:
         yield Served(store, port, pool, clock)
@@ -189,18 +188,41 @@ async def test_a_stopped_store_answers_503(served: Served) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_the_page_and_its_files_are_served_with_a_strict_policy(served: Served) -> None:
+async def test_the_page_inlines_its_script_and_style_and_allows_only_them(
+    served: Served,
+) -> None:
     code, headers, body = await served.get("")
-    assert code == 200 and b'src="static/dashboard.js"' in body
+    assert code == 200
     assert headers.getRawHeaders(b"content-type") == [b"text/html; charset=utf-8"]
-    [policy] = headers.getRawHeaders(b"content-security-policy")
-    assert b"default-src 'none'" in policy and b"connect-src 'self'" in policy
+    page = body.decode("utf-8")
+    script = page.split("<script>", 1)[1].split("</script>", 1)[0]
+    style = page.split("<style>", 1)[1].split("</style>", 1)[0]
+    assert "new EventSource(" in script and "access_token" in script
+    assert "--critical" in style
+    assert 'src="' not in page and 'rel="stylesheet"' not in page  # nothing else to fetch
 
-    code, headers, body = await served.get("static/dashboard.js")
-    assert code == 200 and b"EventSource" in body
-    assert headers.getRawHeaders(b"content-type") == [b"text/javascript; charset=utf-8"]
-    code, headers, body = await served.get("static/dashboard.css")
-    assert code == 200 and headers.getRawHeaders(b"content-type") == [b"text/css; charset=utf-8"]
-    for missing in ("static/", "static/../store.py", "static/nothing.js", "static/dashboard.js/x"):
+    [policy] = headers.getRawHeaders(b"content-security-policy")
+    rules = dict(rule.strip().split(" ", 1) for rule in policy.decode().split(";"))
+    assert rules["default-src"] == "'none'" and rules["connect-src"] == "'self'"
+    for kind, text in (("script-src", script), ("style-src", style)):
+        digest = base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
+        assert rules[kind] == f"'sha256-{digest}'"
+
+    for missing in ("dashboard.js", "static/dashboard.js", "index.html/x"):
         code, _, _ = await served.get(missing)
         assert code == 404, missing
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.parametrize("served", ["s3cret"], indirect=True)
+async def test_with_a_token_the_page_opens_with_it_in_the_url_and_the_api_takes_the_header(
+    served: Served,
+) -> None:
+    code, _, _ = await served.get("")
+    assert code == 401
+    code, _, body = await served.get("?access_token=s3cret")
+    assert code == 200 and b"<script>" in body
+    code, _, _ = await served.get("api/services")
+    assert code == 401
+    code, _, body = await served.get("api/services", headers={"Authorization": "Bearer s3cret"})
+    assert code == 200 and "services" in json.loads(body)

@@ -1,77 +1,83 @@
-"""The dashboard page and its files, served from the package's ``assets`` folder.
+"""The dashboard page, with its script and style sheet inlined when it is served.
 
-Only the files named in `ASSETS` are served, each with its content type,
-and every response carries a Content-Security-Policy that lets the page
-load and connect to its own origin only.
+The files live apart in the package's ``assets`` folder.  They are put
+into the page at start-up, so the browser makes one request for the page:
+with a token set, the page URL carries it (``?access_token=``) and there is
+no second URL that would need it too.  The Content-Security-Policy allows
+exactly the inlined script and style (by their SHA-256) and connections to
+the page's own origin, and nothing else.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from importlib import resources
 
 from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-ASSETS = {
-    "dashboard.js": b"text/javascript; charset=utf-8",
-    "dashboard.css": b"text/css; charset=utf-8",
-}
 PAGE = "index.html"
-
-SECURITY_HEADERS = {
-    b"content-security-policy": (
-        b"default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-        b"img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-    ),
-    b"x-content-type-options": b"nosniff",
-    b"referrer-policy": b"no-referrer",
-    b"cache-control": b"no-cache",
-}
+SCRIPT = "dashboard.js"
+STYLE = "dashboard.css"
 
 
-def readAsset(name: str) -> bytes:
-    """The bytes of one file shipped in ``duct/dashboard/assets``."""
-    return resources.files("duct.dashboard").joinpath("assets").joinpath(name).read_bytes()
+def readAsset(name: str) -> str:
+    """The text of one file shipped in ``duct/dashboard/assets``."""
+    return resources.files("duct.dashboard").joinpath("assets").joinpath(name).read_text("utf-8")
 
 
-def _secure(request: Request, contentType: bytes) -> None:
-    request.setHeader(b"content-type", contentType)
-    for name, value in SECURITY_HEADERS.items():
-        request.setHeader(name, value)
+def _digest(text: str) -> str:
+    return (
+        "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode() + "'"
+    )
+
+
+def buildPage() -> tuple[bytes, str]:
+    """The page with its script and style inlined, and the policy that allows only them."""
+    page, script, style = readAsset(PAGE), readAsset(SCRIPT), readAsset(STYLE)
+    if "</script" in script.lower() or "</style" in style.lower():
+        raise ValueError("an asset would close its own inline element")
+    scriptTag, styleTag = (
+        f'<script src="{SCRIPT}"></script>',
+        f'<link rel="stylesheet" href="{STYLE}">',
+    )
+    if scriptTag not in page or styleTag not in page:
+        raise ValueError(f"{PAGE} does not include {SCRIPT} and {STYLE}")
+    script, style = "\n" + script, "\n" + style
+    page = page.replace(styleTag, f"<style>{style}</style>").replace(
+        scriptTag, f"<script>{script}</script>"
+    )
+    policy = (
+        f"default-src 'none'; script-src {_digest(script)}; style-src {_digest(style)}; "
+        "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; "
+        "frame-ancestors 'none'"
+    )
+    return page.encode("utf-8"), policy
 
 
 class DashboardPage(Resource):
-    """The dashboard's HTML page."""
+    """The dashboard at ``/``; any path below it is 404."""
 
     isLeaf = True
 
     def __init__(self) -> None:
         super().__init__()
-        self.body = readAsset(PAGE)
+        self.body, policy = buildPage()
+        self.headers = {
+            b"content-type": b"text/html; charset=utf-8",
+            b"content-security-policy": policy.encode("ascii"),
+            b"x-content-type-options": b"nosniff",
+            b"referrer-policy": b"no-referrer",
+            b"cache-control": b"no-store",
+        }
 
     def render_GET(self, request: Request) -> bytes:
-        _secure(request, b"text/html; charset=utf-8")
-        return self.body
-
-
-class Assets(Resource):
-    """The dashboard's script and style sheet; anything else is 404."""
-
-    isLeaf = True
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.files = {name: (readAsset(name), kind) for name, kind in ASSETS.items()}
-
-    def render_GET(self, request: Request) -> bytes:
-        path = request.postpath or []
-        name = path[0].decode("utf-8", "replace") if len(path) == 1 else ""
-        found = self.files.get(name)
-        if found is None:
+        if request.postpath and request.postpath != [b""]:
             request.setResponseCode(http.NOT_FOUND)
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")
             return b"not found\n"
-        body, kind = found
-        _secure(request, kind)
-        return body
+        for name, value in self.headers.items():
+            request.setHeader(name, value)
+        return self.body

@@ -44,9 +44,8 @@ class Store(Output):
     file is fixed or moved aside.  By default a full buffer drops its
     oldest events rather than holding back the sources.
 
-    With the web server on, the store serves the dashboard at ``/``, the
-    query API under ``/api`` (``/api/services``, ``/api/series``) and the
-    dashboard's files under ``/static``.
+    With the web server on, the store serves the dashboard at ``/`` and
+    its query API under ``/api`` (``/api/services``, ``/api/series``).
     """
 
     options = (
@@ -287,11 +286,11 @@ class Store(Output):
         return GraphMap.fromSources(getattr(self.duct, "sources", None) or ())
 
     def webRoutes(self) -> Mapping[str, Any]:
-        """The dashboard at ``/``, its files under ``/static``, and the API under ``/api``."""
+        """The dashboard at ``/`` and its query API under ``/api``."""
         from duct.dashboard.api import ApiResource
-        from duct.dashboard.page import Assets, DashboardPage
+        from duct.dashboard.page import DashboardPage
 
-        return {"": DashboardPage(), "static": Assets(), "api": ApiResource(self)}
+        return {"": DashboardPage(), "api": ApiResource(self)}
 
 
 def _failed(error: Exception) -> Deferred[Any]:

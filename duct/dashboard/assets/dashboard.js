@@ -15,8 +15,10 @@
   const COLOURS = ["#3366cc", "#dc7633", "#2e9e5b", "#b8336a", "#8e6ccf",
                    "#c9a227", "#1b9aaa", "#7f7f7f", "#e06666", "#6aa84f"];
 
-  const params = new URLSearchParams(location.search);
-  const token = params.get("token");
+  // With a token on the web server, the page is opened as /?access_token=...;
+  // the API gets it as a bearer header, and the event stream (an EventSource
+  // cannot send headers) in the same query parameter.
+  const token = new URLSearchParams(location.search).get("access_token");
   const app = {
     range: 3600,
     offset: 0,              // server clock minus ours, in seconds
@@ -308,7 +310,7 @@
   function connect() {
     const query = new URLSearchParams();
     if (app.lastSeq !== null) query.set("since", String(app.lastSeq));
-    if (token) query.set("token", token);
+    if (token) query.set("access_token", token);
     const url = "events" + (query.toString() ? "?" + query : "");
     const stream = new EventSource(url);
     app.stream = stream;
