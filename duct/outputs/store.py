@@ -36,7 +36,9 @@ class Store(Output):
     and queries on another, so the reactor never waits for the disk.  A
     batch counts as delivered once committed (WAL journal, synchronous
     NORMAL: a crash of the process loses nothing, a power cut may lose
-    the last commits).  A point delivered twice replaces itself.
+    the last commits).  A point delivered twice replaces itself.  The
+    threads report back through the service's reactor, so a test drives
+    the store's timers with a Clock but needs a running reactor too.
 
     A file that cannot be opened or written (damaged, not a database,
     read-only) is logged as an error naming the path; the batch waits in
@@ -112,6 +114,7 @@ class Store(Output):
         """Start the writer and reader threads, open the file, start the cleanup timer."""
         self._writePool = self._startPool("write")
         self._readPool = self._startPool("read")
+        # Should the reactor stop without stopping the service, the threads go too.
         self._shutdownTrigger = self.reactor.addSystemEventTrigger(
             "during", "shutdown", self._stopPools
         )
