@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml tests/interop/package-lock.json
 	touch $@
 
 run: $(STAMP)
+	@echo "duct: dashboard at http://127.0.0.1:8901/ (stop with Ctrl-C)"
 	$(BIN)/twistd --nodaemon --pidfile= duct --config duct.yml.example
 
 lint: $(STAMP)
