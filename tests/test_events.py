@@ -527,7 +527,7 @@ class EncodedSink(RecordingOutput):
 @pytest_twisted.ensureDeferred
 async def test_relayed_riemann_events_appear_decoded_in_the_stream(reactor: Any) -> None:
     config = {
-        "web": {},
+        "web": {"listen": "tcp:0:interface=127.0.0.1"},  # the ring; any free port
         "outputs": [{"output": f"{__name__}.EncodedSink", "name": "sink"}],
         "sources": [
             {
