@@ -43,8 +43,8 @@ import time
 import psutil
 from twisted.internet.task import Clock
 
-from duct.buffer import MemoryBuffer
-from duct.diskbuffer import DiskBuffer
+from duct.buffers.disk import DiskBuffer
+from duct.buffers.memory import MemoryBuffer
 from duct.objects import Event
 from duct.protocol.riemann import encodeEvent
 

@@ -24,7 +24,7 @@ import tracemalloc
 from typing import Any
 
 from duct.aggregators import Counter64
-from duct.buffer import MemoryBuffer
+from duct.buffers.memory import MemoryBuffer
 from duct.objects import Event
 from duct.service import DuctService
 from duct.testing import FakeDuct

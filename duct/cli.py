@@ -182,7 +182,7 @@ def tail(args: argparse.Namespace) -> int:
     from twisted.internet import task
     from twisted.internet.defer import ensureDeferred
 
-    from duct.tail import Tail
+    from duct.follow import Tail
 
     async def follow(reactor: Any) -> None:
         follower = Tail(
@@ -207,7 +207,7 @@ def tail(args: argparse.Namespace) -> int:
 
 
 def _tailArguments(sub: argparse.ArgumentParser) -> None:
-    from duct.tail import DEFAULT_URL
+    from duct.follow import DEFAULT_URL
 
     sub.add_argument(
         "--url", default=DEFAULT_URL, help=f"the agent's /events (default {DEFAULT_URL})"

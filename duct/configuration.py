@@ -17,12 +17,14 @@ from typing import Any
 
 import yaml
 
-from duct.diskbuffer import checkBufferSettings
+from duct.buffers import checkBufferSettings
+from duct.defaults import RING_MAX_BYTES as DEFAULT_RING_BYTES
+from duct.defaults import RING_SIZE as DEFAULT_RING_SIZE
+from duct.defaults import STATE_DIR
+from duct.errors import ConfigurationError, Problem
 from duct.objects import Output, Source
 from duct.options import REQUIRED, Option, declaredOptions, validate
 from duct.plugins import PluginError, isStrict, loadClass
-from duct.ring import DEFAULT_MAX_BYTES as DEFAULT_RING_BYTES
-from duct.ring import DEFAULT_SIZE as DEFAULT_RING_SIZE
 from duct.triggers import TriggerError, parseRules
 
 GLOBAL_OPTIONS: dict[str, Option] = {
@@ -33,7 +35,7 @@ GLOBAL_OPTIONS: dict[str, Option] = {
         Option("hostname", "string", None, "host of events (default: this machine's name)"),
         Option("stagger", "number", 0.2, "seconds between the starts of sources", minimum=0),
         Option("shutdown_timeout", "number", 10.0, "seconds outputs may drain at stop", minimum=0),
-        Option("state_dir", "string", "/var/lib/duct", "directory for persistent state"),
+        Option("state_dir", "string", STATE_DIR, "directory for persistent state"),
         Option("debug", "boolean", False, "log debug detail"),
         Option("include", "strings", None, "files or directories of further configuration"),
         Option("include_path", "strings", None, "the same as include (the original name)"),
@@ -82,28 +84,6 @@ BLUEPRINT_OPTIONS = {
     "defaults": Option("defaults", "mapping", {}, "values over the toolbox's defaults"),
     "sets": Option("sets", "any", [], "mappings of equal-length lists to expand over"),
 }
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with a configuration."""
-
-    file: str
-    item: str | None
-    key: str | None
-    message: str
-
-    def __str__(self) -> str:
-        parts = [self.file] + [p for p in (self.item, self.key) if p]
-        return ": ".join(parts) + f": {self.message}"
-
-
-class ConfigurationError(Exception):
-    """The configuration cannot run; ``problems`` lists every reason."""
-
-    def __init__(self, problems: list[Problem]) -> None:
-        super().__init__("\n".join(str(problem) for problem in problems))
-        self.problems = problems
 
 
 @dataclass

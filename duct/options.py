@@ -158,6 +158,36 @@ def declaredOptions(cls: type) -> dict[str, Option]:
     return merged
 
 
+_declared: dict[type, dict[str, Option]] = {}
+
+
+def withDefaults(cls: type, config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` with every option ``cls`` declares present, typed, defaults filled in.
+
+    The loader has already validated a configuration; this fills what a
+    plugin built from a raw mapping (a test, an older caller) left out, so
+    that ``self.config[key]`` is always right and each default is written
+    once, in the declaration.  A key that is absent or None takes its
+    default; a value that does not check is kept as it is (the loader is
+    where it is reported); unknown keys pass through.
+    """
+    options = _declared.get(cls)
+    if options is None:
+        options = _declared[cls] = declaredOptions(cls)
+    filled = dict(config)
+    for name, option in options.items():
+        value = filled.get(name)
+        if value is None:
+            if not option.required:
+                filled[name] = copy.deepcopy(option.default)
+            continue
+        try:
+            filled[name] = option.check(value)
+        except OptionError:
+            pass
+    return filled
+
+
 def declaresOwnOptions(cls: type, bases: Iterable[type]) -> bool:
     """True when a plugin says which keys it takes, beyond its base class's.
 

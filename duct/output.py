@@ -9,11 +9,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from duct.buffer import OVERFLOW_POLICIES, Batch, BufferBase
-from duct.diskbuffer import bufferFromConfig
+from duct.buffers import bufferFromConfig
+from duct.buffers.memory import OVERFLOW_POLICIES, Batch, BufferBase
+from duct.defaults import MAX_BYTES, MAX_EVENTS, STATE_DIR
 from duct.event import Event
 from duct.interfaces import IDuctOutput
-from duct.options import REQUIRED, Option
+from duct.options import REQUIRED, Option, withDefaults
 
 
 @implementer(IDuctOutput)
@@ -44,10 +45,8 @@ class Output:
     options: tuple[Option, ...] = (
         Option("output", "string", REQUIRED, "dotted path of the Output class"),
         Option("name", "string", None, "name that sources route to (default: the class name)"),
-        Option("maxsize", "integer", 100_000, "most events held in the buffer", minimum=1),
-        Option(
-            "max_bytes", "integer", 64 * 1024 * 1024, "most bytes held in the buffer", minimum=1
-        ),
+        Option("maxsize", "integer", MAX_EVENTS, "most events held in the buffer", minimum=1),
+        Option("max_bytes", "integer", MAX_BYTES, "most bytes held in the buffer", minimum=1),
         Option("overflow", "string", "block", "what a full buffer does", choices=OVERFLOW_POLICIES),
         Option("batch_size", "integer", 500, "most events written at once", minimum=1),
         Option("flush_interval", "number", 1.0, "seconds a partial batch may wait", minimum=0),
@@ -64,22 +63,22 @@ class Output:
     )
 
     def __init__(self, config: dict[str, Any], duct: Any) -> None:
-        self.config = config
+        self.config = config = withDefaults(type(self), config)
         self.duct = duct
         self.clock: Any = duct.clock
-        self.name: str = config.get("name") or type(self).__name__
+        self.name: str = config["name"] or type(self).__name__
         ductConfig = getattr(duct, "config", None) or {}
         self.buffer: BufferBase = bufferFromConfig(
             self.name,
             self.clock,
             config,
-            stateDir=ductConfig.get("state_dir") or "/var/lib/duct",
+            stateDir=ductConfig.get("state_dir") or STATE_DIR,
             codec="bytes" if self.acceptsEncoded else "event",
         )
-        self.batchSize: int = config.get("batch_size") or 500
-        self.flushInterval = float(config.get("flush_interval", 1.0) or 0.0)
-        self.retryInitial = float(config.get("retry_initial") or 0.5)
-        self.retryMax = float(config.get("retry_max") or 30.0)
+        self.batchSize: int = config["batch_size"]
+        self.flushInterval = float(config["flush_interval"])
+        self.retryInitial = float(config["retry_initial"])
+        self.retryMax = float(config["retry_max"])
         self.received = 0
         self.sent = 0
         self.failures = 0
@@ -189,7 +188,7 @@ class Output:
         self.acked += 1
         self.lastAckLatency = self.clock.seconds() - self._writeStarted
         self._retryDelay = 0.0
-        if self.config.get("debug"):
+        if self.config["debug"]:
             self.log.info("{output}: wrote {count} events", output=self.name, count=len(batch))
         if self._stopped:
             return

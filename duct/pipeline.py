@@ -8,8 +8,8 @@ from twisted.internet.defer import Deferred, DeferredList
 
 from duct.objects import Event, Output, Source
 from duct.protocol.riemann import EncodedEvents
-from duct.ring import EventRing
 from duct.triggers import Triggers
+from duct.web.events.ring import EventRing
 
 
 class Route:
@@ -34,7 +34,7 @@ class Pipeline:
     def __init__(self, outputs: Mapping[str, Output], ring: EventRing | None = None) -> None:
         self.outputs = dict(outputs)
         self.ring = ring
-        """Where delivered events are also recorded, for /events (see `duct.ring`)."""
+        """Where delivered events are also recorded, for /events (see `duct.web.events.ring`)."""
         self.routes: dict[Source, Route] = {}
         # Keyed by (host, service): ``Event.eid`` joins them with a dot, so host
         # "a.b" with service "c" would collide with host "a" and service "b.c".

@@ -14,7 +14,7 @@ from twisted.python.failure import Failure
 from duct.configuration import Config, ConfigFile, ConfigurationError, Item, Problem
 from duct.objects import Output, Source, defaultHostname
 from duct.pipeline import Pipeline, SourceFeed
-from duct.ring import DEFAULT_MAX_BYTES, DEFAULT_SIZE, EventRing
+from duct.web.events.ring import DEFAULT_MAX_BYTES, DEFAULT_SIZE, EventRing
 
 if TYPE_CHECKING:
     from duct.web.server import WebServer

@@ -13,7 +13,7 @@ from zope.interface import implementer
 
 from duct.event import Event, defaultHostname
 from duct.interfaces import IDuctSource
-from duct.options import REQUIRED, Option
+from duct.options import REQUIRED, Option, withDefaults
 
 
 @implementer(IDuctSource)
@@ -66,23 +66,19 @@ class Source:
     )
 
     def __init__(self, config: dict[str, Any], queueBack: Callable[..., Any], duct: Any):
-        self.config = config
+        self.config = config = withDefaults(type(self), config)
         self.queueBack = queueBack
         self.duct = duct
         self.clock: Any = duct.clock
         self.service: str = config["service"]
-        self.interval = float(config.get("interval") or 60.0)
-        ttl = config.get("ttl")
-        self.ttl = float(60.0 if ttl is None else ttl)
-        tags = config.get("tags") or []
-        if isinstance(tags, str):
-            tags = [tag.strip() for tag in tags.split(",") if tag.strip()]
-        self.tags: list[str] = list(tags)
-        self.attributes: dict[str, str] | None = config.get("attributes")
+        self.interval = float(config["interval"])
+        self.ttl = float(config["ttl"])
+        self.tags: list[str] = list(config["tags"])
+        self.attributes: dict[str, str] | None = config["attributes"]
         self.hostname: str = (
-            config.get("hostname") or getattr(duct, "hostname", None) or defaultHostname()
+            config["hostname"] or getattr(duct, "hostname", None) or defaultHostname()
         )
-        self.debug = bool(config.get("debug"))
+        self.debug: bool = config["debug"]
         self.running = False
         self.polls = 0
         self.errors = 0

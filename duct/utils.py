@@ -1,12 +1,12 @@
 """Helpers for plugins, under the names the original duct gave them.
 
-Each lives in a module of its own: `duct.process` runs processes,
-`duct.cache` keeps a small persistent dictionary, `duct.http` fetches URLs.
+Each lives in a module of its own: `duct.lib.process` runs processes,
+`duct.lib.cache` keeps a small persistent dictionary, `duct.lib.http` fetches URLs.
 """
 
-from duct.cache import PersistentCache
-from duct.http import BadJSON, HTTPError, getBody, getJson
-from duct.process import ProcessProtocol, ProcessTimeout, Timeout, fork
+from duct.lib.cache import PersistentCache
+from duct.lib.http import BadJSON, HTTPError, getBody, getJson
+from duct.lib.process import ProcessProtocol, ProcessTimeout, Timeout, fork
 
 __all__ = [
     "BadJSON",

@@ -1,4 +1,4 @@
-"""duct.buffer: the bounded MemoryBuffer between the pipeline and an output's writer."""
+"""duct.buffers.memory: the bounded MemoryBuffer between the pipeline and an output's writer."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel
 
-from duct.buffer import OVERFLOW_POLICIES, Batch, MemoryBuffer, eventSize
+from duct.buffers.memory import OVERFLOW_POLICIES, Batch, MemoryBuffer, eventSize
 from duct.objects import Event
 
 T0 = 1_700_000_000.123456

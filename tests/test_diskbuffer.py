@@ -1,4 +1,4 @@
-"""duct.diskbuffer: the DiskBuffer, its files, its recovery, and outputs that use it."""
+"""duct.buffers.disk: the DiskBuffer, its files, its recovery, and outputs that use it."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ import pytest
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, formatEvent
 
-from duct.buffer import MemoryBuffer
-from duct.diskbuffer import DiskBatch, DiskBuffer, bufferFromConfig
+from duct.buffers import bufferFromConfig
+from duct.buffers.disk import DiskBatch, DiskBuffer
+from duct.buffers.memory import MemoryBuffer
+from duct.buffers.segments import HEADER_SIZE, encodeRecords
 from duct.objects import Event
 from duct.protocol.riemann import encodeEvent
-from duct.segments import HEADER_SIZE, encodeRecords
 from duct.testing import FakeDuct, RecordingOutput, configure
 
 T0 = 1_700_000_000.123456

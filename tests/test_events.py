@@ -19,10 +19,10 @@ from twisted.web.server import Site
 
 from duct.objects import Event
 from duct.protocol.riemann import frame, pb
-from duct.ring import EventRing
 from duct.service import DuctService
 from duct.testing import RecordingOutput
-from duct.web.events import EventsResource, eventsResource
+from duct.web.events.resource import EventsResource, eventsResource
+from duct.web.events.ring import EventRing
 
 DEADLINE = 20.0
 

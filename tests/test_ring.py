@@ -7,13 +7,13 @@ from typing import Any
 import pytest
 from twisted.internet.task import Clock
 
-from duct.buffer import eventSize
+from duct.buffers.memory import eventSize
 from duct.configuration import ConfigFile, ConfigurationError
 from duct.objects import Event
 from duct.protocol.riemann import EncodedEvents, encodeEvent
-from duct.ring import EventRing, eventsSize
 from duct.service import DuctService
 from duct.testing import RecordingOutput
+from duct.web.events.ring import EventRing, eventsSize
 
 
 def events(first: int, count: int, **fields: Any) -> list[Event]:

@@ -19,9 +19,9 @@ from twisted.internet.task import Clock
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from duct.ring import EventRing
-from duct.tail import Tail, describe
-from duct.web.events import eventsResource
+from duct.follow import Tail, describe
+from duct.web.events.resource import eventsResource
+from duct.web.events.ring import EventRing
 
 BIN = Path(sys.executable).parent
 

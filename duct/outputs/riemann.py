@@ -11,7 +11,9 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
 from twisted.python.failure import Failure
 
-from duct.buffer import MemoryBuffer
+from duct.buffers.memory import MemoryBuffer
+from duct.lib.lograte import RateLimitedLog
+from duct.lib.tls import clientTLSOptions
 from duct.objects import Event, Output
 from duct.options import Option
 from duct.outputs.riemann_common import (
@@ -22,13 +24,11 @@ from duct.outputs.riemann_common import (
     RiemannClientProtocol,
     TokenBucket,
     clientEndpoints,
-    clientTLSOptions,
     encodeForQueue,
     hostList,
 )
 from duct.outputs.riemann_udp import RiemannUDP
 from duct.protocol.riemann import EncodedEvents, frame, msgFromEncoded, pb
-from duct.ratelimit import RateLimitedLog
 
 __all__ = ["RiemannTCP", "RiemannUDP"]
 

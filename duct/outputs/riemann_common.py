@@ -29,7 +29,7 @@ from twisted.protocols.basic import Int32StringReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from duct.buffer import Batch
+from duct.buffers.memory import Batch
 from duct.event import Event
 from duct.protocol.riemann import DecodeError, EncodedEvents, decodeMsg, encodeEvent, pb
 
@@ -299,57 +299,3 @@ def clientEndpoints(
         label = f"[{host}]:{port}" if isIPv6Address(host) else f"{host}:{port}"
         endpoints.append((label, endpoint))
     return endpoints
-
-
-# -- TLS ------------------------------------------------------------------------------
-
-
-def _read(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
-
-
-_BEGIN = b"-----BEGIN CERTIFICATE-----"
-
-
-def clientTLSOptions(
-    hostname: str,
-    ca: str | None = None,
-    cert: str | None = None,
-    key: str | None = None,
-    verify: bool = True,
-) -> Any:
-    """The TLS options a client connection to ``hostname`` uses.
-
-    ``ca`` is a PEM file of one or more CA certificates; without it the
-    system's trust store is used.  ``cert`` is the client's certificate in
-    PEM, and ``key`` its private key (or None when ``cert`` holds both).
-    Without ``verify``, any server certificate is accepted.
-    """
-    from twisted.internet import ssl
-
-    client = None
-    if cert:
-        pem = _read(cert)
-        if key:
-            pem = pem.rstrip(b"\n") + b"\n" + _read(key)
-        client = ssl.PrivateCertificate.loadPEM(pem)
-    if not verify:
-        if client is None:
-            return ssl.CertificateOptions(verify=False)
-        return ssl.CertificateOptions(
-            verify=False, privateKey=client.privateKey.original, certificate=client.original
-        )
-    if ca:
-        blocks = [_BEGIN + part for part in _read(ca).split(_BEGIN)[1:]]
-        if not blocks:
-            raise ValueError(f"{ca} holds no PEM certificate")
-        certificates = [ssl.Certificate.loadPEM(block) for block in blocks]
-        trust: Any = (
-            certificates[0]
-            if len(certificates) == 1
-            else ssl.trustRootFromCertificates(certificates)
-        )
-    else:
-        trust = ssl.platformTrust()
-    return ssl.optionsForClientTLS(hostname, trustRoot=trust, clientCertificate=client)

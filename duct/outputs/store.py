@@ -12,6 +12,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from duct.defaults import STATE_DIR
 from duct.graphs import GraphMap
 from duct.objects import Event, Output
 from duct.options import Option
@@ -84,7 +85,7 @@ class Store(Output):
 
     def __init__(self, config: dict[str, Any], duct: Any) -> None:
         super().__init__(config, duct)
-        stateDir = (getattr(duct, "config", None) or {}).get("state_dir") or "/var/lib/duct"
+        stateDir = (getattr(duct, "config", None) or {}).get("state_dir") or STATE_DIR
         self.path: str = config.get("path") or os.path.join(
             stateDir, "store", f"{self.name}.sqlite"
         )

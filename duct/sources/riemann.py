@@ -26,10 +26,10 @@ from twisted.internet.protocol import DatagramProtocol, Factory, connectionDone
 from twisted.protocols.basic import Int32StringReceiver
 from twisted.python.failure import Failure
 
+from duct.lib.lograte import RateLimitedLog
 from duct.objects import Source
 from duct.options import Option
 from duct.protocol.riemann import MAX_DATAGRAM, EncodedEvents, ack, decodeMsg
-from duct.ratelimit import RateLimitedLog
 
 __all__ = ["DEFAULT_MAX_FRAME", "RiemannTCP", "RiemannTCPProtocol", "RiemannUDP"]
 

@@ -4,7 +4,7 @@ and plugins' routes.
 - `duct.web.site`: the root resource, `buildSite`, the routes plugins add;
 - `duct.web.server`: `WebServer`, the service that listens (``web: {listen}``);
 - `duct.web.stats`, `metrics`, `health`: the built-in resources;
-- `duct.web.events`, `duct.web.stream`: the live event stream, /events;
+- `duct.web.events.resource`, `duct.web.events.stream`: the live event stream, /events;
 - `duct.web.auth`: the bearer token (``web: {token}``);
 - `duct.web.responses`: JSON answers shared by the resources.
 

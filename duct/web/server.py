@@ -12,7 +12,7 @@ from twisted.logger import Logger
 from twisted.protocols.policies import WrappingFactory
 from twisted.python.failure import Failure
 
-from duct.configuration import ConfigurationError, Problem
+from duct.errors import ConfigurationError, Problem
 from duct.web.site import AnyResource, Root, buildSite, pluginRoutes
 
 DEFAULT_LISTEN = "tcp:8901:interface=127.0.0.1"
@@ -23,7 +23,7 @@ def extraResources(service: Any) -> dict[str, AnyResource]:
 
     ``/events`` is the live event stream, served from the service's ring.
     """
-    from duct.web.events import eventsResource
+    from duct.web.events.resource import eventsResource
 
     if service.ring is None:  # a service built without web: has no ring
         return {}

@@ -18,7 +18,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from duct import __version__
-from duct.configuration import Problem
+from duct.errors import Problem
 from duct.web.auth import OPEN_ROUTES, Unauthorized, authorized, presented
 from duct.web.health import HealthResource
 from duct.web.metrics import MetricsResource

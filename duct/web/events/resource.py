@@ -2,7 +2,7 @@
 
 A client reads Server-Sent Events (``text/event-stream``, what a browser's
 EventSource reads) or, with ``?format=jsonl``, one JSON object a line.
-Each event carries its number in the `duct.ring.EventRing` (``seq``), so a
+Each event carries its number in the `duct.web.events.ring.EventRing` (``seq``), so a
 client that reconnects asks for what follows the last one it saw:
 ``?since=N``, or the ``Last-Event-ID`` header EventSource sends by itself.
 ``?recent=N`` starts with the last N events that pass the filters.  When
@@ -38,9 +38,9 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from duct.event import Event
-from duct.ratelimit import RateLimitedLog
-from duct.ring import EventRing
-from duct.web.stream import EventStream
+from duct.lib.lograte import RateLimitedLog
+from duct.web.events.ring import EventRing
+from duct.web.events.stream import EventStream
 
 HEARTBEAT = 15.0
 """Seconds between heartbeats: a comment (SSE) or an empty line (JSON lines)."""

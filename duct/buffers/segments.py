@@ -1,4 +1,4 @@
-"""The files of a `duct.diskbuffer.DiskBuffer`: segments, records and the ack checkpoint.
+"""The files of a `duct.buffers.disk.DiskBuffer`: segments, records and the ack checkpoint.
 
 A buffer's directory holds append-only segment files named by a growing
 number (``00000001.seg``), each a run of records::
@@ -50,7 +50,7 @@ SEGMENT_RE = re.compile(r"^(\d+)\.seg$")
 CHECKPOINT = "checkpoint"
 _NONZERO = re.compile(rb"[^\x00]")
 
-log = Logger(namespace="duct.diskbuffer")
+log = Logger(namespace="duct.buffers.segments")
 
 
 def position(segment: int, offset: int) -> int:

@@ -17,7 +17,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 if TYPE_CHECKING:
-    from duct.web.events import EventFilter, EventsResource, Formatter
+    from duct.web.events.resource import EventFilter, EventsResource, Formatter
 
 CUTOFF_GRACE = 10.0
 """Seconds a cut-off client has to read its final message before the connection is aborted."""

@@ -26,17 +26,18 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from duct.buffer import eventSize
+from duct.buffers.memory import eventSize
+from duct.defaults import RING_MAX_BYTES, RING_SIZE
 from duct.event import Event
 from duct.protocol.riemann import DecodeError, EncodedEvents, decodeEvent
 
-DEFAULT_SIZE = 10_000
-DEFAULT_MAX_BYTES = 32 * 1024 * 1024
+DEFAULT_SIZE = RING_SIZE
+DEFAULT_MAX_BYTES = RING_MAX_BYTES
 
 # What each held item costs beyond its own bytes: a list slot and, for
 # relayed events, the bytes object's header.
 _ENCODED_OVERHEAD = 41
-_EVENT_OVERHEAD = 160  # the same figure `duct.buffer.eventSize` uses
+_EVENT_OVERHEAD = 160  # the same figure `duct.buffers.memory.eventSize` uses
 
 # A chunk is a tuple, cheaper to build than an object:
 # (first seq, items, bytes, bytes of all earlier chunks, items are encoded)
@@ -52,7 +53,7 @@ def _attributesSize(attributes: dict[str, str]) -> int:
 
 
 def eventsSize(events: list[Event]) -> int:
-    """What `duct.buffer.eventSize` sums to over ``events``, computed in one pass.
+    """What `duct.buffers.memory.eventSize` sums to over ``events``, computed in one pass.
 
     Written as one comprehension because it runs for every event the
     pipeline delivers.  An event whose fields have unexpected types (a

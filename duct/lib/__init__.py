@@ -1,0 +1,9 @@
+"""Helpers that sources, outputs and the core share; `duct.utils` re-exports the public ones.
+
+- `duct.lib.process`: run a process with a time limit (`fork`);
+- `duct.lib.cache`: a small persistent dictionary;
+- `duct.lib.http`: fetch URLs with treq;
+- `duct.lib.tls`: client TLS options and their declared group;
+- `duct.lib.json`: JSON that turns NaN and infinities into null;
+- `duct.lib.lograte`: log a repeated message at most once in a while.
+"""
