@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint docs clean
+.PHONY: run test test-deps lint docs clean
 
 $(STAMP): pyproject.toml tests/interop/package-lock.json
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,12 @@ lint: $(STAMP)
 	$(BIN)/ruff check duct tests bench twisted
 	$(BIN)/mypy
 
-test: lint
+# Debian packages for the real servers the tests start: installed as root,
+# otherwise the apt-get line to run is printed and make stops.
+test-deps:
+	bash scripts/test-deps.sh
+
+test: test-deps lint
 	$(BIN)/pytest -q
 
 docs: $(STAMP)

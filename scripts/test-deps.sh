@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The Debian packages the test suite runs against, installed when missing.
+#
+# As root it installs them with apt-get; as anyone else it prints the one
+# apt-get line to run and exits 1, so `make test` stops before a test
+# fails for a missing server.
+set -euo pipefail
+
+# command:package pairs.  systemd-analyze checks the unit file, node with
+# npm runs an independent Riemann client against duct, prometheus scrapes
+# /metrics, headless chromium with its driver opens the dashboard, and
+# nginx serves the stub_status page the nginx source reads.
+wanted=(
+    systemd-analyze:systemd
+    chromium:chromium
+    chromedriver:chromium-driver
+    node:nodejs
+    npm:npm
+    prometheus:prometheus
+    nginx:nginx
+)
+
+need=()
+for pair in "${wanted[@]}"; do
+    command=${pair%%:*}
+    package=${pair#*:}
+    if ! command -v "$command" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$command" ]; then
+        need+=("$package")
+    fi
+done
+[ "${#need[@]}" -eq 0 ] && exit 0
+
+if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "The tests need these Debian packages; install them first:" >&2
+    echo "    sudo apt-get update && sudo apt-get install -y ${need[*]}" >&2
+    exit 1
+fi
+echo "installing Debian packages for the tests: ${need[*]}"
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
