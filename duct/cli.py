@@ -11,8 +11,10 @@ from typing import Any
 
 from duct import __version__
 from duct.configuration import Config, ConfigFile, ConfigurationError
-from duct.objects import Event, Output, Source, defaultHostname
+from duct.event import Event, defaultHostname
+from duct.output import Output
 from duct.plugins import BUILTIN_OUTPUTS, BUILTIN_SOURCES, describe
+from duct.source import Source
 
 DEFAULT_CONFIG = "/etc/duct/duct.yml"
 

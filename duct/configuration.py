@@ -22,9 +22,10 @@ from duct.defaults import RING_MAX_BYTES as DEFAULT_RING_BYTES
 from duct.defaults import RING_SIZE as DEFAULT_RING_SIZE
 from duct.defaults import STATE_DIR
 from duct.errors import ConfigurationError, Problem
-from duct.objects import Output, Source
 from duct.options import REQUIRED, Option, declaredOptions, validate
+from duct.output import Output
 from duct.plugins import PluginError, isStrict, loadClass
+from duct.source import Source
 from duct.triggers import TriggerError, parseRules
 
 GLOBAL_OPTIONS: dict[str, Option] = {

@@ -6,8 +6,10 @@ from collections.abc import Iterable, Mapping
 
 from twisted.internet.defer import Deferred, DeferredList
 
-from duct.objects import Event, Output, Source
+from duct.event import Event
+from duct.output import Output
 from duct.protocol.riemann import EncodedEvents
+from duct.source import Source
 from duct.triggers import Triggers
 from duct.web.events.ring import EventRing
 

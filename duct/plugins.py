@@ -6,8 +6,9 @@ import importlib
 import inspect
 from collections.abc import Iterable
 
-from duct.objects import Output, Source
 from duct.options import Option, declaredOptions, declaresOwnOptions
+from duct.output import Output
+from duct.source import Source
 
 BUILTIN_SOURCES = (
     "duct.sources.linux.basic.CPU",

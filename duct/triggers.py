@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from duct.objects import Event
+from duct.event import Event
 
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
