@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -208,3 +210,39 @@ def test_duct_check_and_twistd_refuse_a_bad_plugin(tree: Path) -> None:
     output = started.stdout + started.stderr
     assert "duct: invalid configuration" in output
     assert f"{path}: plugins[1] (nowhere): cannot import nowhere" in output
+
+
+def test_the_examples_in_docs_plugins_md_run(tree: Path) -> None:
+    from twisted.internet.task import Clock
+
+    from duct.service import DuctService
+    from duct.web.site import pluginRoutes
+
+    text = (ROOT / "docs" / "plugins.md").read_text()
+    section = text.split("## Plugins enabled by name", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n# (plugins/\w+\.py)\n(.*?)```", section, re.S)
+    assert [name for name, _ in blocks] == ["plugins/audit.py", "plugins/teapot.py"]
+    for name, code in blocks:
+        (tree / name).write_text(code)
+    audit = tree / "audit.jsonl"
+    path = write(
+        tree / "duct.yml",
+        f"""\
+        plugin_path: plugins
+        plugins: [{{plugin: audit, path: "{audit}"}}, teapot]
+        sources:
+          - {{service: mixed, source: test_plugin_host.Mixed, interval: 1}}
+        outputs:
+          - {{output: duct.outputs.null.Null}}
+        """,
+    )
+    clock = Clock()
+    service = DuctService(ConfigFile(str(path)).load(), reactor=clock)
+    service.startService()
+    clock.pump([0, 1, 1])
+    assert set(pluginRoutes(service)[0]) == {"teapot"}
+    assert service.pluginHost.runners["teapot"].plugin.temperature == 23
+    service.stopService()
+    clock.advance(0)
+    lines = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert [(e["service"], e["type"]) for e in lines] == [("mixed", "metric"), ("app", "log")] * 3
