@@ -61,6 +61,8 @@ class EventFeed:
         self.pending: deque[list[Event]] = deque()
         self.open = False
         """True while batches are handed to the plugin (it started and is not closing)."""
+        self.shutOut = False
+        """True once the plugin failed to start or is closing: what comes is dropped."""
         self.busy = False
         self.calls = 0
         self.failures = 0
@@ -78,6 +80,9 @@ class EventFeed:
         types = self.types
         batch = list(events) if types is None else [e for e in events if e.type in types]
         if not batch:
+            return
+        if self.shutOut:
+            self.drop(len(batch), "the plugin is not running")
             return
         if len(self.pending) >= self.maxPending:
             self.drop(len(batch), f"{self.maxPending} batches already wait")
@@ -149,6 +154,7 @@ class EventFeed:
     def shut(self) -> None:
         """Hand nothing more to the plugin; what still waits is dropped and counted."""
         self.open = False
+        self.shutOut = True
         if self._call is not None and self._call.active():
             self._call.cancel()
         self._call = None

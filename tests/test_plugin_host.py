@@ -370,3 +370,38 @@ def test_a_plugin_that_cannot_be_built_fails_the_reload_and_changes_nothing(
     clock.advance(0)
     assert "plugins[0] (broken): cannot be built: ValueError: no way" in str(fired[0].value)
     assert plugin(service, "keep") is keep and keep.calls == ["initialize", "start"]
+
+
+class BrokenStart(Recorder):
+    def initialize(self) -> None:
+        self.calls.append("initialize")
+        raise OSError("cannot open the thing")
+
+
+def test_a_plugin_that_fails_to_start_is_logged_and_its_events_dropped(
+    clock: Clock, plugins: Path, observe_errors: Any
+) -> None:
+    service = started(clock, config(plugins, [module(plugins, "brk", "BrokenStart")]))
+    [error] = observe_errors.take()
+    assert "plugin brk failed to start" in formatEvent(error)
+    clock.pump([1, 1])
+    broken = plugin(service, "brk")
+    assert broken.calls == ["initialize"] and broken.batches == []
+    entry = snapshot(service)["plugins"]["brk"]
+    assert entry["running"] is False and entry["dropped"] == 3 and entry["pending"] == 0
+    stopped(clock, service)
+    assert broken.calls == ["initialize", "close"]  # close may clean up a half-done setup
+
+
+def test_a_stuck_plugin_holds_the_stop_for_shutdown_timeout_at_most(
+    clock: Clock, plugins: Path
+) -> None:
+    service = started(clock, config(plugins, [module(plugins, "slow", "Slow")]))
+    clock.pump([1, 1])
+    slow = plugin(service, "slow")
+    assert len(slow.batches) == 1  # the first call never finishes
+    fired = stopped(clock, service)
+    assert fired == [] and slow.calls == ["initialize", "start"]
+    clock.advance(5)  # shutdown_timeout
+    assert slow.calls[-1] == "close" and len(fired) == 1
+    assert snapshot(service)["plugins"]["slow"]["dropped"] == 2  # what waited, counted
