@@ -28,7 +28,9 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
+from zope.interface import implementer
 
+from duct.interfaces import IDuctEventPlugin, IDuctPlugin
 from duct.options import REQUIRED, Option
 
 
@@ -45,6 +47,7 @@ def callHook(hook: Callable[..., Any], *args: Any) -> Deferred[Any]:
     return succeed(result)
 
 
+@implementer(IDuctPlugin)
 class Plugin:
     """What every plugin has: its options, the running service, and a lifecycle.
 
@@ -85,6 +88,7 @@ class Plugin:
         return {}
 
 
+@implementer(IDuctEventPlugin)
 class EventPlugin(Plugin):
     """A plugin called with every batch of the events it handles, after routing.
 

@@ -405,3 +405,15 @@ def test_a_stuck_plugin_holds_the_stop_for_shutdown_timeout_at_most(
     clock.advance(5)  # shutdown_timeout
     assert slow.calls[-1] == "close" and len(fired) == 1
     assert snapshot(service)["plugins"]["slow"]["dropped"] == 2  # what waited, counted
+
+
+def test_plugins_provide_their_interfaces(clock: Clock, plugins: Path) -> None:
+    from zope.interface.verify import verifyObject
+
+    from duct.interfaces import IDuctEventPlugin, IDuctPlugin
+
+    names = [module(plugins, "rec", "Recorder"), module(plugins, "tick", "Ticking")]
+    service = DuctService(config(plugins, names), reactor=clock)
+    assert verifyObject(IDuctEventPlugin, plugin(service, "rec"))
+    assert verifyObject(IDuctPlugin, plugin(service, "tick"))
+    assert not IDuctEventPlugin.providedBy(plugin(service, "tick"))
