@@ -417,3 +417,18 @@ def test_plugins_provide_their_interfaces(clock: Clock, plugins: Path) -> None:
     assert verifyObject(IDuctEventPlugin, plugin(service, "rec"))
     assert verifyObject(IDuctPlugin, plugin(service, "tick"))
     assert not IDuctEventPlugin.providedBy(plugin(service, "tick"))
+
+
+def test_plugin_statistics_combine_across_processes_and_become_self_events(
+    clock: Clock, plugins: Path
+) -> None:
+    from duct.stats import combine, flatten
+
+    service = started(clock, config(plugins, [module(plugins, "rec", "Recorder")]))
+    clock.advance(1)
+    clock.advance(0)
+    one = snapshot(service)
+    merged = combine([one, one])
+    assert merged["plugins"]["rec"]["calls"] == 4 and merged["plugins"]["rec"]["running"] is True
+    numbers = dict(flatten(one))
+    assert numbers["plugin.rec.calls"] == 2 and numbers["plugin.rec.running"] == 1.0
