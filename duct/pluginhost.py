@@ -184,10 +184,15 @@ class PluginRunner:
         """``initialize``, then ``start``; a failure is logged and the plugin stays idle."""
         self.state = "starting"
         d = callHook(self.plugin.initialize)
-        d.addCallback(lambda _: callHook(self.plugin.start))
+        d.addCallback(self._initialized)
         d.addCallbacks(self._started, self._startFailed)
         self._starting = d
         return d
+
+    def _initialized(self, _: object) -> Deferred[Any] | None:
+        if self.state != "starting":  # a stop gave up waiting and closed it: never start
+            return None
+        return callHook(self.plugin.start)
 
     def _started(self, _: object) -> None:
         self._starting = None

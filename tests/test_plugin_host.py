@@ -432,3 +432,15 @@ def test_plugin_statistics_combine_across_processes_and_become_self_events(
     assert merged["plugins"]["rec"]["calls"] == 4 and merged["plugins"]["rec"]["running"] is True
     numbers = dict(flatten(one))
     assert numbers["plugin.rec.calls"] == 2 and numbers["plugin.rec.running"] == 1.0
+
+
+def test_a_plugin_still_initializing_at_stop_is_closed_and_never_started(
+    clock: Clock, plugins: Path
+) -> None:
+    service = started(clock, config(plugins, [module(plugins, "dfr", "Deferring")]))
+    deferring = plugin(service, "dfr")
+    stopped(clock, service)
+    clock.advance(5)  # shutdown_timeout: initialize() has not finished
+    assert deferring.calls == ["initialize", "close"]
+    deferring.waiting["initialize"].callback(None)
+    assert deferring.calls == ["initialize", "close"]
