@@ -63,7 +63,7 @@ class DuctService(MultiService):
         self._items: dict[Source, Item] = {}
         for item in self.config.sources:
             self.sources.append(self.createSource(item))
-        self.pluginHost = PluginHost(self, self.config.plugins)  # plugins: (duct.pluginhost)
+        self.pluginHost = PluginHost(self, self.config.plugins)  # duct.yml plugins: (by name)
         self.pipeline.plugins = self.pluginHost
         self._startCalls: list[Any] = []
         self._startedAt: dict[Source, float] = {}
