@@ -66,6 +66,12 @@ def check(args: argparse.Namespace) -> int:
         cfg = item.config
         routes = ", ".join(cfg.get("route") or names) or "(no outputs)"
         print(f"  {cfg['service']}: {cfg['source']} every {cfg['interval']}s -> {routes}")
+    if config.plugins:
+        from duct.pluginload import summary
+
+        print("plugins:")
+        for item in config.plugins:
+            print(f"  {summary(item)}")
     web = config.get("web")
     if web is None:
         print("web: none (no web: key, no port opened)")
@@ -169,13 +175,27 @@ def configOf(options: list[str] | None) -> str | None:
 
 
 def list_(args: argparse.Namespace) -> int:
-    """Print the built-in sources and outputs with their declared options."""
+    """Print the built-in sources and outputs (and with -c, the plugins enabled) with their
+    declared options."""
+    config = None
+    if args.config is not None:
+        config = _load(args.config)
+        if config is None:
+            return 1
     print("Sources:\n")
     for path in BUILTIN_SOURCES:
         print(describe(path, Source) + "\n")
     print("Outputs:\n")
     for path in BUILTIN_OUTPUTS:
         print(describe(path, Output) + "\n")
+    if config is not None:
+        from duct.pluginload import describePlugin
+
+        print(f"Plugins ({args.config}):\n")
+        for item in config.plugins:
+            print(describePlugin(item) + "\n")
+        if not config.plugins:
+            print("(none: the file has no plugins: list)\n")
     return 0
 
 
@@ -249,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         sub = commands.add_parser(name, help=(handler.__doc__ or "").strip().split("\n")[0])
         if needsConfig:
             sub.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="configuration file")
+        elif handler is list_:
+            sub.add_argument("-c", "--config", help="also list the plugins this file enables")
         if handler is tail:
             _tailArguments(sub)
         sub.set_defaults(handler=handler)

@@ -42,6 +42,8 @@ GLOBAL_OPTIONS: dict[str, Option] = {
         Option("include_path", "strings", None, "the same as include (the original name)"),
         Option("sources", "list", [], "the sources to run"),
         Option("outputs", "list", [], "the outputs to deliver to"),
+        Option("plugins", "list", [], "plugins enabled by module name (see duct.plugin)"),
+        Option("plugin_path", "strings", None, "directories searched first for plugins"),
         Option("toolbox", "any", None, "named sets of sources for blueprints"),
         Option("blueprint", "list", None, "toolboxes applied over lists of values"),
         Option("server", "string", None, "Riemann server of the default output (old style)"),
@@ -106,6 +108,7 @@ class Config:
     sources: list[Item]
     outputs: list[Item]
     warnings: list[str] = field(default_factory=list)
+    plugins: list[Item] = field(default_factory=list)
 
     def __getitem__(self, key: str) -> Any:
         return self.settings[key]
@@ -115,6 +118,9 @@ class Config:
 
 
 def _label(kind: str, index: int, entry: Any) -> str:
+    if kind == "plugins":  # named by module: plugins[1] (audit)
+        module = entry.get("plugin") if isinstance(entry, Mapping) else entry
+        return f"{kind}[{index}] ({module})" if isinstance(module, str) else f"{kind}[{index}]"
     if isinstance(entry, Mapping):
         for key in ("service", "name", "output", "source"):
             if isinstance(entry.get(key), str):
@@ -162,9 +168,13 @@ class ConfigFile:
             sources.append(self._selfEvents(settings, outputNames))
         for item in sources:
             self._source(item, settings, outputNames)
+        from duct.pluginload import checkPlugins  # it imports this module
+
+        plugins, problems = checkPlugins(settings["plugins"], settings["plugin_path"], self.path)
+        self.problems += problems
         if self.problems:
             raise ConfigurationError(self.problems)
-        return Config(self.path, settings, sources, outputs, self.warnings)
+        return Config(self.path, settings, sources, outputs, self.warnings, plugins)
 
     # -- reading -----------------------------------------------------------------
 
@@ -204,7 +214,7 @@ class ConfigFile:
         return doc
 
     def _tagItems(self, doc: dict[str, Any], path: str) -> dict[str, Any]:
-        for kind in ("sources", "outputs"):
+        for kind in ("sources", "outputs", "plugins"):
             entries = doc.get(kind)
             if isinstance(entries, list):
                 doc[kind] = [

@@ -1,4 +1,4 @@
-"""The interfaces a source and an output provide."""
+"""The interfaces a source, an output and a plugin provide."""
 
 from __future__ import annotations
 
@@ -46,3 +46,31 @@ class IDuctOutput(Interface):
 
     def stop():  # type: ignore[misc]
         """Close the destination; may return a Deferred or a coroutine."""
+
+
+class IDuctPlugin(Interface):
+    """A plugin enabled by module name in ``plugins:`` (see `duct.plugin`)."""
+
+    config = Attribute("This plugin's validated options (a dict, with ``plugin``).")
+    name = Attribute("The plugin's module name, as ``plugins:`` names it.")
+
+    def initialize():  # type: ignore[misc]
+        """Set up; may return a Deferred or a coroutine."""
+
+    def start():  # type: ignore[misc]
+        """Begin the plugin's work once initialized, without waiting for it to end."""
+
+    def close():  # type: ignore[misc]
+        """Stop the work and release what initialize set up; may be async."""
+
+    def webRoutes():  # type: ignore[misc]
+        """Resources to serve by path segment (an empty mapping for none)."""
+
+
+class IDuctEventPlugin(IDuctPlugin):
+    """A plugin called with the routed events of the types it handles."""
+
+    eventTypes = Attribute("The event types it handles (a tuple of strings), or None for all.")
+
+    def eventsReceived(events):
+        """Handle one batch of events; may return a Deferred or a coroutine."""

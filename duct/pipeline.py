@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList
 
@@ -44,6 +45,8 @@ class Pipeline:
         self.held: set[Output] = set()
         """Outputs being replaced: events routed to them wait (see `hold`)."""
         self._changeWaiters: list[Deferred[None]] = []
+        self.plugins: Any = None
+        """A `duct.pluginhost.PluginHost`, handed every delivered batch; None for none."""
 
     def register(self, source: Source, lenient: bool = False) -> Route:
         """Compute ``source``'s route from its config and the current outputs.
@@ -167,6 +170,8 @@ class Pipeline:
                 output.eventsReceived(events.decode())
             else:
                 output.eventsReceived(events)  # type: ignore[arg-type]
+        if self.plugins is not None:
+            self.plugins.eventsRouted(events)  # queues for event plugins; never waits
 
     async def _deliverWhenWritable(
         self, source: Source, route: Route, events: list[Event] | EncodedEvents

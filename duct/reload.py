@@ -183,6 +183,7 @@ async def applyConfig(service: DuctService, new: Config) -> None:
     service.config, service.hostname = new, new.get("hostname") or defaultHostname()
     durable = [n for n in plan.changedOutputs if service.outputs[n].buffer.durable]
     try:
+        plugins = service.pluginHost.prepare(new.plugins)  # duct.pluginhost: builds, starts nothing
         built, fresh = _buildAll(service, plan, durable)
     except ConfigurationError:
         service.config, service.hostname = previous
@@ -242,6 +243,7 @@ async def applyConfig(service: DuctService, new: Config) -> None:
     for name in durable:
         swap = _swapDurable(service, name, plan.outputs[name], timeout)
         work.append(Deferred.fromCoroutine(swap))
+    work.append(Deferred.fromCoroutine(service.pluginHost.apply(plugins, timeout)))
     for d in work:
         d.addErrback(_logFailure)
     await DeferredList(work)

@@ -14,6 +14,7 @@ from twisted.python.failure import Failure
 from duct.configuration import Config, ConfigFile, ConfigurationError, Item, Problem
 from duct.objects import Output, Source, defaultHostname
 from duct.pipeline import Pipeline, SourceFeed
+from duct.pluginhost import PluginHost
 from duct.web.events.ring import DEFAULT_MAX_BYTES, DEFAULT_SIZE, EventRing
 
 if TYPE_CHECKING:
@@ -62,6 +63,8 @@ class DuctService(MultiService):
         self._items: dict[Source, Item] = {}
         for item in self.config.sources:
             self.sources.append(self.createSource(item))
+        self.pluginHost = PluginHost(self, self.config.plugins)  # duct.yml plugins: (by name)
+        self.pipeline.plugins = self.pluginHost
         self._startCalls: list[Any] = []
         self._startedAt: dict[Source, float] = {}
         self.watchdog = task.LoopingCall(self.checkWatchdog)
@@ -134,6 +137,7 @@ class DuctService(MultiService):
         super().startService()
         if self.web is not None:
             self.web.startService()
+        self.pluginHost.startService()
         for output in self.outputs.values():
             self.startOutput(output)
         self.startSources(self.sources)
@@ -253,11 +257,13 @@ class DuctService(MultiService):
                 services=", ".join(s.service for s in self.sources if s.running),
                 timeout=timeout,
             )
+        plugins = self.pluginHost.stopService(deadline - self.clock.seconds())  # while draining
         outputs = list(self.outputs.values())
         await self.drainOutputs(outputs, deadline - self.clock.seconds())
         total = self.reportUndelivered(outputs, "at shutdown")
         self.log.info("duct stopped; {count} events undelivered", count=total)
         await self.stopOutputs(outputs)
+        await plugins
         if self.web is not None and self.web.running:  # /stats answers until the end
             await self.web.stopService()
 

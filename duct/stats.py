@@ -22,8 +22,12 @@ A snapshot is a plain dict that ``json.dumps`` takes as it is::
       "outputs": {"riemann": {"class": "...", "events_sent": 1200,
                               "dropped": {"overflow": 3}, "connected": true, ...}},
       "totals": {"sources": {"count": 1, "polls": 12, ...},
-                 "outputs": {"count": 1, "dropped": {"overflow": 3}, ...}}
+                 "outputs": {"count": 1, "dropped": {"overflow": 3}, ...}},
+      "plugins": {"audit": {"class": "audit.Audit", "running": true, "calls": 40,
+                            "failures": 0, "dropped": 0, ...}}
     }
+
+``plugins`` (`duct.pluginhost`) is there only when ``plugins:`` enables some.
 
 A statistic an object does not have (``connected`` for an output that has
 no connection, ``malformed`` for a source that is not a listener, a
@@ -183,6 +187,20 @@ OUTPUT_STATS: tuple[Stat, ...] = (
             "torn last records truncated in a disk buffer after a crash"),
 )
 
+PLUGIN_STATS: tuple[Stat, ...] = (
+    gauge("running", "min", "isRunning", "running",
+          "1 while the plugin runs (started, not closed)"),
+    # event plugins
+    counter("calls", "feed.calls", "calls", "batches the plugin was called with"),
+    counter("failures", "feed.failures", "failures", "calls that failed"),
+    counter("events_received", "feed.received", "events_received",
+            "events the plugin was called with"),
+    counter("dropped", "feed.dropped", "events_dropped",
+            "events dropped: too many batches waiting, or the plugin not running"),
+    gauge("pending", "sum", "feed.pendingBatches", "pending_batches",
+          "batches waiting for the plugin"),
+)
+
 PROCESS_STATS: tuple[Stat, ...] = (
     gauge("pid", "none", "pid", "pid", "process id"),
     gauge("start_time", "min", "start_time", "start_time_seconds",
@@ -274,6 +292,12 @@ def snapshot(service: Any) -> dict[str, Any]:
         "outputs": outputEntries,
         "totals": totals(sourceEntries, outputEntries),
     }
+    host = getattr(service, "pluginHost", None)
+    if host is not None and host.runners:  # plugins enabled by name (duct.pluginhost)
+        result["plugins"] = {
+            name: {"class": className(runner.plugin), **read(PLUGIN_STATS, runner)}
+            for name, runner in host.runners.items()
+        }
     events = getattr(getattr(service, "web", None), "events", None)
     if events is not None:  # the /events stream: clients, cut-offs, the ring
         result["events"] = events.stats()
@@ -354,6 +378,12 @@ def combine(snapshots: list[Mapping[str, Any]]) -> dict[str, Any]:
             for name, entry in snap[part].items():
                 names.setdefault(name, []).append(entry)
         merged[part] = {name: combineEntries(stats, entries) for name, entries in names.items()}
+    plugins: dict[str, list[Mapping[str, Any]]] = {}
+    for snap in snapshots:
+        for name, entry in (snap.get("plugins") or {}).items():
+            plugins.setdefault(name, []).append(entry)
+    if plugins:
+        merged["plugins"] = {n: combineEntries(PLUGIN_STATS, e) for n, e in plugins.items()}
     merged["totals"] = totals(merged["sources"], merged["outputs"])
     return merged
 
@@ -369,7 +399,7 @@ def flatten(snap: Mapping[str, Any]) -> Iterator[tuple[str, float]]:
     Booleans become 1 and 0; text is left out.
     """
     yield from _leaves("process", snap.get("process") or {})
-    for part, singular in (("sources", "source"), ("outputs", "output")):
+    for part, singular in (("sources", "source"), ("outputs", "output"), ("plugins", "plugin")):
         for name, entry in (snap.get(part) or {}).items():
             yield from _leaves(f"{singular}.{name}", entry)
     for part, singular in (("sources", "source"), ("outputs", "output")):

@@ -3,7 +3,8 @@
 A collector on a registry of its own (never prometheus_client's global
 one) turns each `duct.stats.snapshot` into metric families, named from
 the declarations in `duct.stats`: ``duct_source_<metric>{source=...}``,
-``duct_output_<metric>{output=...}`` and ``duct_process_<metric>``.
+``duct_output_<metric>{output=...}``, ``duct_plugin_<metric>{plugin=...}``
+and ``duct_process_<metric>``.
 Counters are counters (``_total``), gauges are gauges, true is 1; drops
 carry their reason: ``duct_output_events_dropped_total{output, reason}``.
 """
@@ -18,7 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from twisted.web.server import Request
 
 from duct import __version__
-from duct.stats import OUTPUT_STATS, PROCESS_STATS, SOURCE_STATS, Stat, snapshot
+from duct.stats import OUTPUT_STATS, PLUGIN_STATS, PROCESS_STATS, SOURCE_STATS, Stat, snapshot
 from duct.web.responses import LeafResource
 
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
@@ -63,6 +64,7 @@ def families(snap: Mapping[str, Any]) -> Iterator[Metric]:
             yield family
     yield from _entries("source", SOURCE_STATS, snap.get("sources") or {})
     yield from _entries("output", OUTPUT_STATS, snap.get("outputs") or {})
+    yield from _entries("plugin", PLUGIN_STATS, snap.get("plugins") or {})
 
 
 class SnapshotCollector:

@@ -2,7 +2,7 @@
 
 ``/stats``, ``/metrics`` and ``/health`` are built in, ``/events`` is
 reserved for the live event stream, and further built-in resources come
-in through ``extra``.  A source or output may add routes with
+in through ``extra``.  A source, an output or a plugin of ``plugins:`` may add routes with
 ``webRoutes(self) -> Mapping[str, AnyResource]``: each key is one path
 segment (``"api"`` answers ``/api`` and below), and ``""`` answers ``/``.
 Without a ``""`` route, ``/`` answers a JSON index of the routes.
@@ -53,6 +53,9 @@ def pluginRoutes(service: Any) -> tuple[dict[str, AnyResource], list[Problem]]:
     problems: list[Problem] = []
     plugins: list[tuple[Any, Any]] = [(s, _item(service, s)) for s in service.sources]
     plugins += [(o, service.outputItems.get(n)) for n, o in service.outputs.items()]
+    host = getattr(service, "pluginHost", None)  # plugins enabled by name (duct.pluginhost)
+    if host is not None:
+        plugins += host.routed()
     for plugin, item in plugins:
         claim = getattr(plugin, "webRoutes", None)
         if claim is None:
