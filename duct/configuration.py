@@ -9,7 +9,6 @@ each one.
 
 from __future__ import annotations
 
-import itertools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,76 +16,15 @@ from typing import Any
 
 import yaml
 
+from duct.blueprints import Blueprints
 from duct.buffers import checkBufferSettings
-from duct.defaults import RING_MAX_BYTES as DEFAULT_RING_BYTES
-from duct.defaults import RING_SIZE as DEFAULT_RING_SIZE
-from duct.defaults import STATE_DIR
 from duct.errors import ConfigurationError, Problem
 from duct.options import REQUIRED, Option, declaredOptions, validate
 from duct.output import Output
 from duct.plugins import PluginError, isStrict, loadClass
+from duct.schema import GLOBAL_OPTIONS, SELF_STATS_SOURCE, WEB_OPTIONS
 from duct.source import Source
 from duct.triggers import TriggerError, parseRules
-
-GLOBAL_OPTIONS: dict[str, Option] = {
-    option.name: option
-    for option in (
-        Option("ttl", "number", 60.0, "default time-to-live of events, in seconds", minimum=0),
-        Option("interval", "number", 60.0, "default seconds between polls", minimum=0.001),
-        Option("hostname", "string", None, "host of events (default: this machine's name)"),
-        Option("stagger", "number", 0.2, "seconds between the starts of sources", minimum=0),
-        Option("shutdown_timeout", "number", 10.0, "seconds outputs may drain at stop", minimum=0),
-        Option("state_dir", "string", STATE_DIR, "directory for persistent state"),
-        Option("debug", "boolean", False, "log debug detail"),
-        Option("include", "strings", None, "files or directories of further configuration"),
-        Option("include_path", "strings", None, "the same as include (the original name)"),
-        Option("sources", "list", [], "the sources to run"),
-        Option("outputs", "list", [], "the outputs to deliver to"),
-        Option("plugins", "list", [], "plugins enabled by module name (see duct.plugin)"),
-        Option("plugin_path", "strings", None, "directories searched first for plugins"),
-        Option("toolbox", "any", None, "named sets of sources for blueprints"),
-        Option("blueprint", "list", None, "toolboxes applied over lists of values"),
-        Option("server", "string", None, "Riemann server of the default output (old style)"),
-        Option("port", "integer", 5555, "Riemann port of the default output (old style)"),
-        Option("proto", "string", "tcp", "Riemann protocol (old style)", choices=("tcp", "udp")),
-        Option("web", "mapping", None, "the web server: {listen, token}; none without it"),
-        Option("self_events", "boolean", False, "emit duct's own statistics as duct.* events"),
-        Option("self_interval", "number", 10.0, "seconds between self events", minimum=0.001),
-        Option("self_route", "strings", None, "output name(s) for self events (default: all)"),
-    )
-}
-WEB_OPTIONS = {
-    option.name: option
-    for option in (
-        Option(
-            "listen",
-            "string",
-            "tcp:8901:interface=127.0.0.1",
-            "Twisted server endpoint of /stats, /metrics, /health, ...",
-        ),
-        Option("token", "string", None, "bearer token every route but /health requires"),
-        Option(
-            "ring_size", "integer", DEFAULT_RING_SIZE, "recent events kept for /events", minimum=1
-        ),
-        Option(
-            "ring_max_bytes",
-            "integer",
-            DEFAULT_RING_BYTES,
-            "most bytes those recent events may hold",
-            minimum=1024,
-        ),
-    )
-}
-SELF_STATS_SOURCE = "duct.sources.selfstats.SelfStats"
-TOOLBOX_OPTIONS = {
-    "defaults": Option("defaults", "mapping", {}, "values for each of the toolbox's sources"),
-    "sources": Option("sources", "list", [], "the sources a blueprint copies"),
-}
-BLUEPRINT_OPTIONS = {
-    "toolbox": Option("toolbox", "strings", REQUIRED, "the toolbox or toolboxes to apply"),
-    "defaults": Option("defaults", "mapping", {}, "values over the toolbox's defaults"),
-    "sets": Option("sets", "any", [], "mappings of equal-length lists to expand over"),
-}
 
 
 @dataclass
@@ -154,7 +92,8 @@ class ConfigFile:
         settings, _ = self._check(GLOBAL_OPTIONS, raw, self.path, None, strict=True)
         # Values that failed their check are back to their defaults in settings.
         sources = [i for i in settings.get("sources") or [] if isinstance(i, Item)]
-        sources += self._blueprints(settings)
+        blueprints = Blueprints(self.path, self._check, self._problem)
+        sources += [Item(self.path, tag, cfg) for tag, cfg in blueprints.expand(settings)]
         outputs = [i for i in settings.get("outputs") or [] if isinstance(i, Item)]
         if settings.get("server"):
             proto = "UDP" if settings.get("proto") == "udp" else "TCP"
@@ -362,82 +301,6 @@ class ConfigFile:
             "route": [name for name in route if name in outputNames] or None,
         }
         return Item(self.path, "self_events", config)
-
-    # -- toolboxes and blueprints -------------------------------------------------
-
-    def _toolboxes(self, raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
-        """Toolboxes by name, from a mapping, a list of mappings, or duct's one-key list form."""
-        value = raw.get("toolbox")
-        if value is None:
-            return {}
-        boxes: dict[str, Any] = {}
-        if isinstance(value, Mapping):
-            boxes, value = {str(k): v for k, v in value.items()}, []
-        current: dict[str, Any] | None = None
-        for entry in value if isinstance(value, list) else [value]:
-            if not isinstance(entry, Mapping):
-                self._problem(self.path, "toolbox", None, f"expected a mapping, got {entry!r}")
-                continue
-            if "name" in entry:
-                current = boxes.setdefault(str(entry["name"]), {})
-            if current is None:
-                self._problem(self.path, "toolbox", "name", "a toolbox must start with its name")
-                continue
-            current.update({k: v for k, v in entry.items() if k != "name"})
-        return {
-            name: self._check(TOOLBOX_OPTIONS, box, self.path, f"toolbox ({name})", True)[0]
-            for name, box in boxes.items()
-        }
-
-    def _blueprints(self, raw: dict[str, Any]) -> list[Item]:
-        boxes = self._toolboxes(raw)
-        items: list[Item] = []
-        for index, blueprint in enumerate(raw.get("blueprint") or []):
-            label = f"blueprint[{index}]"
-            blueprint, valid = self._check(BLUEPRINT_OPTIONS, blueprint, self.path, label, True)
-            names = blueprint.get("toolbox") or []
-            missing = [name for name in names if name not in boxes]
-            if missing or (valid and not names):
-                self._problem(self.path, label, "toolbox", f"no toolbox named {missing or names!r}")
-            if missing or not valid or not names:
-                continue
-            variants = self._permutations(blueprint["sets"], label)
-            for name in names:
-                box = boxes[name]
-                for number, variant in enumerate(variants):
-                    for source in box.get("sources") or []:
-                        config = {**box.get("defaults", {}), **blueprint["defaults"]}
-                        config.update(source if isinstance(source, Mapping) else {})
-                        config.update(variant)
-                        service = config.get("service")
-                        tag = f"{label} ({name} #{number}, service: {service})"
-                        items.append(Item(self.path, tag, config))
-        return items
-
-    def _permutations(self, sets: Any, label: str) -> list[dict[str, Any]]:
-        """Each set zips its lists; several sets multiply."""
-        groups: list[list[dict[str, Any]]] = []
-        for number, entry in enumerate(sets if isinstance(sets, list) else [sets]):
-            if not isinstance(entry, Mapping) or not all(
-                isinstance(v, list) for v in entry.values()
-            ):
-                self._problem(self.path, label, f"sets[{number}]", "expected a mapping of lists")
-                continue
-            lengths = {len(v) for v in entry.values()}
-            if len(lengths) > 1:
-                self._problem(self.path, label, f"sets[{number}]", "its lists differ in length")
-                continue
-            keys = list(entry)
-            groups.append(
-                [
-                    dict(zip(keys, values, strict=True))
-                    for values in zip(*entry.values(), strict=True)
-                ]
-            )
-        return [
-            {k: v for part in combination for k, v in part.items()}
-            for combination in itertools.product(*groups)
-        ]
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
