@@ -12,7 +12,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from duct.defaults import STATE_DIR
+from duct.defaults import stateDir
 from duct.graphs import GraphMap
 from duct.objects import Event, Output
 from duct.options import Option
@@ -85,13 +85,12 @@ class Store(Output):
 
     def __init__(self, config: dict[str, Any], duct: Any) -> None:
         super().__init__(config, duct)
-        stateDir = (getattr(duct, "config", None) or {}).get("state_dir") or STATE_DIR
-        self.path: str = config.get("path") or os.path.join(
-            stateDir, "store", f"{self.name}.sqlite"
+        self.path: str = self.config["path"] or os.path.join(
+            stateDir(duct), "store", f"{self.name}.sqlite"
         )
-        self.retention = float(config.get("retention") or DEFAULT_RETENTION)
-        self.cleanupInterval = float(config.get("cleanup_interval") or 600.0)
-        self.reactor: Any = getattr(duct, "reactor", None) or self.clock
+        self.retention = float(self.config["retention"])
+        self.cleanupInterval = float(self.config["cleanup_interval"])
+        self.reactor: Any = duct.reactor
         self.pointsWritten = 0
         self.pointsRemoved = 0
         self.seriesRemoved = 0

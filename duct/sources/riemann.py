@@ -321,8 +321,8 @@ class RiemannTCP(_RiemannListener):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.listen: str = self.config.get("listen") or "tcp:5555:interface=127.0.0.1"
-        self.maxFrame: int = self.config.get("max_frame") or DEFAULT_MAX_FRAME
+        self.listen: str = self.config["listen"]
+        self.maxFrame: int = self.config["max_frame"]
         self.factory = _TCPFactory(self)
         self.port: Any = None
         """The listening port once bound: ``port.getHost().port`` is its number."""
@@ -453,11 +453,9 @@ class RiemannUDP(_RiemannListener):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        interface = self.config.get("interface")
-        self.interface: str = "127.0.0.1" if interface is None else interface
-        number = self.config.get("port")
-        self.portNumber: int = 5555 if number is None else number
-        self.maxWaiting: int = self.config.get("max_waiting") or 1000
+        self.interface: str = self.config["interface"]
+        self.portNumber: int = self.config["port"]
+        self.maxWaiting: int = self.config["max_waiting"]
         self.shed = 0
         self.shedLog = RateLimitedLog(self.log, self.clock)
         self.protocol = _UDPProtocol(self)

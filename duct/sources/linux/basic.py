@@ -174,7 +174,7 @@ class DiskIO(Source):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        devices = self.config.get("devices")
+        devices = self.config["devices"]
         self.devices: set[str] | None = (
             {_deviceName(device) for device in devices} if devices is not None else None
         )
@@ -266,7 +266,7 @@ class DiskFree(Source):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        disks = self.config.get("disks")
+        disks = self.config["disks"]
         self.disks: set[str] | None = (
             {_deviceName(disk) for disk in disks} if disks is not None else None
         )
@@ -329,7 +329,7 @@ class Network(Source):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        interfaces = self.config.get("interfaces")
+        interfaces = self.config["interfaces"]
         self.interfaces: set[str] | None = set(interfaces) if interfaces is not None else None
 
     def get(self) -> list[Event]:
