@@ -15,6 +15,7 @@ from duct.defaults import MAX_BYTES, MAX_EVENTS, STATE_DIR
 from duct.event import Event
 from duct.interfaces import IDuctOutput
 from duct.options import REQUIRED, Option, withDefaults
+from duct.stats import OUTPUT_STATS, Stat
 
 
 @implementer(IDuctOutput)
@@ -61,6 +62,10 @@ class Output:
             "sync_interval}",
         ),
     )
+
+    stats: tuple[Stat, ...] = OUTPUT_STATS
+    """What ``/stats``, ``/metrics`` and self events report of this output;
+    a subclass's own are added to them."""
 
     def __init__(self, config: dict[str, Any], duct: Any) -> None:
         self.config = config = withDefaults(type(self), config)

@@ -14,6 +14,7 @@ from zope.interface import implementer
 from duct.event import Event, defaultHostname
 from duct.interfaces import IDuctSource
 from duct.options import REQUIRED, Option, withDefaults
+from duct.stats import SOURCE_STATS, Stat
 
 
 @implementer(IDuctSource)
@@ -64,6 +65,13 @@ class Source:
         Option("watchdog", "boolean", False, "recreate the source after 10 silent intervals"),
         Option("debug", "boolean", False, "log every event this source emits"),
     )
+
+    stats: tuple[Stat, ...] = SOURCE_STATS
+    """What ``/stats``, ``/metrics`` and self events report of this source.
+
+    A subclass lists its own statistics (`duct.stats.counter`,
+    `duct.stats.gauge`) and they are added to those of its base classes.
+    """
 
     def __init__(self, config: dict[str, Any], queueBack: Callable[..., Any], duct: Any):
         self.config = config = withDefaults(type(self), config)

@@ -17,6 +17,7 @@ from duct.graphs import GraphMap
 from duct.objects import Event, Output
 from duct.options import Option
 from duct.outputs.store_db import StoreDatabase, StoreError, StoreUnavailable
+from duct.stats import counter
 
 T = TypeVar("T")
 
@@ -77,6 +78,20 @@ class Store(Output):
             choices=("block", "drop_oldest", "drop_newest"),
         ),
     )
+
+    # fmt: off
+    stats = (
+        counter("points_written", "pointsWritten", "store_points_written", "points written"),
+        counter("points_removed", "pointsRemoved", "store_points_removed",
+                "points removed past their retention"),
+        counter("series_removed", "seriesRemoved", "store_series_removed",
+                "series removed with their last point"),
+        counter("cleanups", "cleanups", "store_cleanups", "removals of expired points run"),
+        counter("queries", "queries", "store_queries", "queries the API ran"),
+        counter("bad_requests", "badRequests", "store_bad_requests",
+                "API requests refused for a bad parameter"),
+    )
+    # fmt: on
 
     @property
     def connected(self) -> bool:  # type: ignore[override]

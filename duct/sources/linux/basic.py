@@ -15,6 +15,7 @@ import psutil
 from duct.aggregators import Counter64
 from duct.objects import Event, Source
 from duct.options import Option
+from duct.stats import counter
 
 # cpu_times fields psutil reports on Linux; other platforms report a subset.
 _LINUX_CPU_FIELDS = (
@@ -263,6 +264,10 @@ class DiskFree(Source):
         ),
     )
     graphs = {"": "bar"}
+    stats = (
+        counter("unreadable", "unreadable", "unreadable_mounts",
+                "mounts whose usage could not be read"),
+    )  # fmt: skip
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
