@@ -29,8 +29,10 @@ class IDuctSource(Interface):
         hostname=None,
         aggregation=None,
         evtime=None,
+        attributes=None,
+        tags=None,
     ):
-        """Build an Event named after this source."""
+        """Build an Event named after this source, with per-event attributes and tags."""
 
 
 class IDuctOutput(Interface):
