@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 from itertools import pairwise
+from pathlib import Path
 from typing import Any
 
 import pytest_twisted
@@ -10,6 +12,7 @@ import treq
 from nginxserver import Nginx as NginxServer
 from twisted.web.client import HTTPConnectionPool
 
+import duct.sources.nginx as nginxSource
 from duct.lib.http import HTTPError
 from duct.service import DuctService
 from duct.sources.nginx import Nginx
@@ -106,3 +109,15 @@ async def test_duct_polls_a_real_nginx_and_counts_the_requests_it_served(
     assert active.metric >= 1 and active.state == "ok"  # the poll's own connection
     assert active.attributes == {"server": "127.0.0.1", "port": str(nginx.port)}
     assert service.sources[0].errors == 0, nginx.log()
+
+
+def test_the_plugin_guide_shows_this_source_and_these_tests() -> None:
+    guide = (Path(__file__).parent.parent / "docs" / "plugins.md").read_text()
+    assert Path(nginxSource.__file__).read_text().rstrip() in guide
+    for shown in (
+        page,
+        test_gauges_rates_attributes_and_a_critical_rule,
+        test_an_http_error_and_a_page_that_does_not_parse_fail_the_poll,
+        test_duct_polls_a_real_nginx_and_counts_the_requests_it_served,
+    ):
+        assert inspect.getsource(shown).rstrip() in guide, shown.__name__
