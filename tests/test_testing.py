@@ -334,3 +334,11 @@ async def test_wait_for_returns_the_first_true_answer(reactor: Any) -> None:
 async def test_wait_for_gives_up_naming_what_it_waited_for(reactor: Any) -> None:
     with pytest.raises(AssertionError, match="gave up after 0.05s waiting for the moon"):
         await waitFor(reactor, lambda: False, "the moon", timeout=0.05, interval=0.01)
+
+
+def test_the_duct_of_duct_once_provides_iduct() -> None:
+    from duct.cli import _OnceDuct
+
+    once = _OnceDuct(MemoryReactorClock(), "h", {"state_dir": "/tmp"})
+    assert verifyObject(IDuct, once)
+    assert once.accepting(Source({"service": "s"}, lambda events: None, once))
