@@ -227,9 +227,9 @@ class TLSPolicy:
 class _BytesProducer:
     """A request body that is all there at once: written in one go, on no cooperator."""
 
-    def __init__(self, body: bytes) -> None:
-        self.body = body
-        self.length = len(body)
+    def __init__(self, body: bytes | str) -> None:
+        self.body = body.encode("utf-8") if isinstance(body, str) else body
+        self.length = len(self.body)
 
     def startProducing(self, consumer: Any) -> Deferred[None]:
         consumer.write(self.body)
