@@ -9,9 +9,12 @@ import signal
 import sys
 from typing import Any
 
+from zope.interface import implementer
+
 from duct import __version__
 from duct.configuration import Config, ConfigFile, ConfigurationError
 from duct.event import Event, defaultHostname
+from duct.interfaces import IDuct
 from duct.output import Output
 from duct.plugins import BUILTIN_OUTPUTS, BUILTIN_SOURCES, describe
 from duct.source import Source
@@ -90,7 +93,7 @@ def once(args: argparse.Namespace) -> int:
     from twisted.internet.defer import DeferredList, ensureDeferred
 
     async def pollAll(reactor: Any) -> None:
-        duct = _OnceDuct(reactor, config.get("hostname") or defaultHostname())
+        duct = _OnceDuct(reactor, config.get("hostname") or defaultHostname(), config)
         events: list[Event] = []
         sources: list[Source] = []
         for item in config.sources:
@@ -104,10 +107,17 @@ def once(args: argparse.Namespace) -> int:
     return 0
 
 
+@implementer(IDuct)
 class _OnceDuct:
-    def __init__(self, reactor: Any, hostname: str) -> None:
+    """What the sources polled by ``duct once`` see of the service: there are no outputs."""
+
+    def __init__(self, reactor: Any, hostname: str, config: Any) -> None:
         self.reactor = self.clock = reactor
         self.hostname = hostname
+        self.config = config
+
+    def accepting(self, source: Source) -> bool:
+        return True
 
 
 def reload(args: argparse.Namespace) -> int:

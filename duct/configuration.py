@@ -98,7 +98,7 @@ class ConfigFile:
         if settings.get("server"):
             proto = "UDP" if settings.get("proto") == "udp" else "TCP"
             compat: dict[str, Any] = {"output": f"duct.outputs.riemann.Riemann{proto}"}
-            compat.update(server=settings["server"], port=settings.get("port", 5555))
+            compat.update(server=settings["server"], port=settings["port"])
             outputs.append(Item(self.path, "server", compat))
         outputNames = self._outputs(outputs)
         if settings.get("web") is not None:
@@ -297,7 +297,7 @@ class ConfigFile:
         config: dict[str, Any] = {
             "source": SELF_STATS_SOURCE,
             "service": "duct",
-            "interval": settings.get("self_interval") or 10.0,
+            "interval": settings["self_interval"],
             "route": [name for name in route if name in outputNames] or None,
         }
         return Item(self.path, "self_events", config)

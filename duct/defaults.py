@@ -1,7 +1,18 @@
 """Defaults that several parts of duct share, defined once."""
 
+from __future__ import annotations
+
+from typing import Any
+
 STATE_DIR = "/var/lib/duct"
 """Where outputs keep disk buffers and stores when ``state_dir`` is not set."""
+
+
+def stateDir(duct: Any) -> str:
+    """The ``state_dir`` of the service a plugin runs in (`STATE_DIR` if it sets none)."""
+    config = getattr(duct, "config", None) or {}
+    return str(config.get("state_dir") or STATE_DIR)
+
 
 MAX_EVENTS = 100_000
 """Most events an output's memory buffer holds (``maxsize``)."""

@@ -1,4 +1,4 @@
-"""The interfaces a source, an output and a plugin provide."""
+"""The interfaces a source, an output and a plugin provide, and what they may use of the service."""
 
 from __future__ import annotations
 
@@ -29,8 +29,10 @@ class IDuctSource(Interface):
         hostname=None,
         aggregation=None,
         evtime=None,
+        attributes=None,
+        tags=None,
     ):
-        """Build an Event named after this source."""
+        """Build an Event named after this source, with per-event attributes and tags."""
 
 
 class IDuctOutput(Interface):
@@ -74,3 +76,24 @@ class IDuctEventPlugin(IDuctPlugin):
 
     def eventsReceived(events):
         """Handle one batch of events; may return a Deferred or a coroutine."""
+
+
+class IDuct(Interface):
+    """What a source or output may use of the service it runs in (its ``duct``).
+
+    `duct.service.DuctService` provides it, and so does
+    `duct.testing.FakeDuct`.
+    """
+
+    clock = Attribute("IReactorTime for timers and timestamps: the reactor, or a Clock in tests.")
+    reactor = Attribute(
+        "The reactor for connections, listeners, processes and threads"
+        " (a MemoryReactorClock in duct.testing)."
+    )
+    hostname = Attribute("The host name events carry unless a source sets its own.")
+    config = Attribute(
+        "The service's validated configuration, a mapping: state_dir, ttl, interval, ..."
+    )
+
+    def accepting(source):
+        """Whether every output ``source`` feeds with overflow: block has room now."""

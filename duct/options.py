@@ -113,6 +113,8 @@ class Option:
     :param doc: one line of documentation.
     :param choices: the only values allowed, if any.
     :param minimum: the smallest number allowed, if any.
+    :param above: a number the value must exceed, if any (an exclusive
+        minimum: ``above=0`` for a rate that must be positive).
     """
 
     name: str
@@ -121,6 +123,7 @@ class Option:
     doc: str = ""
     choices: tuple[Any, ...] | None = None
     minimum: float | None = None
+    above: float | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -140,6 +143,8 @@ class Option:
             raise OptionError(f"expected one of {allowed}, got {value!r}")
         if self.minimum is not None and value < self.minimum:
             raise OptionError(f"must be at least {self.minimum}, got {value!r}")
+        if self.above is not None and value <= self.above:
+            raise OptionError(f"must be more than {self.above}, got {value!r}")
         return value
 
     def describe(self) -> str:

@@ -14,7 +14,9 @@ from duct.buffers.memory import OVERFLOW_POLICIES, Batch, BufferBase
 from duct.defaults import MAX_BYTES, MAX_EVENTS, STATE_DIR
 from duct.event import Event
 from duct.interfaces import IDuctOutput
+from duct.lib.pluginhttp import PluginHTTP
 from duct.options import REQUIRED, Option, withDefaults
+from duct.stats import OUTPUT_STATS, Stat
 
 
 @implementer(IDuctOutput)
@@ -61,6 +63,13 @@ class Output:
             "sync_interval}",
         ),
     )
+
+    http = PluginHTTP()
+    """An HTTP client with this output's HTTP and TLS options (`duct.lib.pluginhttp`)."""
+
+    stats: tuple[Stat, ...] = OUTPUT_STATS
+    """What ``/stats``, ``/metrics`` and self events report of this output;
+    a subclass's own are added to them."""
 
     def __init__(self, config: dict[str, Any], duct: Any) -> None:
         self.config = config = withDefaults(type(self), config)

@@ -17,6 +17,7 @@ BUILTIN_SOURCES = (
     "duct.sources.linux.basic.DiskIO",
     "duct.sources.linux.basic.DiskFree",
     "duct.sources.linux.basic.Network",
+    "duct.sources.nginx.Nginx",
     "duct.sources.riemann.RiemannTCP",
     "duct.sources.riemann.RiemannUDP",
     "duct.sources.selfstats.SelfStats",

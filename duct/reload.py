@@ -74,6 +74,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from duct.configuration import Config, ConfigFile, ConfigurationError, Item, Problem
+from duct.defaults import STATE_DIR
 from duct.objects import Output, Source, defaultHostname
 from duct.protocol.riemann import EncodedEvents
 
@@ -97,7 +98,7 @@ def outputSettings(item: Item, config: Config) -> dict[str, Any]:
     settings = {"class": item.cls, **item.config}
     buffer = item.config.get("buffer") or {}
     if buffer.get("type") == "disk" and not buffer.get("path"):
-        settings["state_dir"] = config.get("state_dir") or "/var/lib/duct"
+        settings["state_dir"] = config.get("state_dir") or STATE_DIR
     return settings
 
 

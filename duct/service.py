@@ -10,8 +10,10 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred, DeferredList, DeferredLock, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from duct.configuration import Config, ConfigFile, ConfigurationError, Item, Problem
+from duct.interfaces import IDuct
 from duct.objects import Output, Source, defaultHostname
 from duct.pipeline import Pipeline, SourceFeed
 from duct.pluginhost import PluginHost
@@ -28,6 +30,7 @@ STALE_SERIES_AFTER = 600.0
 """Seconds (at least; or three of the longest interval) before a silent series is forgotten."""
 
 
+@implementer(IDuct)
 class DuctService(MultiService):
     """The agent: one service owning every source and output.
 

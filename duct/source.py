@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from twisted.internet import task
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from duct.event import Event, defaultHostname
 from duct.interfaces import IDuctSource
+from duct.lib.lograte import RateLimitedLog
+from duct.lib.pluginhttp import PluginHTTP
 from duct.options import REQUIRED, Option, withDefaults
+from duct.stats import SOURCE_STATS, Stat
+
+FAILED_POLL_LOG_INTERVAL = 60.0
+"""Seconds between log lines about one source's failed polls; those between are counted."""
 
 
 @implementer(IDuctSource)
@@ -65,6 +71,16 @@ class Source:
         Option("debug", "boolean", False, "log every event this source emits"),
     )
 
+    http = PluginHTTP()
+    """An HTTP client with this source's HTTP and TLS options (`duct.lib.pluginhttp`)."""
+
+    stats: tuple[Stat, ...] = SOURCE_STATS
+    """What ``/stats``, ``/metrics`` and self events report of this source.
+
+    A subclass lists its own statistics (`duct.stats.counter`,
+    `duct.stats.gauge`) and they are added to those of its base classes.
+    """
+
     def __init__(self, config: dict[str, Any], queueBack: Callable[..., Any], duct: Any):
         self.config = config = withDefaults(type(self), config)
         self.queueBack = queueBack
@@ -87,6 +103,8 @@ class Source:
         self.lastPollDuration: float | None = None
         self.lastEventTime: float | None = None
         self._inflight: set[Deferred[list[Event]]] = set()
+        self._pollLog = RateLimitedLog(self.log, self.clock, interval=FAILED_POLL_LOG_INTERVAL)
+        self._tracebackLogged = False
         self.t = task.LoopingCall(self.tick)
         self.t.clock = self.clock
 
@@ -101,20 +119,34 @@ class Source:
         hostname: str | None = None,
         aggregation: Callable[[float, float, float], float | None] | None = None,
         evtime: float | None = None,
+        attributes: Mapping[str, Any] | None = None,
+        tags: Iterable[str] | None = None,
     ) -> Event:
-        """An Event named ``service[.prefix]`` with this source's ttl, tags and attributes."""
+        """An Event named ``service[.prefix]`` with this source's ttl, tags and attributes.
+
+        ``attributes`` are this event's own, merged over the configured
+        ``attributes`` (an event's value wins); values become strings.
+        ``tags`` are added after the configured ``tags``.
+        """
         service = f"{self.service}.{prefix}" if prefix else self.service
+        allTags = list(self.tags)
+        if tags:
+            allTags += [tag for tag in tags if tag not in allTags]
+        merged = dict(self.attributes) if self.attributes else None
+        if attributes:
+            merged = merged or {}
+            merged.update((str(key), str(value)) for key, value in attributes.items())
         return Event(
             state,
             service,
             description,
             metric,
             self.ttl,
-            tags=list(self.tags),
+            tags=allTags,
             hostname=hostname or self.hostname,
             aggregation=aggregation,
             evtime=self.clock.seconds() if evtime is None else evtime,
-            attributes=dict(self.attributes) if self.attributes else None,
+            attributes=merged,
         )
 
     def createLog(
@@ -205,6 +237,23 @@ class Source:
         return events
 
     def _pollFailed(self, failure: Failure) -> list[Event]:
+        """Count a failed poll and log it at error level, at a limited rate.
+
+        The first failure logged carries its traceback; later lines carry
+        only the error, and the count of failures since this source started.
+        """
         self.errors += 1
-        self.log.failure("source {source} failed to poll", failure, source=self.service)
+        fields: dict[str, Any] = {}
+        if not self._tracebackLogged:
+            fields["log_failure"] = failure
+        if self._pollLog.emit(
+            "poll",
+            "source {source} failed to poll ({errors} failures in all): {error}",
+            LogLevel.error,
+            source=self.service,
+            error=failure.getErrorMessage() or repr(failure.value),
+            errors=self.errors,
+            **fields,
+        ):
+            self._tracebackLogged = True
         return []

@@ -11,6 +11,11 @@ statistic combine (its *roll-up*): ``sum``, ``min``, ``max`` or ``none``.
 The totals across sources and outputs are computed from that declaration,
 and so is `combine`, which merges snapshots taken in several processes.
 
+Each class declares its statistics in a ``stats`` tuple, as it declares its
+options: `SOURCE_STATS` on every source, `OUTPUT_STATS` on every output,
+and a plugin's own beside them (`declaredStats` merges them over the class
+hierarchy), so a new plugin's counters need no change here.
+
 A snapshot is a plain dict that ``json.dumps`` takes as it is::
 
     {
@@ -42,8 +47,6 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
-
-import psutil
 
 ROLLUPS = ("sum", "min", "max", "none")
 KINDS = ("counter", "gauge")
@@ -107,7 +110,9 @@ def attribute(path: str) -> Callable[[Any], Any]:
     return read
 
 
-def _size(name: str) -> Callable[[Any], Any]:
+def size(name: str) -> Callable[[Any], Any]:
+    """A read function for `counter` or `gauge`: the number of items in attribute ``name``."""
+
     def read(obj: Any) -> Any:
         value = getattr(obj, name, None)
         return len(value) if isinstance(value, (set, frozenset, list, dict)) else None
@@ -122,8 +127,65 @@ def counter(key: str, path: Any, metric: str, doc: str, label: str | None = None
 
 
 def gauge(key: str, rollup: str, path: Any, metric: str, doc: str) -> Stat:
+    """A gauge whose values combine by ``rollup``; ``path`` as for `counter`."""
     read = attribute(path) if isinstance(path, str) else path
     return Stat(key, "gauge", rollup, doc, metric, read)
+
+
+# -- what each plugin class declares ------------------------------------------------
+
+_declared: dict[type, tuple[Stat, ...]] = {}
+_byClass: dict[str, tuple[Stat, ...]] = {}
+"""The declarations of every class read so far, by dotted name, for snapshot entries."""
+
+
+def declaredStats(cls: type) -> tuple[Stat, ...]:
+    """Every statistic a class declares in ``stats``, base classes first, subclasses winning.
+
+    As with options, a plugin lists its own next to its code::
+
+        class Nginx(Source):
+            stats = (counter("http_errors", "httpErrors", "http_errors", "failed fetches"),)
+
+    and they appear in ``/stats``, ``/metrics`` and self events beside the
+    statistics every source has.
+    """
+    declared = _declared.get(cls)
+    if declared is None:
+        merged: dict[str, Stat] = {}
+        for klass in reversed(cls.__mro__):
+            for stat in klass.__dict__.get("stats", ()) or ():
+                merged[stat.key] = stat
+        declared = _declared[cls] = tuple(merged.values())
+        _byClass[f"{cls.__module__}.{cls.__qualname__}"] = declared
+    return declared
+
+
+def _statsOfClass(name: str) -> tuple[Stat, ...]:
+    """The statistics of the class a snapshot entry names (imported if not seen yet)."""
+    declared = _byClass.get(name)
+    if declared is None:
+        import importlib
+
+        module, _, attr = name.rpartition(".")
+        try:
+            cls = getattr(importlib.import_module(module), attr)
+        except Exception:  # an entry from a process with plugins this one lacks
+            return ()
+        declared = declaredStats(cls) if isinstance(cls, type) else ()
+        _byClass[name] = declared
+    return declared
+
+
+def entryStats(base: Iterable[Stat], entries: Iterable[Mapping[str, Any]]) -> tuple[Stat, ...]:
+    """``base``, then every other statistic the classes of ``entries`` declare, each key once."""
+    merged: dict[str, Stat] = {stat.key: stat for stat in base}
+    for entry in entries:
+        name = entry.get("class")
+        if isinstance(name, str):
+            for stat in _statsOfClass(name):
+                merged.setdefault(stat.key, stat)
+    return tuple(merged.values())
 
 
 # fmt: off
@@ -137,18 +199,8 @@ SOURCE_STATS: tuple[Stat, ...] = (
           "seconds the last poll took"),
     gauge("last_event_time", "max", "lastEventTime", "last_event_timestamp_seconds",
           "clock time of the last event produced"),
-    # Riemann listeners
-    counter("malformed", "malformed", "malformed_messages", "messages that did not parse"),
-    counter("queries", "queries", "queries_refused", "query messages, refused"),
-    counter("oversized", "oversized", "oversized_messages",
-            "frames or datagrams over the size limit"),
-    counter("held", "held", "held_messages",
-            "messages whose events waited for room in a full output"),
-    gauge("waiting", "sum", "waiting", "waiting_messages",
-          "messages whose events wait for room now"),
-    counter("shed", "shed", "shed_datagrams", "datagrams dropped while outputs were full"),
-    gauge("connections", "sum", _size("connections"), "connections", "client connections open"),
 )
+"""What every source reports; `duct.objects.Source` declares them as its ``stats``."""
 
 OUTPUT_STATS: tuple[Stat, ...] = (
     counter("events_received", "received", "events_received", "events routed to this output"),
@@ -164,12 +216,6 @@ OUTPUT_STATS: tuple[Stat, ...] = (
     gauge("connected", "min", "connected", "connected", "1 while connected to the destination"),
     counter("reconnects", "reconnects", "reconnects", "connections made after the first"),
     counter("datagrams", "datagrams", "datagrams_sent", "datagrams sent"),
-    counter("points_written", "pointsWritten", "store_points_written", "points a store wrote"),
-    counter("points_removed", "pointsRemoved", "store_points_removed",
-            "points a store removed past its retention"),
-    counter("queries", "queries", "store_queries", "queries a store's API ran"),
-    counter("bad_requests", "badRequests", "store_bad_requests",
-            "API requests a store refused for a bad parameter"),
     gauge("buffer_events", "sum", "buffer.depth", "buffer_events",
           "events held in the buffer, waiting or in flight"),
     gauge("buffer_bytes", "sum", "buffer.nbytes", "buffer_bytes", "bytes held in the buffer"),
@@ -186,6 +232,7 @@ OUTPUT_STATS: tuple[Stat, ...] = (
     counter("buffer_torn_tails", "buffer.tornTails", "buffer_torn_tails",
             "torn last records truncated in a disk buffer after a crash"),
 )
+"""What every output reports; `duct.objects.Output` declares them as its ``stats``."""
 
 PLUGIN_STATS: tuple[Stat, ...] = (
     gauge("running", "min", "isRunning", "running",
@@ -245,11 +292,13 @@ def sourceKeys(sources: Iterable[Any]) -> list[str]:
     return unique
 
 
-_process: psutil.Process | None = None
+_process: Any = None  # a psutil.Process
 
 
 def processStats() -> dict[str, Any]:
     """The process's own figures, from psutil (wall-clock times, not the service clock)."""
+    import psutil  # here, so that a plugin importing duct.objects does not load it
+
     global _process
     if _process is None or _process.pid != os.getpid():
         _process = psutil.Process()
@@ -277,11 +326,11 @@ def snapshot(service: Any) -> dict[str, Any]:
     sources = list(getattr(service, "sources", None) or [])
     outputs = dict(getattr(service, "outputs", None) or {})
     sourceEntries = {
-        key: {"class": className(source), **read(SOURCE_STATS, source)}
+        key: {"class": className(source), **read(declaredStats(type(source)), source)}
         for key, source in zip(sourceKeys(sources), sources, strict=True)
     }
     outputEntries = {
-        name: {"class": className(output), **read(OUTPUT_STATS, output)}
+        name: {"class": className(output), **read(declaredStats(type(output)), output)}
         for name, output in outputs.items()
     }
     result = {
@@ -345,12 +394,17 @@ def combineEntries(stats: Iterable[Stat], entries: list[Mapping[str, Any]]) -> d
 def totals(
     sources: Mapping[str, Mapping[str, Any]], outputs: Mapping[str, Mapping[str, Any]]
 ) -> dict[str, Any]:
-    """Totals across sources and across outputs, each statistic by its roll-up."""
+    """Totals across sources and across outputs, each statistic by its roll-up.
+
+    Besides those every source or output has, a statistic that some
+    plugin declares is totalled over the entries that have it.
+    """
     result: dict[str, Any] = {}
-    for part, stats, entries in (
+    for part, base, entries in (
         ("sources", SOURCE_STATS, sources),
         ("outputs", OUTPUT_STATS, outputs),
     ):
+        stats = entryStats(base, entries.values())
         combined = combineEntries(stats, list(entries.values()))
         combined.pop("class", None)
         result[part] = {"count": len(entries), **combined}
@@ -372,12 +426,15 @@ def combine(snapshots: list[Mapping[str, Any]]) -> dict[str, Any]:
         "process": combineEntries(PROCESS_STATS, [s["process"] for s in snapshots]),
     }
     merged["process"]["processes"] = len(snapshots)
-    for part, stats in (("sources", SOURCE_STATS), ("outputs", OUTPUT_STATS)):
+    for part, base in (("sources", SOURCE_STATS), ("outputs", OUTPUT_STATS)):
         names: dict[str, list[Mapping[str, Any]]] = {}
         for snap in snapshots:
             for name, entry in snap[part].items():
                 names.setdefault(name, []).append(entry)
-        merged[part] = {name: combineEntries(stats, entries) for name, entries in names.items()}
+        merged[part] = {
+            name: combineEntries(entryStats(base, entries), entries)
+            for name, entries in names.items()
+        }
     plugins: dict[str, list[Mapping[str, Any]]] = {}
     for snap in snapshots:
         for name, entry in (snap.get("plugins") or {}).items():

@@ -1,11 +1,13 @@
-"""Shared fixtures: the reactor, a Clock, and a check that nothing logged an error."""
+"""Shared fixtures: the reactor, a Clock, a check that nothing logged an error, real peers."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from nginxserver import Nginx, findNginx, startNginx, stopNginx
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, globalLogPublisher
 
@@ -68,3 +70,21 @@ def logged() -> Iterator[list[dict[str, Any]]]:
         yield events
     finally:
         globalLogPublisher.removeObserver(events.append)
+
+
+@pytest.fixture(scope="session")
+def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nginx]:
+    """Debian's nginx serving ``/nginx_status`` on 127.0.0.1, one for the whole session.
+
+    As root the suite installs nginx if it is missing; otherwise a missing
+    nginx skips the tests that use it.
+    """
+    binary = findNginx()
+    if binary is None:
+        assert os.geteuid() != 0, "nginx is missing and could not be installed"
+        pytest.skip("nginx is not installed (apt-get install nginx, as root)")
+    server = startNginx(binary, tmp_path_factory.mktemp("nginx"))
+    try:
+        yield server
+    finally:
+        stopNginx(binary, server)

@@ -25,6 +25,7 @@ from twisted.internet import error, protocol, threads
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 
+from duct import testing
 from duct.objects import Event
 from duct.protocol.riemann import decodeMsg, encodeEvent, frame, msgFromEncoded
 
@@ -61,17 +62,9 @@ class Agent(protocol.ProcessProtocol):
         return int(found.group(1)) if found else None
 
 
-async def waitFor(reactor: Any, check: Callable[[], Any], what: str) -> Any:
+def waitFor(reactor: Any, check: Callable[[], Any], what: str) -> Deferred[Any]:
     """Poll ``check`` (bounded) on the reactor until it returns something true."""
-    waited = 0.0
-    while True:
-        result = check()
-        if result:
-            return result
-        if waited > DEADLINE:
-            raise AssertionError(f"gave up waiting for {what}")
-        await deferLater(reactor, 0.2, lambda: None)
-        waited += 0.2
+    return testing.waitFor(reactor, check, what, DEADLINE, interval=0.2)
 
 
 async def inThread(reactor: Any, work: Callable[[], Any]) -> Any:

@@ -28,10 +28,12 @@ import pytest_twisted
 from twisted.internet import error, protocol
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.task import LoopingCall, deferLater
+from twisted.internet.task import LoopingCall
 from twisted.protocols.basic import Int32StringReceiver
 
+from duct import testing
 from duct.protocol.riemann import ack, pb
+from duct.testing import pause
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,19 +46,11 @@ MB = 1024 * 1024
 # -- waiting, without blocking the reactor -----------------------------------------------
 
 
-async def pause(reactor: Any, seconds: float) -> None:
-    await deferLater(reactor, seconds, lambda: None)
-
-
-async def waitFor(
+def waitFor(
     reactor: Any, check: Callable[[], Any], what: str, timeout: float = DEADLINE
-) -> None:
+) -> Deferred[Any]:
     """Poll ``check`` on the real reactor until it is true, for at most ``timeout`` s."""
-    deadline = reactor.seconds() + timeout
-    while not check():
-        if reactor.seconds() > deadline:
-            raise AssertionError(f"gave up after {timeout:.0f}s waiting for {what}")
-        await pause(reactor, 0.05)
+    return testing.waitFor(reactor, check, what, timeout, interval=0.05)
 
 
 def freePort() -> int:

@@ -11,10 +11,12 @@ from typing import Any
 import pytest_twisted
 from twisted.internet import error, protocol
 from twisted.internet.defer import Deferred
-from twisted.internet.task import deferLater
+
+from duct import testing
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
+
 DEADLINE = 30.0  # seconds a real process may take before the test gives up
 
 
@@ -67,14 +69,9 @@ def spawn(reactor: Any, argv: list[str]) -> tuple[Collect, Any]:
     return proto, transport
 
 
-async def waitFor(reactor: Any, check: Any, what: str) -> None:
+def waitFor(reactor: Any, check: Any, what: str) -> Deferred[Any]:
     """Poll ``check`` on the real reactor (no blocking sleep) until it is true."""
-    waited = 0.0
-    while not check():
-        if waited > DEADLINE:
-            raise AssertionError(f"gave up waiting for {what}")
-        await deferLater(reactor, 0.1, lambda: None)
-        waited += 0.1
+    return testing.waitFor(reactor, check, what, DEADLINE, interval=0.1)
 
 
 def readEvents(path: Path) -> list[dict[str, Any]]:

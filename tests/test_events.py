@@ -17,6 +17,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
+from duct import testing
 from duct.objects import Event
 from duct.protocol.riemann import frame, pb
 from duct.service import DuctService
@@ -102,13 +103,8 @@ async def get(reactor: Any, url: str, headers: dict[str, str] | None = None) -> 
     return response, body
 
 
-async def waitFor(reactor: Any, check: Any, what: str) -> None:
-    waited = 0.0
-    while not check():
-        if waited > DEADLINE:
-            raise AssertionError(f"gave up waiting for {what}")
-        await deferLater(reactor, 0.02, lambda: None)
-        waited += 0.02
+def waitFor(reactor: Any, check: Any, what: str) -> Deferred[Any]:
+    return testing.waitFor(reactor, check, what, DEADLINE, interval=0.02)
 
 
 def batch(first: int, count: int, **fields: Any) -> list[Event]:

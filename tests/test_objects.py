@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
-from twisted.logger import LogLevel
+from twisted.logger import LogLevel, formatEvent
 from zope.interface.verify import verifyObject
 
 import duct.objects
@@ -293,6 +293,23 @@ def test_source_tags_as_list_and_duct_hostname_fallback() -> None:
     assert harness.source.createEvent("ok", None, 1, hostname="other").hostname == "other"
 
 
+def test_per_event_attributes_and_tags_merge_over_the_configured_ones() -> None:
+    config = {"service": "web", "tags": ["prod"], "attributes": {"dc": "east", "tier": "1"}}
+    source = SourceHarness(Source, config).source
+    event = source.createEvent(
+        "ok", None, 1, "hits", None, None, 5.0, attributes={"tier": "edge", "port": 8080},
+        tags=["nginx", "prod"],
+    )  # fmt: skip
+    assert event.service == "web.hits" and event.time == 5.0  # positional arguments as before
+    assert event.attributes == {"dc": "east", "tier": "edge", "port": "8080"}
+    assert event.tags == ["prod", "nginx"]
+    # The configured values are left as they were, for the next event.
+    plain = source.createEvent("ok", None, 2)
+    assert plain.attributes == {"dc": "east", "tier": "1"} and plain.tags == ["prod"]
+    bare = SourceHarness(Source, {"service": "x"}).source
+    assert bare.createEvent("ok", None, 1, attributes={"a": "b"}).attributes == {"a": "b"}
+
+
 def test_source_built_directly_with_raw_config() -> None:
     duct = FakeDuct()
     source = Source({"service": "raw", "tags": "p, q", "ttl": 0}, lambda events: None, duct)
@@ -481,15 +498,24 @@ def test_failing_get_is_logged_counted_and_polling_continues(
     assert source.running is False
     assert source.t.running
 
-    errors = observe_errors.take()
-    assert len(errors) == 2
-    for event in errors:
-        assert event["source"] == "broken.svc"
-        assert event["log_failure"].check(RuntimeError)
-        assert "sensor gone" in event["log_failure"].getErrorMessage()
-    mine = [e for e in logged if e.get("log_failure") is not None]
-    assert len(mine) == 2
-    assert all("broken.svc" in e["log_format"].format(**e) for e in mine)
+    # One line at error level, with the traceback; the second failure, 10 s
+    # later, is counted and held back.
+    [first] = observe_errors.take()
+    assert first["log_level"] == LogLevel.error
+    assert first["source"] == "broken.svc" and first["errors"] == 1
+    assert first["log_failure"].check(RuntimeError)
+    assert "sensor gone" in formatEvent(first)
+
+    for _ in range(6):  # polls 3 to 8, at 20 s to 70 s: the limit lets one line through
+        harness.clock.advance(10)
+    assert source.errors == 8 and source.t.running
+    [later] = observe_errors.take()
+    assert "log_failure" not in later  # the traceback was shown once
+    assert later["log_level"] == LogLevel.error
+    text = formatEvent(later)
+    assert "broken.svc" in text and "sensor gone" in text and "7 failures in all" in text
+    assert "5 similar lines suppressed" in text
+    assert [e for e in logged if e.get("log_failure") is not None] == [first]
 
 
 def test_failing_deferred_is_logged_and_counted(observe_errors: Any) -> None:

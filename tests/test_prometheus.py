@@ -14,6 +14,8 @@ from test_web import Agent
 from twisted.internet.task import deferLater
 from twisted.web.client import HTTPConnectionPool
 
+from duct import testing
+
 DEADLINE = 60.0  # seconds Prometheus may take to start and scrape
 
 
@@ -64,14 +66,17 @@ class Prometheus:
 
     async def waitFor(self, expression: str, expected: float) -> None:
         """Poll until ``expression`` has one sample equal to ``expected`` (bounded)."""
-        waited, last = 0.0, None
-        while waited < DEADLINE:
-            last = await self.query(expression)
-            if last and len(last) == 1 and float(last[0]["value"][1]) == expected:
-                return
-            await deferLater(self.reactor, 0.25, lambda: None)
-            waited += 0.25
-        raise AssertionError(f"{expression}: wanted {expected}, last answer {last}")
+        last: list[Any] = [None]
+
+        async def matches() -> bool:
+            last[0] = answer = await self.query(expression)
+            return bool(answer and len(answer) == 1 and float(answer[0]["value"][1]) == expected)
+
+        try:
+            await testing.waitFor(self.reactor, matches, expression, DEADLINE, interval=0.25)
+        except AssertionError:
+            wanted = f"{expression}: wanted {expected}"
+            raise AssertionError(f"{wanted}, last answer {last[0]}") from None
 
 
 @pytest_twisted.ensureDeferred

@@ -20,7 +20,7 @@ from twisted.internet.task import deferLater
 
 from duct.event import Event
 from duct.service import DuctService
-from duct.testing import RecordingOutput
+from duct.testing import RecordingOutput, waitFor
 
 INTEROP = Path(__file__).resolve().parent / "interop"
 NODE = shutil.which("node")
@@ -130,11 +130,9 @@ def relay(reactor: Any, source: dict[str, Any]) -> tuple[Any, RecordingOutput]:
     return listener, output
 
 
-async def waitForEvents(reactor: Any, output: RecordingOutput, count: int) -> None:
-    waited = 0.0
-    while len(output.written) < count and waited <= DEADLINE:
-        await deferLater(reactor, 0.01, lambda: None)
-        waited += 0.01
+def waitForEvents(reactor: Any, output: RecordingOutput, count: int) -> Deferred[Any]:
+    check = lambda: len(output.written) >= count  # noqa: E731
+    return waitFor(reactor, check, f"{count} events", DEADLINE, interval=0.01)
 
 
 @pytest_twisted.ensureDeferred

@@ -19,6 +19,7 @@ from twisted.logger import LogLevel, formatEvent
 from twisted.protocols.basic import Int32StringReceiver
 from twisted.python.failure import Failure
 
+from duct import testing
 from duct.objects import Event
 from duct.outputs.riemann import RiemannTCP, RiemannUDP
 from duct.outputs.riemann_udp import packDatagrams
@@ -40,14 +41,9 @@ def makeEvents(n: int, start: int = 0, ttl: float = 60.0, **kwargs: Any) -> list
     ]
 
 
-async def waitFor(reactor: Any, check: Any, what: str, timeout: float = DEADLINE) -> None:
+def waitFor(reactor: Any, check: Any, what: str, timeout: float = DEADLINE) -> Deferred[Any]:
     """Poll ``check`` on the real reactor, without blocking, until it is true."""
-    waited = 0.0
-    while not check():
-        if waited > timeout:
-            raise AssertionError(f"gave up waiting for {what}")
-        await deferLater(reactor, 0.01, lambda: None)
-        waited += 0.01
+    return testing.waitFor(reactor, check, what, timeout, interval=0.01)
 
 
 # -- a Riemann server, for real sockets -----------------------------------------------

@@ -17,7 +17,6 @@ from cryptography.x509.oid import NameOID
 from twisted.internet import error, ssl
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import SSL4ClientEndpoint, TCP4ClientEndpoint, connectProtocol
-from twisted.internet.task import deferLater
 from twisted.internet.testing import StringTransport
 from twisted.protocols.basic import Int32StringReceiver
 
@@ -25,9 +24,9 @@ from duct.event import Event
 from duct.protocol.riemann import MAX_DATAGRAM, EncodedEvents, decodeEvent, frame, pb
 from duct.service import DuctService
 from duct.sources.riemann import RiemannTCP, RiemannTCPProtocol, RiemannUDP
-from duct.testing import FakeDuct, RecordingOutput, configure
+from duct.testing import FakeDuct, RecordingOutput, configure, pause
+from duct.testing import waitFor as waitUntil
 
-DEADLINE = 10.0  # seconds a real socket may take before a test gives up
 ANY_PORT = "tcp:0:interface=127.0.0.1"
 
 
@@ -95,20 +94,6 @@ class Client(Int32StringReceiver):
 
     def sendMsg(self, payload: bytes) -> None:
         self.transport.write(frame(payload))
-
-
-async def waitUntil(reactor: Any, check: Any, what: str) -> None:
-    """Poll ``check`` on the real reactor (no blocking sleep) until it is true."""
-    waited = 0.0
-    while not check():
-        if waited > DEADLINE:
-            raise AssertionError(f"gave up waiting for {what}")
-        await deferLater(reactor, 0.01, lambda: None)
-        waited += 0.01
-
-
-async def pause(reactor: Any, seconds: float = 0.2) -> None:
-    await deferLater(reactor, seconds, lambda: None)
 
 
 class Relay:

@@ -18,7 +18,7 @@ from twisted.web.client import HTTPConnectionPool
 from duct.objects import Event
 from duct.outputs.store import Store
 from duct.sources.linux.basic import CPU, Memory
-from duct.stats import OUTPUT_STATS, read
+from duct.stats import declaredStats, read
 from duct.testing import FakeDuct, configure
 from duct.web.site import buildSite
 
@@ -117,7 +117,7 @@ async def test_services_report_state_and_the_graph_type_the_sources_declare(
     }
     assert all(s["host"] == "web1" and s["time"] == T0 for s in body["services"])
     assert ["cpu.*", "full-stack"] in body["graphs"]
-    stats = read(OUTPUT_STATS, served.store)
+    stats = read(declaredStats(Store), served.store)
     assert stats["points_written"] == 5 and stats["queries"] == 1
 
 
@@ -166,7 +166,7 @@ async def test_bad_parameters_are_400_naming_the_parameter(
     code, body = await served.json("api/series?" + query)
     assert code == 400
     assert body["parameter"] == parameter and body["error"].startswith(parameter + ":")
-    assert read(OUTPUT_STATS, served.store)["bad_requests"] == 1  # in /stats and /metrics
+    assert read(declaredStats(Store), served.store)["bad_requests"] == 1  # in /stats and /metrics
 
 
 @pytest_twisted.ensureDeferred

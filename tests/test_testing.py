@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
+import pytest_twisted
 from twisted.internet.defer import Deferred
+from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogLevel
+from zope.interface.verify import verifyObject
 
+from duct.aggregators import Counter
+from duct.interfaces import IDuct
 from duct.objects import Event, Output, Source
-from duct.testing import FakeDuct, RecordingOutput, SourceHarness, configure
+from duct.service import DuctService
+from duct.testing import (
+    FakeDuct,
+    OutputHarness,
+    RecordingOutput,
+    SourceHarness,
+    configure,
+    waitFor,
+)
 
 
 def results(d: Deferred[Any]) -> list[Any]:
@@ -197,3 +211,134 @@ def test_recording_output_failing_keeps_events_buffered(
     duct.clock.advance(4.0)
     assert output.written == events
     assert output.buffer.depth == 0
+
+
+# -- what a plugin may use of the service ------------------------------------------------
+
+
+def test_fake_duct_and_the_service_provide_iduct(tmp_path: Any) -> None:
+    fake = FakeDuct()
+    assert verifyObject(IDuct, fake)
+    assert isinstance(fake.reactor, MemoryReactorClock) and fake.clock is fake.reactor
+    # Each fake has a state directory of its own, so a disk buffer never
+    # reaches /var/lib/duct.
+    other = FakeDuct()
+    assert os.path.isdir(fake.config["state_dir"])
+    assert fake.config["state_dir"] != other.config["state_dir"]
+    disk = RecordingOutput(configure(RecordingOutput, {"buffer": {"type": "disk"}}), fake)
+    assert disk.buffer.durable
+    assert str(disk.buffer.path).startswith(fake.config["state_dir"])  # type: ignore[attr-defined]
+    disk.stop()
+    service = DuctService({"state_dir": str(tmp_path)}, reactor=MemoryReactorClock())
+    assert verifyObject(IDuct, service)
+
+
+# -- SourceHarness with the pipeline ------------------------------------------------------
+
+
+class Requests(Source):
+    """A request counter that grows by 30 a poll, and a gauge of active connections."""
+
+    def get(self) -> list[Event]:
+        return [
+            self.createEvent("ok", None, 30 * self.polls, prefix="requests", aggregation=Counter),
+            self.createEvent("ok", None, 5 * self.polls, prefix="active"),
+        ]
+
+
+def test_harness_runs_the_pipeline_rates_and_rules() -> None:
+    config = {"service": "web", "interval": 10, "critical": {r"web\.active": "> 12"}}
+    harness = SourceHarness(Requests, config, pipeline=True)
+    harness.start()
+    # The first sample of a counter yields no rate; the raw events are kept apart.
+    assert [e.service for e in harness.events] == ["web.active"]
+    assert [e.service for e in harness.raw] == ["web.requests", "web.active"]
+    harness.advance(10)
+    assert harness.latest("web.requests").metric == 3.0  # 30 more in 10 s
+    assert harness.latest("web.active").state == "ok"
+    harness.advance(10)
+    assert (harness.latest("web.active").metric, harness.latest("web.active").state) == (
+        15,
+        "critical",
+    )
+    with pytest.raises(LookupError, match="web.active, web.requests"):
+        harness.latest("web.missing")
+
+
+def test_harness_errors_hold_each_failed_poll(observe_errors: Any) -> None:
+    class Flaky(Source):
+        def get(self) -> Any:
+            if self.polls % 2:
+                raise ConnectionRefusedError("nobody home")
+            return self.createEvent("ok", None, self.polls)
+
+    harness = SourceHarness(Flaky, {"service": "f", "interval": 1})
+    harness.start()
+    harness.advance(1)
+    harness.advance(1)
+    assert [f.type for f in harness.errors] == [ConnectionRefusedError] * 2
+    assert [e.metric for e in harness.events] == [2]
+    assert harness.source.errors == 2
+    assert len(observe_errors.take()) == 1  # logged at a limited rate
+
+
+# -- OutputHarness ----------------------------------------------------------------------
+
+
+def test_output_harness_reports_retries_acks_and_drops(logged: list[dict[str, Any]]) -> None:
+    harness = OutputHarness(
+        RecordingOutput,
+        {"maxsize": 4, "overflow": "drop_newest", "flush_interval": 0, "retry_initial": 1.0},
+    )
+    output = harness.output
+    assert isinstance(output, RecordingOutput)
+    harness.start()
+    output.failing = True
+    assert harness.send(Event("ok", f"s{i}", None, i, 60, hostname="h") for i in range(6)) == 4
+    assert harness.dropped == {"overflow": 2}
+    harness.run(3.5)  # tries at 0, 1 and 3 s
+    assert (harness.retries, harness.sent, harness.buffered) == (3, 0, 4)
+    output.failing = False
+    assert harness.drain()
+    assert (harness.sent, harness.buffered) == (4, 0)
+    assert [e.service for e in output.written] == ["s0", "s1", "s2", "s3"]
+    stats = harness.stats()
+    assert stats["events_sent"] == 4 and stats["failures"] == 3
+    assert stats["dropped"] == {"overflow": 2} and stats["events_received"] == 6
+
+
+def test_output_harness_drain_gives_up_on_a_destination_that_stays_down(
+    logged: list[dict[str, Any]],
+) -> None:
+    harness = OutputHarness(RecordingOutput, {"flush_interval": 0})
+    harness.output.failing = True  # type: ignore[attr-defined]
+    harness.send([Event("ok", "s", None, 1, 60, hostname="h")])
+    assert not harness.drain(timeout=60)
+    assert harness.buffered == 1 and harness.retries > 3
+
+
+# -- waitFor on the real reactor -------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_wait_for_returns_the_first_true_answer(reactor: Any) -> None:
+    answers = iter([0, None, "", "there"])
+
+    async def check() -> Any:
+        return next(answers)
+
+    assert await waitFor(reactor, check, "an answer", timeout=5, interval=0.001) == "there"
+
+
+@pytest_twisted.ensureDeferred
+async def test_wait_for_gives_up_naming_what_it_waited_for(reactor: Any) -> None:
+    with pytest.raises(AssertionError, match="gave up after 0.05s waiting for the moon"):
+        await waitFor(reactor, lambda: False, "the moon", timeout=0.05, interval=0.01)
+
+
+def test_the_duct_of_duct_once_provides_iduct() -> None:
+    from duct.cli import _OnceDuct
+
+    once = _OnceDuct(MemoryReactorClock(), "h", {"state_dir": "/tmp"})
+    assert verifyObject(IDuct, once)
+    assert once.accepting(Source({"service": "s"}, lambda events: None, once))

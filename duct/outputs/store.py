@@ -12,11 +12,12 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from duct.defaults import STATE_DIR
+from duct.defaults import stateDir
 from duct.graphs import GraphMap
 from duct.objects import Event, Output
 from duct.options import Option
 from duct.outputs.store_db import StoreDatabase, StoreError, StoreUnavailable
+from duct.stats import counter
 
 T = TypeVar("T")
 
@@ -78,6 +79,20 @@ class Store(Output):
         ),
     )
 
+    # fmt: off
+    stats = (
+        counter("points_written", "pointsWritten", "store_points_written", "points written"),
+        counter("points_removed", "pointsRemoved", "store_points_removed",
+                "points removed past their retention"),
+        counter("series_removed", "seriesRemoved", "store_series_removed",
+                "series removed with their last point"),
+        counter("cleanups", "cleanups", "store_cleanups", "removals of expired points run"),
+        counter("queries", "queries", "store_queries", "queries the API ran"),
+        counter("bad_requests", "badRequests", "store_bad_requests",
+                "API requests refused for a bad parameter"),
+    )
+    # fmt: on
+
     @property
     def connected(self) -> bool:  # type: ignore[override]
         """False while the file cannot be used, for /health."""
@@ -85,13 +100,12 @@ class Store(Output):
 
     def __init__(self, config: dict[str, Any], duct: Any) -> None:
         super().__init__(config, duct)
-        stateDir = (getattr(duct, "config", None) or {}).get("state_dir") or STATE_DIR
-        self.path: str = config.get("path") or os.path.join(
-            stateDir, "store", f"{self.name}.sqlite"
+        self.path: str = self.config["path"] or os.path.join(
+            stateDir(duct), "store", f"{self.name}.sqlite"
         )
-        self.retention = float(config.get("retention") or DEFAULT_RETENTION)
-        self.cleanupInterval = float(config.get("cleanup_interval") or 600.0)
-        self.reactor: Any = getattr(duct, "reactor", None) or self.clock
+        self.retention = float(self.config["retention"])
+        self.cleanupInterval = float(self.config["cleanup_interval"])
+        self.reactor: Any = duct.reactor
         self.pointsWritten = 0
         self.pointsRemoved = 0
         self.seriesRemoved = 0

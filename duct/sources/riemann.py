@@ -30,6 +30,7 @@ from duct.lib.lograte import RateLimitedLog
 from duct.objects import Source
 from duct.options import Option
 from duct.protocol.riemann import MAX_DATAGRAM, EncodedEvents, ack, decodeMsg
+from duct.stats import Stat, counter, gauge, size
 
 __all__ = ["DEFAULT_MAX_FRAME", "RiemannTCP", "RiemannTCPProtocol", "RiemannUDP"]
 
@@ -52,10 +53,22 @@ _GATHER_ABOVE = 256 * 1024
 class _RiemannListener(Source):
     """What the TCP and UDP listeners share: decoding, counting, passing events on."""
 
+    # fmt: off
+    stats: tuple[Stat, ...] = (
+        counter("messages", "frames", "messages", "messages that carried events"),
+        counter("malformed", "malformed", "malformed_messages", "messages that did not parse"),
+        counter("queries", "queries", "queries_refused", "query messages, refused"),
+        counter("oversized", "oversized", "oversized_messages",
+                "frames or datagrams over the size limit"),
+        counter("held", "held", "held_messages",
+                "messages whose events waited for room in a full output"),
+        gauge("waiting", "sum", "waiting", "waiting_messages",
+              "messages whose events wait for room now"),
+    )
+    # fmt: on
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.received = 0
-        """Events received in well-formed Msgs."""
         self.frames = 0
         """Msgs (frames or datagrams) that carried events."""
         self.malformed = 0
@@ -69,6 +82,11 @@ class _RiemannListener(Source):
         self.waiting = 0
         """Msgs whose events are waiting in the pipeline now."""
         self.rateLog = RateLimitedLog(self.log, self.clock)
+
+    @property
+    def received(self) -> int:
+        """Events received in well-formed Msgs: for a listener, the same as ``emitted``."""
+        return self.emitted
 
     def receive(self, data: bytes) -> bytes | Deferred[bytes]:
         """Decode one Msg and pass its events to the pipeline.
@@ -90,7 +108,6 @@ class _RiemannListener(Source):
         if not count:
             return OK
         self.frames += 1
-        self.received += count
         self.emitted += count
         self.lastEventTime = self.clock.seconds()
         if self.debug:
@@ -303,6 +320,10 @@ class RiemannTCP(_RiemannListener):
     ``tags``, ``attributes`` and ``hostname`` do not apply to them.
     """
 
+    stats = (
+        gauge("connections", "sum", size("connections"), "connections", "client connections open"),
+    )
+
     options = (
         Option(
             "listen",
@@ -321,8 +342,8 @@ class RiemannTCP(_RiemannListener):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.listen: str = self.config.get("listen") or "tcp:5555:interface=127.0.0.1"
-        self.maxFrame: int = self.config.get("max_frame") or DEFAULT_MAX_FRAME
+        self.listen: str = self.config["listen"]
+        self.maxFrame: int = self.config["max_frame"]
         self.factory = _TCPFactory(self)
         self.port: Any = None
         """The listening port once bound: ``port.getHost().port`` is its number."""
@@ -445,6 +466,10 @@ class RiemannUDP(_RiemannListener):
     sent them.
     """
 
+    stats = (
+        counter("shed", "shed", "shed_datagrams", "datagrams dropped while outputs were full"),
+    )
+
     options = (
         Option("interface", "string", "127.0.0.1", "address to listen on, 0.0.0.0 for every one"),
         Option("port", "integer", 5555, "UDP port to listen on (0: any free port)", minimum=0),
@@ -453,11 +478,9 @@ class RiemannUDP(_RiemannListener):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        interface = self.config.get("interface")
-        self.interface: str = "127.0.0.1" if interface is None else interface
-        number = self.config.get("port")
-        self.portNumber: int = 5555 if number is None else number
-        self.maxWaiting: int = self.config.get("max_waiting") or 1000
+        self.interface: str = self.config["interface"]
+        self.portNumber: int = self.config["port"]
+        self.maxWaiting: int = self.config["max_waiting"]
         self.shed = 0
         self.shedLog = RateLimitedLog(self.log, self.clock)
         self.protocol = _UDPProtocol(self)

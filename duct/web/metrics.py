@@ -2,16 +2,16 @@
 
 A collector on a registry of its own (never prometheus_client's global
 one) turns each `duct.stats.snapshot` into metric families, named from
-the declarations in `duct.stats`: ``duct_source_<metric>{source=...}``,
-``duct_output_<metric>{output=...}``, ``duct_plugin_<metric>{plugin=...}``
-and ``duct_process_<metric>``.
+the declarations in `duct.stats` and in each plugin class's ``stats``:
+``duct_source_<metric>{source=...}``, ``duct_output_<metric>{output=...}``,
+``duct_plugin_<metric>{plugin=...}`` and ``duct_process_<metric>``.
 Counters are counters (``_total``), gauges are gauges, true is 1; drops
 carry their reason: ``duct_output_events_dropped_total{output, reason}``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -19,7 +19,15 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from twisted.web.server import Request
 
 from duct import __version__
-from duct.stats import OUTPUT_STATS, PLUGIN_STATS, PROCESS_STATS, SOURCE_STATS, Stat, snapshot
+from duct.stats import (
+    OUTPUT_STATS,
+    PLUGIN_STATS,
+    PROCESS_STATS,
+    SOURCE_STATS,
+    Stat,
+    entryStats,
+    snapshot,
+)
 from duct.web.responses import LeafResource
 
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
@@ -32,7 +40,7 @@ def _family(name: str, stat: Stat, labels: list[str]) -> CounterMetricFamily | G
 
 
 def _entries(
-    scope: str, stats: tuple[Stat, ...], entries: Mapping[str, Mapping[str, Any]]
+    scope: str, stats: Iterable[Stat], entries: Mapping[str, Mapping[str, Any]]
 ) -> Iterator[Metric]:
     """One family per statistic, one sample per entry (per reason, for drops)."""
     for stat in stats:
@@ -62,8 +70,12 @@ def families(snap: Mapping[str, Any]) -> Iterator[Metric]:
             family = _family(f"duct_process_{stat.metric}", stat, [])
             family.add_metric([], float(process[stat.key]))
             yield family
-    yield from _entries("source", SOURCE_STATS, snap.get("sources") or {})
-    yield from _entries("output", OUTPUT_STATS, snap.get("outputs") or {})
+    for scope, base, part in (
+        ("source", SOURCE_STATS, "sources"),
+        ("output", OUTPUT_STATS, "outputs"),
+    ):
+        entries = snap.get(part) or {}
+        yield from _entries(scope, entryStats(base, entries.values()), entries)
     yield from _entries("plugin", PLUGIN_STATS, snap.get("plugins") or {})
 
 

@@ -15,6 +15,7 @@ import psutil
 from duct.aggregators import Counter64
 from duct.objects import Event, Source
 from duct.options import Option
+from duct.stats import counter
 
 # cpu_times fields psutil reports on Linux; other platforms report a subset.
 _LINUX_CPU_FIELDS = (
@@ -174,7 +175,7 @@ class DiskIO(Source):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        devices = self.config.get("devices")
+        devices = self.config["devices"]
         self.devices: set[str] | None = (
             {_deviceName(device) for device in devices} if devices is not None else None
         )
@@ -263,10 +264,14 @@ class DiskFree(Source):
         ),
     )
     graphs = {"": "bar"}
+    stats = (
+        counter("unreadable", "unreadable", "unreadable_mounts",
+                "mounts whose usage could not be read"),
+    )  # fmt: skip
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        disks = self.config.get("disks")
+        disks = self.config["disks"]
         self.disks: set[str] | None = (
             {_deviceName(disk) for disk in disks} if disks is not None else None
         )
@@ -329,7 +334,7 @@ class Network(Source):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        interfaces = self.config.get("interfaces")
+        interfaces = self.config["interfaces"]
         self.interfaces: set[str] | None = set(interfaces) if interfaces is not None else None
 
     def get(self) -> list[Event]:
