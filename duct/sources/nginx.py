@@ -16,9 +16,8 @@ class Nginx(Source):
     """Connections and requests from nginx's ``stub_status`` page at ``url``.
 
     ``{service}.active``, ``.reading``, ``.writing``, ``.waiting``: connections now;
-    ``.accepts``, ``.handled``, ``.requests``: per second.  The ``server`` and
-    ``port`` attributes name the nginx.  A page that does not parse fails the poll.
-    """
+    ``.accepts``, ``.handled``, ``.requests``: per second.  Attributes ``server`` and
+    ``port`` name the nginx.  A page that does not parse fails the poll."""
 
     sync = True
     options = (
@@ -32,7 +31,9 @@ class Nginx(Source):
         page = (await self.http.getBody(url)).decode("latin-1")
         if (found := PAGE.search(page)) is None:
             raise ValueError(f"{url} is not a stub_status page: {page[:60]!r}")
-        where = {"server": urlsplit(url).hostname, "port": urlsplit(url).port or 80}
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        where = {"server": parts.hostname or "", "port": str(port)}
         return [self.createEvent("ok", f"nginx {name}", int(value), name, None,
                                  Counter if name in NAMES[1:4] else None, attributes=where)
                 for name, value in zip(NAMES, found.groups(), strict=True)]  # fmt: skip
