@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
@@ -11,6 +10,7 @@ from typing import Any
 
 from duct import __version__
 from duct.configuration import Config, ConfigFile, ConfigurationError
+from duct.lib.json import eventJson
 from duct.objects import Event, Output, Source, defaultHostname
 from duct.plugins import BUILTIN_OUTPUTS, BUILTIN_SOURCES, describe
 
@@ -90,7 +90,7 @@ def once(args: argparse.Namespace) -> int:
             sources.append(item.cls(dict(item.config), events.extend, duct))
         await DeferredList([source.poll() for source in sources], consumeErrors=True)
         for event in events:
-            print(json.dumps(event.asDict(), separators=(",", ":")))
+            print(eventJson(event))  # NaN and infinities as null: valid JSON
 
     task.react(lambda reactor: ensureDeferred(pollAll(reactor)))  # exits when done
     return 0
