@@ -223,13 +223,13 @@ def _tailArguments(sub: argparse.ArgumentParser) -> None:
 
 
 def _count(value: str) -> int:
+    """``--since`` or ``--recent``, checked as /events checks its own."""
+    from duct.web.events.format import BadRequest, count
+
     try:
-        number = int(value)
-    except ValueError:
-        number = -1
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value!r}")
-    return number
+        return count(value, "N")
+    except BadRequest as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -124,3 +124,11 @@ def test_reload_without_a_running_agent_says_so(tmp_path: Path) -> None:
     result = duct("reload", "-c", str(config))
     assert result.returncode == 1
     assert "0 running agents use this file (none); name one with --pid" in result.stderr
+
+
+def test_tail_refuses_a_count_that_is_not_a_non_negative_integer() -> None:
+    for option, value in (("--since", "x"), ("--recent", "-1")):
+        result = duct("tail", option, value)
+        assert result.returncode == 2
+        message = f"argument {option}: N must be a non-negative integer, not '{value}'"
+        assert message in result.stderr
