@@ -22,6 +22,7 @@ from duct.defaults import RING_MAX_BYTES as DEFAULT_RING_BYTES
 from duct.defaults import RING_SIZE as DEFAULT_RING_SIZE
 from duct.defaults import STATE_DIR
 from duct.errors import ConfigurationError, Problem
+from duct.graphs import checkGraphs
 from duct.objects import Output, Source
 from duct.options import REQUIRED, Option, declaredOptions, validate
 from duct.plugins import PluginError, isStrict, loadClass
@@ -309,6 +310,10 @@ class ConfigFile:
             config.setdefault(key, settings.get(key))
         item.config = config
         self._configure(item, cls, Source)
+        for message in checkGraphs(getattr(cls, "graphs", None) or {}):
+            self.warnings.append(
+                f"{item.file}: {item.label}: {cls.__name__}.graphs: {message} (ignored)"
+            )
         for key in ("warning", "critical"):
             try:
                 parseRules(item.config.get(key))
