@@ -52,7 +52,7 @@ class EventsResource(Resource):
     Query: ``format`` (``sse``, the default, or ``jsonl``); ``since=N`` or
     ``recent=N``; ``service`` (a regular expression searched in the service
     name), ``host`` and ``state`` (exact; each may be repeated).  Other
-    parameters are ignored.
+    parameters are ignored; a bad one is answered 400 with ``{"error": why}``.
 
     :param ring: the `EventRing` the pipeline feeds.
     :param clock: drives heartbeats, stall detection and writes.
