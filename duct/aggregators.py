@@ -66,12 +66,3 @@ def Rate(a: float, b: float, delta: float) -> float | None:
 def Delta(a: float, b: float, delta: float) -> float | None:
     """The difference between successive samples."""
     return b - a
-
-
-AGGREGATORS: dict[str, Aggregator] = {
-    "Counter": Counter,
-    "Counter32": Counter32,
-    "Counter64": Counter64,
-    "Rate": Rate,
-    "Delta": Delta,
-}

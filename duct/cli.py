@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
@@ -15,6 +14,7 @@ from duct import __version__
 from duct.configuration import Config, ConfigFile, ConfigurationError
 from duct.event import Event, defaultHostname
 from duct.interfaces import IDuct
+from duct.lib.json import eventJson
 from duct.output import Output
 from duct.plugins import BUILTIN_OUTPUTS, BUILTIN_SOURCES, describe
 from duct.source import Source
@@ -101,7 +101,7 @@ def once(args: argparse.Namespace) -> int:
             sources.append(item.cls(dict(item.config), events.extend, duct))
         await DeferredList([source.poll() for source in sources], consumeErrors=True)
         for event in events:
-            print(json.dumps(event.asDict(), separators=(",", ":")))
+            print(eventJson(event))  # NaN and infinities as null: valid JSON
 
     task.react(lambda reactor: ensureDeferred(pollAll(reactor)))  # exits when done
     return 0
@@ -255,13 +255,13 @@ def _tailArguments(sub: argparse.ArgumentParser) -> None:
 
 
 def _count(value: str) -> int:
+    """``--since`` or ``--recent``, checked as /events checks its own."""
+    from duct.web.events.format import BadRequest, count
+
     try:
-        number = int(value)
-    except ValueError:
-        number = -1
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value!r}")
-    return number
+        return count(value, "N")
+    except BadRequest as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def main(argv: list[str] | None = None) -> int:

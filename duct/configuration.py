@@ -19,6 +19,7 @@ import yaml
 from duct.blueprints import Blueprints
 from duct.buffers import checkBufferSettings
 from duct.errors import ConfigurationError, Problem
+from duct.graphs import checkGraphs
 from duct.options import REQUIRED, Option, declaredOptions, validate
 from duct.output import Output
 from duct.plugins import PluginError, isStrict, loadClass
@@ -259,6 +260,10 @@ class ConfigFile:
             config.setdefault(key, settings.get(key))
         item.config = config
         self._configure(item, cls, Source)
+        for message in checkGraphs(getattr(cls, "graphs", None) or {}):
+            self.warnings.append(
+                f"{item.file}: {item.label}: {cls.__name__}.graphs: {message} (ignored)"
+            )
         for key in ("warning", "critical"):
             try:
                 parseRules(item.config.get(key))

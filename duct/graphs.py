@@ -45,8 +45,14 @@ def prefixMatches(prefix: str, service: str) -> bool:
     return service == prefix or service.startswith(prefix + ".")
 
 
-def checkGraphs(graphs: Mapping[str, Any]) -> list[str]:
-    """Problems with a ``graphs`` declaration, as sentences (empty if it is fine)."""
+def checkGraphs(graphs: Any) -> list[str]:
+    """Problems with a ``graphs`` declaration, as sentences (empty if it is fine).
+
+    The configuration check reports them as warnings: `GraphMap` ignores
+    what they name, so the services concerned are drawn as lines.
+    """
+    if not isinstance(graphs, Mapping):
+        return [f"expected a mapping of service prefix to graph type, got {graphs!r}"]
     problems = []
     for key, kind in graphs.items():
         if not isinstance(key, str):
@@ -73,7 +79,9 @@ class GraphMap:
         """The declarations of running sources: each one's ``graphs`` under its ``service``."""
         pairs = []
         for source in sources:
-            graphs = getattr(source, "graphs", None) or {}
+            graphs = getattr(source, "graphs", None)
+            if not isinstance(graphs, Mapping):  # reported by the configuration check
+                continue
             service = getattr(source, "service", "")
             for key, kind in graphs.items():
                 if isinstance(key, str):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from duct.aggregators import AGGREGATORS, Counter, Counter32, Counter64, Delta, Rate
+from duct.aggregators import Counter, Counter32, Counter64, Delta, Rate
 
 # -- Counter -------------------------------------------------------------------------
 
@@ -110,13 +110,3 @@ def test_delta_is_the_difference() -> None:
     # The time between samples does not matter to Delta.
     assert Delta(10, 25, 0) == 15
     assert Delta(10, 25, 1000) == 15
-
-
-def test_registry_names_every_aggregator() -> None:
-    assert AGGREGATORS == {
-        "Counter": Counter,
-        "Counter32": Counter32,
-        "Counter64": Counter64,
-        "Rate": Rate,
-        "Delta": Delta,
-    }

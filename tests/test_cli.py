@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,13 +13,14 @@ from duct.plugins import BUILTIN_OUTPUTS, BUILTIN_SOURCES
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def duct(*args: str) -> subprocess.CompletedProcess[str]:
+def duct(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "duct.cli", *args],
         capture_output=True,
         text=True,
         timeout=60,
         cwd=ROOT,
+        env=env,
     )
 
 
@@ -47,6 +49,39 @@ def test_once_polls_each_source_and_prints_json_lines(tmp_path: Path) -> None:
     assert {"load", "load.5min", "load.15min", "mem", "mem.used"} <= services
     assert all(e["host"] == "once.example" for e in events)
     assert next(e for e in events if e["service"] == "mem")["tags"] == ["a", "b"]
+
+
+NAN_SOURCE = """
+from duct.objects import Source
+
+
+class NotANumber(Source):
+    def get(self):
+        return [
+            self.createEvent("ok", "no number", float("nan"), prefix="nan"),
+            self.createEvent("ok", "too big", float("inf"), prefix="inf"),
+            self.createEvent("ok", "fine", 2.5, prefix="fine"),
+        ]
+"""
+
+
+def test_once_prints_valid_json_when_a_metric_is_not_a_number(tmp_path: Path) -> None:
+    (tmp_path / "nansource.py").write_text(NAN_SOURCE)
+    config = tmp_path / "duct.yml"
+    config.write_text(
+        "outputs: [{output: duct.outputs.null.Null}]\n"
+        "sources: [{service: odd, source: nansource.NotANumber}]\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    result = duct("once", "-c", str(config), env=env)
+    assert result.returncode == 0, result.stderr
+
+    def refuse(name: str) -> None:
+        raise ValueError(f"not JSON: {name}")
+
+    events = [json.loads(line, parse_constant=refuse) for line in result.stdout.splitlines()]
+    metrics = {e["service"]: e["metric"] for e in events}
+    assert metrics == {"odd.nan": None, "odd.inf": None, "odd.fine": 2.5}
 
 
 def test_once_refuses_an_invalid_config(tmp_path: Path) -> None:
@@ -89,3 +124,11 @@ def test_reload_without_a_running_agent_says_so(tmp_path: Path) -> None:
     result = duct("reload", "-c", str(config))
     assert result.returncode == 1
     assert "0 running agents use this file (none); name one with --pid" in result.stderr
+
+
+def test_tail_refuses_a_count_that_is_not_a_non_negative_integer() -> None:
+    for option, value in (("--since", "x"), ("--recent", "-1")):
+        result = duct("tail", option, value)
+        assert result.returncode == 2
+        message = f"argument {option}: N must be a non-negative integer, not '{value}'"
+        assert message in result.stderr

@@ -22,8 +22,10 @@ from duct.objects import Event
 from duct.protocol.riemann import frame, pb
 from duct.service import DuctService
 from duct.testing import RecordingOutput
+from duct.web.events.format import EventFilter, Formatter
 from duct.web.events.resource import EventsResource, eventsResource
 from duct.web.events.ring import EventRing
+from duct.web.events.stream import EventStream, StreamLimits
 
 DEADLINE = 20.0
 
@@ -313,12 +315,20 @@ async def test_bad_requests_get_400_with_the_reason_and_are_counted(reactor: Any
             response, body = await get(reactor, f"{server.url}?{query}")
             await body.ended
             assert response.code == 400, query
-            assert body.data.decode().startswith(reason), body.data
+            assert response.headers.getRawHeaders(b"content-type") == [
+                b"application/json; charset=utf-8"
+            ]
+            assert json.loads(body.data)["error"].startswith(reason), body.data
         response, body = await get(reactor, server.url, {"Last-Event-ID": "x"})
         await body.ended
         assert response.code == 400
-        assert b"Last-Event-ID must be a non-negative integer" in body.data
+        assert json.loads(body.data) == {
+            "error": "Last-Event-ID must be a non-negative integer, not 'x'"
+        }
         assert server.resource.counters["bad_requests"] == 7
+        head = await httpClient(reactor).head(server.url + "?format=xml")
+        assert head.code == 400
+        assert head.headers.getRawHeaders(b"content-type") == [b"application/json; charset=utf-8"]
         head = await httpClient(reactor).head(server.url + "?format=jsonl")
         assert head.code == 200
         assert head.headers.getRawHeaders(b"content-type") == [
@@ -576,4 +586,107 @@ class Collector(protocol.Protocol):
 def test_events_resource_defaults_scale_with_the_ring() -> None:
     resource = eventsResource(EventRing(1000, maxBytes=2_000_000), Clock())
     assert isinstance(resource, EventsResource)
-    assert (resource.maxLag, resource.maxLagBytes) == (500, 1_000_000)
+    assert resource.limits == StreamLimits(maxLag=500, maxLagBytes=1_000_000, stallTimeout=60.0)
+
+
+# -- the stream and its hub, without a server ---------------------------------------------
+
+
+class RecordingHub:
+    """A StreamHub that records what a stream tells it."""
+
+    def __init__(self) -> None:
+        self.counts: list[str] = []
+        self.cutOffs: list[tuple[str, str]] = []
+        self.ended: list[EventStream] = []
+
+    def count(self, name: str) -> None:
+        self.counts.append(name)
+
+    def cutOff(self, stream: EventStream, reason: str, message: str) -> None:
+        self.cutOffs.append((reason, message))
+
+    def closed(self, stream: EventStream) -> None:
+        self.ended.append(stream)
+
+
+class FakeRequest:
+    """What a stream uses of its request: the producer, writes and the end."""
+
+    channel = None
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.producer: Any = None
+        self.finished = False
+        self.ended: Deferred[None] = Deferred()
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        assert streaming
+        self.producer = producer
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+
+    def notifyFinish(self) -> Deferred[None]:
+        return self.ended
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def finish(self) -> None:
+        self.finished = True
+
+    def getClientAddress(self) -> None:
+        return None
+
+
+def openStream(ring: EventRing, limits: StreamLimits) -> tuple[EventStream, RecordingHub, Any]:
+    clock, hub, request = Clock(), RecordingHub(), FakeRequest()
+    stream = EventStream(
+        hub, ring, clock, limits, request, Formatter("jsonl"), EventFilter(), cursor=0
+    )
+    stream.start(None)
+    clock.advance(0)
+    return stream, hub, request
+
+
+def test_a_stream_reports_gaps_and_its_end_to_its_hub() -> None:
+    ring = EventRing(3)
+    ring.add(batch(0, 5))  # the ring keeps the last 3
+    stream, hub, request = openStream(ring, StreamLimits(100, 10**6, 60.0))
+    lines = [json.loads(line) for line in b"".join(request.written).splitlines()]
+    assert lines[0] == {"since": 0}
+    assert lines[1] == {"gap": {"since": 0, "first": 3, "missed": 2}}
+    assert [line["seq"] for line in lines[2:]] == [3, 4, 5]
+    assert hub.counts == ["gaps"] and not hub.ended
+    stream.stopProducing()
+    assert hub.ended == [stream] and stream.closed
+
+
+def test_a_paused_stream_is_cut_off_by_its_own_limits() -> None:
+    ring = EventRing(100)
+    stream, hub, request = openStream(ring, StreamLimits(5, 10**6, 60.0))
+    stream.pauseProducing()
+    ring.add(batch(0, 6))
+    assert hub.cutOffs == [
+        ("lag", "too slow: fell 6 events behind (limit 5); disconnecting (resume with since=0)")
+    ]
+    assert hub.ended == [stream] and request.finished
+    last = json.loads(b"".join(request.written).splitlines()[-1])
+    assert last["since"] == 0 and last["error"].startswith("too slow: fell 6 events behind")
+
+
+@pytest.mark.parametrize("name", ["sse", "jsonl"])
+def test_every_formatter_method_returns_bytes(name: str) -> None:
+    formatter = Formatter(name)
+    event = Event("ok", "svc", None, float("nan"), 60.0, hostname="h1")
+    for data in (
+        formatter.event(1, event),
+        formatter.gap(0, 2, 1),
+        formatter.error("why", 1),
+        formatter.opening(0),
+        formatter.heartbeat(),
+    ):
+        assert isinstance(data, bytes) and data.endswith(b"\n")
+    assert b'"metric":null' in formatter.event(1, event)

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from duct.configuration import ConfigFile
 from duct.graphs import GRAPH_TYPES, GraphMap, checkGraphs, prefixMatches
 from duct.objects import Source
 from duct.plugins import BUILTIN_SOURCES, loadClass
@@ -72,3 +73,39 @@ def test_the_cpu_fields_stack_to_all_of_the_time_but_guest_time() -> None:
     assert graphs.graphOf("cpu.guest").type == "line"
     assert graphs.graphOf("memory.used") == ("stack", "memory.*")
     assert graphs.graphOf("memory.total").type == "line"
+
+
+class BadGraphs(Source):
+    """A source whose author mistyped its graph types."""
+
+    graphs = {"": "line", "by_state": "pie", 3: "bar"}  # type: ignore[dict-item]
+
+
+class NotAMapping(Source):
+    graphs = ["stack"]  # type: ignore[assignment]
+
+
+def test_a_bad_declaration_is_a_warning_of_the_configuration_check() -> None:
+    config = ConfigFile.fromDict(
+        {
+            "outputs": [{"output": "duct.outputs.null.Null"}],
+            "sources": [
+                {"source": "test_graphs.BadGraphs", "service": "jobs"},
+                {"source": "test_graphs.NotAMapping", "service": "odd"},
+                {"source": "duct.sources.linux.basic.CPU", "service": "cpu"},
+            ],
+        }
+    )
+    graphWarnings = [warning for warning in config.warnings if ".graphs: " in warning]
+    assert len(graphWarnings) == 3, config.warnings
+    assert "BadGraphs.graphs: graph type 'pie' for 'by_state' is not one of" in graphWarnings[0]
+    assert "BadGraphs.graphs: graph key 3 is not a string (ignored)" in graphWarnings[1]
+    assert "NotAMapping.graphs: expected a mapping" in graphWarnings[2]
+    assert all(warning.startswith("<config>: sources[") for warning in graphWarnings)
+
+
+def test_a_source_whose_graphs_are_not_a_mapping_is_drawn_as_lines() -> None:
+    graphs = GraphMap.fromSources([source(NotAMapping, "odd"), source(BadGraphs, "jobs")])
+    assert graphs.graphOf("odd.x") == ("line", "odd.x")
+    assert graphs.graphOf("jobs") == ("line", "jobs")
+    assert graphs.prefixes == [("jobs", "line")]

@@ -42,7 +42,7 @@ class Served:
 
     async def json(self, path: str) -> tuple[int, Any]:
         code, headers, body = await self.get(path)
-        assert headers.getRawHeaders(b"content-type") == [b"application/json"]
+        assert headers.getRawHeaders(b"content-type") == [b"application/json; charset=utf-8"]
         return code, json.loads(body)
 
 
@@ -181,6 +181,13 @@ async def test_points_above_the_cap_are_lowered_to_it(served: Served, reactor: A
 
 
 @pytest_twisted.ensureDeferred
+async def test_the_api_root_lists_its_endpoints_with_or_without_a_slash(served: Served) -> None:
+    for path in ("api", "api/"):
+        code, body = await served.json(path)
+        assert (code, body) == (200, {"endpoints": ["services", "series"]}), path
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_stopped_store_answers_503(served: Served) -> None:
     await served.store.stop()
     code, body = await served.json("api/services")
@@ -208,9 +215,11 @@ async def test_the_page_inlines_its_script_and_style_and_allows_only_them(
         digest = base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
         assert rules[kind] == f"'sha256-{digest}'"
 
-    for missing in ("dashboard.js", "static/dashboard.js", "index.html/x"):
-        code, _, _ = await served.get(missing)
+    for missing in ("dashboard.js", "static/dashboard.js", "index.html/x", "api/nothing"):
+        code, headers, body = await served.get(missing)
         assert code == 404, missing
+        assert headers.getRawHeaders(b"content-type") == [b"application/json; charset=utf-8"]
+        assert json.loads(body) == {"error": f"no such resource: /{missing}"}
 
 
 @pytest_twisted.ensureDeferred

@@ -224,4 +224,5 @@ async def test_duct_tail_with_a_bad_regex_says_why_and_exits_2(reactor: Any) -> 
             transport.signalProcess("KILL")
         await server.close()
     assert code == 2
-    assert "answered 400: bad service regex 'cpu('" in proto.output.decode()
+    answer = json.loads(proto.output.decode().split("answered 400: ", 1)[1])
+    assert answer["error"].startswith("bad service regex 'cpu('")

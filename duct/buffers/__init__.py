@@ -2,7 +2,9 @@
 
 - `duct.buffers.memory`: `Batch`, `BufferBase` and `MemoryBuffer`;
 - `duct.buffers.disk`: `DiskBuffer`, which survives a crash;
-- `duct.buffers.segments`: the disk buffer's file format and recovery.
+- `duct.buffers.segments`: the disk buffer's record format, checkpoint and files;
+- `duct.buffers.recovery`: checking and repairing those files when it opens;
+- `duct.buffers.readahead`: its records in memory, and its unacked batches.
 
 `bufferFromConfig` builds the one an output's ``buffer:`` settings ask
 for.  The disk buffer (and protobuf with it) is imported only when used.

@@ -23,14 +23,13 @@ from twisted.internet.task import LoopingCall
 
 from duct.buffers import SYNC_MODES
 from duct.buffers.memory import Batch, BufferBase
+from duct.buffers.readahead import ReadAhead, Unacked
+from duct.buffers.recovery import openSegments
 from duct.buffers.segments import (
     HEADER_SIZE,
     MAX_RECORD,
     OFFSET_BITS,
     OFFSET_MASK,
-    ReadAhead,
-    SegmentStore,
-    Unacked,
     encodeRecords,
     writeCheckpoint,
 )
@@ -96,7 +95,7 @@ class DiskBuffer(BufferBase):
         self.inFlightEvents = self.inFlightBytes = 0
         self._syncLoop: LoopingCall | None = None
         self._checkpointDirty = self._closed = False
-        self._store = store = SegmentStore(path, name, sync != "never", segment_size)
+        self._store = store = openSegments(path, name, sync != "never", segment_size)
         self._unacked = Unacked()
         self._ahead = ReadAhead(store, self._unacked, readahead, readahead_bytes)
         found = store.recovered

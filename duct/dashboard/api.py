@@ -8,7 +8,6 @@ counted in the store's ``badRequests``.
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any, cast
 
@@ -20,14 +19,13 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from duct.outputs.store_db import StoreDatabase, StoreError, StoreUnavailable
+from duct.web.responses import finishJson, jsonBody, notFound
 
 DEFAULT_POINTS = 300
 MAX_POINTS = 2000
 """Most points /api/series returns; a larger ``points`` is lowered to this."""
 DEFAULT_RANGE = 3600.0
 """Seconds of history /api/series returns when ``since`` is not given."""
-
-_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
 class BadParameter(ValueError):
@@ -41,19 +39,11 @@ class NoSuchSeries(LookupError):
     pass
 
 
-def _finite(value: Any) -> Any:
-    return value if not isinstance(value, float) or math.isfinite(value) else None
-
-
 def writeJson(request: Request, code: int, body: Any) -> None:
     """Finish ``request`` with ``body`` as JSON, unless the client has gone."""
     if getattr(request, "_disconnected", False) or request.finished:
         return
-    request.setResponseCode(code)
-    request.setHeader(b"content-type", b"application/json")
-    request.setHeader(b"cache-control", b"no-store")
-    request.write(_encode(body).encode("utf-8"))
-    request.finish()
+    finishJson(request, body, code, compact=True)
 
 
 def _arg(request: Request, name: str) -> str | None:
@@ -145,7 +135,6 @@ class ServicesResource(_Query):
         def shape(rows: list[dict[str, Any]]) -> dict[str, Any]:
             for row in rows:
                 graph = graphs.graphOf(row["service"])
-                row["metric"] = _finite(row["metric"])
                 row["graph"] = graph.type
                 row["group"] = graph.group
             return {"now": now, "graphs": graphs.prefixes, "services": rows}
@@ -201,6 +190,10 @@ class ApiResource(Resource):
         self.putChild(b"services", cast(IResource, ServicesResource(store)))
         self.putChild(b"series", cast(IResource, SeriesResource(store)))
 
+    def getChild(self, path: bytes, request: Request) -> IResource:
+        if path == b"":  # /api/ answers as /api does
+            return cast(IResource, self)
+        return cast(IResource, notFound(request))
+
     def render_GET(self, request: Request) -> bytes:
-        request.setHeader(b"content-type", b"application/json")
-        return _encode({"endpoints": ["services", "series"]}).encode("utf-8")
+        return jsonBody(request, {"endpoints": ["services", "series"]}, compact=True)

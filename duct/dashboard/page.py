@@ -14,9 +14,10 @@ import base64
 import hashlib
 from importlib import resources
 
-from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import Request
+
+from duct.web.responses import notFound
 
 PAGE = "index.html"
 SCRIPT = "dashboard.js"
@@ -75,9 +76,7 @@ class DashboardPage(Resource):
 
     def render_GET(self, request: Request) -> bytes:
         if request.postpath and request.postpath != [b""]:
-            request.setResponseCode(http.NOT_FOUND)
-            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-            return b"not found\n"
+            return notFound(request).render(request)
         for name, value in self.headers.items():
             request.setHeader(name, value)
         return self.body

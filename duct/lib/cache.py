@@ -7,15 +7,17 @@ import json
 import os
 import tempfile
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.logger import Logger
 
 __all__ = ["PersistentCache"]
 
-# mypy cannot check zope interfaces without a plugin, so these are Any.
 
-Clock = Any  # an IReactorTime: the reactor, or a task.Clock in tests
+class Clock(Protocol):
+    """What the cache needs of an IReactorTime (the reactor, or a task.Clock in tests)."""
+
+    def seconds(self) -> float: ...
 
 
 class PersistentCache:
@@ -157,6 +159,3 @@ class PersistentCache:
         store = {k: entry for k, entry in self._store.items() if entry[0] >= cutoff}
         if len(store) != len(self._store):
             self._write(store)
-
-
-# -- HTTP ----------------------------------------------------------------------

@@ -20,8 +20,7 @@ from twisted.python.failure import Failure
 __all__ = ["ProcessProtocol", "ProcessTimeout", "Timeout", "fork"]
 
 # mypy cannot check zope interfaces without a plugin, so these are Any.
-
-Reactor = Any  # IReactorProcess and IReactorTime for fork; what treq needs for HTTP
+Reactor = Any  # an IReactorProcess and IReactorTime: what fork spawns with and times by
 Clock = Any  # an IReactorTime: the reactor, or a task.Clock in tests
 
 
@@ -184,6 +183,3 @@ def fork(
         proto._cancelTimer()
         d.errback()
     return d
-
-
-# -- a small persistent cache ------------------------------------------------

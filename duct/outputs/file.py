@@ -2,50 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import math
 import sys
 from typing import IO, Any
 
+from duct.lib.json import eventLines
 from duct.objects import Event, Output
 from duct.options import Option
-
-# One encoder for every line: json.dumps with keyword arguments builds a new
-# one per call.  allow_nan=False makes NaN and infinity raise instead of
-# producing invalid JSON; `_safeLine` then writes them as null.  Values JSON
-# cannot represent (a stray object in an attribute) become strings, so that a
-# single odd event cannot block the output forever.
-_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=str).encode
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with every NaN or infinite float, at any depth, replaced by None."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
-    return value
-
-
-def _safeLine(event: Event) -> str:
-    data = event.asDict()
-    try:
-        return _encode(data)
-    except ValueError:
-        return _encode(_finite(data))
-
-
-def encodeLines(events: list[Event]) -> str:
-    """The events as JSON lines, each ending in a newline."""
-    try:
-        lines = [_encode(event.asDict()) for event in events]
-    except ValueError:
-        # Rare: some event carries NaN or infinity.  Take the slow path.
-        lines = [_safeLine(event) for event in events]
-    lines.append("")
-    return "\n".join(lines)
 
 
 class JSONLines(Output):
@@ -88,7 +50,7 @@ class JSONLines(Output):
         return self._file
 
     def writeBatch(self, events: list[Event]) -> None:
-        data = encodeLines(events)
+        data = eventLines(events)
         out = self._open()
         try:
             out.write(data)

@@ -1,6 +1,13 @@
-"""Log events through twisted.logger."""
+"""Log events through twisted.logger.
+
+The output is named ``Logger`` (configurations name it
+``duct.outputs.logger.Logger``); it is not `twisted.logger.Logger`, which
+this module refers to only by its full name.
+"""
 
 from __future__ import annotations
+
+import twisted.logger
 
 from duct.objects import Event, Output
 from duct.options import Option
@@ -15,6 +22,7 @@ class Logger(Output):
     """
 
     options: tuple[Option, ...] = ()
+    log: twisted.logger.Logger  # inherited from Output: what the events are logged through
 
     def writeBatch(self, events: list[Event]) -> None:
         info = self.log.info

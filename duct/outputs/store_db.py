@@ -13,12 +13,13 @@ itself.  WAL mode lets the reader run while the writer commits.
 
 from __future__ import annotations
 
-import math
 import os
 import sqlite3
 import urllib.parse
 from collections.abc import Iterable
 from typing import Any
+
+from duct.lib.json import finiteNumber
 
 SCHEMA_VERSION = 1
 
@@ -68,12 +69,6 @@ class StoreError(Exception):
 
 class StoreUnavailable(Exception):
     """The store is not running, so there is nothing to query."""
-
-
-def _finite(value: Any) -> float | None:
-    if isinstance(value, (int, float)) and math.isfinite(value):
-        return float(value)
-    return None
 
 
 class StoreDatabase:
@@ -167,7 +162,7 @@ class StoreDatabase:
         for event in events:
             key = (event.hostname, event.service)
             when = float(event.time)
-            metric = _finite(event.metric)
+            metric = finiteNumber(event.metric)
             row = (key[0], key[1], event.state, metric, when, event.description, event.ttl)
             previous = latest.get(key)
             if previous is None or when >= previous[4]:

@@ -14,7 +14,7 @@ import hmac
 
 from twisted.web.server import Request
 
-from duct.web.responses import JSONError, jsonBody
+from duct.web.responses import JSONError
 
 OPEN_ROUTES = frozenset({"health"})
 """Path segments answered without the token: a load balancer's health check."""
@@ -50,4 +50,4 @@ class Unauthorized(JSONError):
 
     def render(self, request: Request) -> bytes:
         request.setHeader(b"www-authenticate", b'Bearer realm="duct"')
-        return jsonBody(request, {"error": self.message}, self.code)
+        return super().render(request)

@@ -1,32 +1,48 @@
-"""JSON answers, shared by the web resources."""
+"""JSON answers, shared by every web resource: results and errors alike.
+
+Every answer duct's web server writes itself, success or error, goes
+through `jsonBody`: the status, ``application/json; charset=utf-8``,
+``cache-control: no-store`` and a body that is always valid JSON (NaN and
+infinities as null, see `duct.lib.json`).  An error is ``{"error":
+message}`` on one line, with any details beside it (`jsonError`).
+"""
 
 from __future__ import annotations
 
-import json
-import math
 from typing import Any
 
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
+from duct.lib.json import dumps
 
-def _finite(value: Any) -> Any:
-    """``value`` with NaN and infinities as None: JSON has no such numbers."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
+CONTENT_TYPE = b"application/json; charset=utf-8"
 
 
-def jsonBody(request: Request, value: Any, code: int = 200) -> bytes:
-    """Set ``code`` and the JSON headers on ``request``; return ``value`` encoded."""
+def jsonBody(request: Request, value: Any, code: int = 200, compact: bool = False) -> bytes:
+    """Set ``code`` and the JSON headers on ``request``; return ``value`` encoded.
+
+    Indented with sorted keys for people to read, or ``compact`` for large
+    answers that scripts read.
+    """
     request.setResponseCode(code)
-    request.setHeader(b"content-type", b"application/json; charset=utf-8")
+    request.setHeader(b"content-type", CONTENT_TYPE)
     request.setHeader(b"cache-control", b"no-store")
-    return (json.dumps(_finite(value), indent=1, sort_keys=True) + "\n").encode()
+    return (dumps(value, pretty=not compact) + "\n").encode()
+
+
+def jsonError(request: Request, code: int, message: str, **details: Any) -> bytes:
+    """Set ``code`` and the JSON headers; return ``{"error": message, **details}``.
+
+    Compact, so that a client that prints the answer prints one line.
+    """
+    return jsonBody(request, {"error": message, **details}, code, compact=True)
+
+
+def finishJson(request: Request, value: Any, code: int = 200, compact: bool = False) -> None:
+    """Write `jsonBody` and finish ``request``: for answers that come later."""
+    request.write(jsonBody(request, value, code, compact))
+    request.finish()
 
 
 class JSONError(Resource):
@@ -40,7 +56,7 @@ class JSONError(Resource):
         self.message = message
 
     def render(self, request: Request) -> bytes:
-        return jsonBody(request, {"error": self.message}, self.code)
+        return jsonError(request, self.code, self.message)
 
 
 def notFound(request: Request) -> JSONError:
@@ -63,6 +79,6 @@ class LeafResource(Resource):
         handler = getattr(self, f"render_{'GET' if method == 'HEAD' else method}", None)
         if handler is None:
             request.setHeader(b"allow", b"GET, HEAD")
-            return jsonBody(request, {"error": f"method {method} is not allowed here"}, 405)
+            return jsonError(request, 405, f"method {method} is not allowed here")
         body: bytes = handler(request)
         return body

@@ -17,20 +17,6 @@ from duct.objects import Event, Source
 from duct.options import Option
 from duct.stats import counter
 
-# cpu_times fields psutil reports on Linux; other platforms report a subset.
-_LINUX_CPU_FIELDS = (
-    "user",
-    "nice",
-    "system",
-    "idle",
-    "iowait",
-    "irq",
-    "softirq",
-    "steal",
-    "guest",
-    "guest_nice",
-)
-
 # Time the kernel already counts in user and nice (psutil leaves it out of
 # the total for the same reason).
 _CPU_DOUBLE_COUNTED = ("guest", "guest_nice")

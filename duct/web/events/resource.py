@@ -25,11 +25,7 @@ goes on.
 
 from __future__ import annotations
 
-import json
-import math
-import re
 from collections import Counter
-from collections.abc import Iterable
 from typing import Any
 
 from twisted.internet import task
@@ -37,109 +33,17 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from duct.event import Event
 from duct.lib.lograte import RateLimitedLog
+from duct.web.events.format import BadRequest, EventFilter, Formatter, count
 from duct.web.events.ring import EventRing
-from duct.web.events.stream import EventStream
+from duct.web.events.stream import EventStream, StreamLimits
+from duct.web.responses import jsonError
 
 HEARTBEAT = 15.0
 """Seconds between heartbeats: a comment (SSE) or an empty line (JSON lines)."""
 
 STALL_TIMEOUT = 60.0
 """Seconds a client may read nothing (its stream paused) before it is cut off."""
-
-MAX_REGEX = 1000
-"""The longest service regex accepted, in characters."""
-
-FORMATS = {
-    "sse": b"text/event-stream; charset=utf-8",
-    "jsonl": b"application/x-ndjson; charset=utf-8",
-}
-
-_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=str).encode
-
-
-def eventJson(seq: int, event: Event) -> str:
-    """One event as JSON: `Event.asDict` and its ``seq``; NaN and infinity become null."""
-    data = {"seq": seq, **event.asDict()}
-    try:
-        return _encode(data)
-    except ValueError:
-        finite = {
-            key: None if isinstance(value, float) and not math.isfinite(value) else value
-            for key, value in data.items()
-        }
-        return _encode(finite)
-
-
-class BadRequest(ValueError):
-    """A request /events cannot serve; the message says why."""
-
-
-class EventFilter:
-    """Which events a client asked for: service regex, hosts, states."""
-
-    __slots__ = ("service", "hosts", "states")
-
-    def __init__(
-        self, service: str | None = None, hosts: Iterable[str] = (), states: Iterable[str] = ()
-    ) -> None:
-        if service is not None and len(service) > MAX_REGEX:
-            raise BadRequest(f"service regex is longer than {MAX_REGEX} characters")
-        try:
-            self.service = re.compile(service) if service else None
-        except re.error as e:
-            raise BadRequest(f"bad service regex {service!r}: {e}") from None
-        self.hosts = frozenset(hosts)
-        self.states = frozenset(states)
-
-    def __bool__(self) -> bool:
-        return bool(self.service or self.hosts or self.states)
-
-    def __call__(self, event: Event) -> bool:
-        if self.hosts and event.hostname not in self.hosts:
-            return False
-        if self.states and event.state not in self.states:
-            return False
-        return self.service is None or self.service.search(str(event.service)) is not None
-
-
-class Formatter:
-    """How one format writes events, gaps, errors and heartbeats."""
-
-    def __init__(self, name: str) -> None:
-        self.sse = name == "sse"
-
-    def event(self, seq: int, event: Event) -> str:
-        if self.sse:
-            return f"id: {seq}\ndata: {eventJson(seq, event)}\n\n"
-        return eventJson(seq, event) + "\n"
-
-    def gap(self, since: int, first: int, missed: int | None) -> bytes:
-        data = {"since": since, "first": first, "missed": missed}
-        if self.sse:  # the id makes a reconnection resume after the gap, not report it again
-            return f"id: {first - 1}\nevent: gap\ndata: {_encode(data)}\n\n".encode()
-        return (_encode({"gap": data}) + "\n").encode()
-
-    def error(self, message: str, since: int) -> bytes:
-        data = {"error": message, "since": since}
-        if self.sse:
-            return f"event: error\ndata: {_encode(data)}\n\n".encode()
-        return (_encode(data) + "\n").encode()
-
-    def opening(self, cursor: int) -> bytes:
-        """Sent at once: the headers go out, and the client learns where it starts.
-
-        An SSE message with an id and no data sets EventSource's last event
-        id without firing an event, so a reconnection before the first
-        event still resumes at the right place.
-        """
-        if self.sse:
-            return f"retry: 2000\nid: {cursor}\n\n".encode()
-        return (_encode({"since": cursor}) + "\n").encode()
-
-    def heartbeat(self) -> bytes:
-        return b": heartbeat\n\n" if self.sse else b"\n"
 
 
 class EventsResource(Resource):
@@ -148,7 +52,7 @@ class EventsResource(Resource):
     Query: ``format`` (``sse``, the default, or ``jsonl``); ``since=N`` or
     ``recent=N``; ``service`` (a regular expression searched in the service
     name), ``host`` and ``state`` (exact; each may be repeated).  Other
-    parameters are ignored.
+    parameters are ignored; a bad one is answered 400 with ``{"error": why}``.
 
     :param ring: the `EventRing` the pipeline feeds.
     :param clock: drives heartbeats, stall detection and writes.
@@ -171,10 +75,12 @@ class EventsResource(Resource):
         super().__init__()
         self.ring = ring
         self.clock = clock
-        self.maxLag = maxLag if maxLag is not None else max(1, ring.size // 2)
-        self.maxLagBytes = maxLagBytes if maxLagBytes is not None else max(1, ring.maxBytes // 2)
+        self.limits = StreamLimits(
+            maxLag=maxLag if maxLag is not None else max(1, ring.size // 2),
+            maxLagBytes=maxLagBytes if maxLagBytes is not None else max(1, ring.maxBytes // 2),
+            stallTimeout=stallTimeout,
+        )
         self.heartbeatInterval = heartbeat
-        self.stallTimeout = stallTimeout
         self.streams: set[EventStream] = set()
         self.counters: Counter[str] = Counter()
         self._heartbeat = task.LoopingCall(self._beat)
@@ -191,16 +97,16 @@ class EventsResource(Resource):
         try:
             formatter, match, cursor, gap = self._parse(request)
         except BadRequest as e:
-            self.counters["bad_requests"] += 1
-            request.setResponseCode(400)
-            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-            return f"{e}\n".encode()
-        request.setHeader(b"content-type", FORMATS["sse" if formatter.sse else "jsonl"])
+            self.count("bad_requests")
+            return jsonError(request, 400, str(e))
+        request.setHeader(b"content-type", formatter.contentType)
         request.setHeader(b"cache-control", b"no-cache")
         request.setHeader(b"x-accel-buffering", b"no")  # no buffering in a reverse proxy
-        stream = EventStream(self, request, formatter, match, cursor)
+        stream = EventStream(
+            self, self.ring, self.clock, self.limits, request, formatter, match, cursor
+        )
         self.streams.add(stream)
-        self.counters["streams"] += 1
+        self.count("streams")
         if not self._heartbeat.running:
             self._heartbeat.start(self.heartbeatInterval, now=False)
         stream.start(gap)
@@ -210,10 +116,10 @@ class EventsResource(Resource):
         """The headers a GET would get, and no stream (which would never end)."""
         try:
             formatter = self._parse(request)[0]
-        except BadRequest:
-            request.setResponseCode(400)
+        except BadRequest as e:
+            jsonError(request, 400, str(e))  # the headers a GET gets, without the body
             return b""
-        request.setHeader(b"content-type", FORMATS["sse" if formatter.sse else "jsonl"])
+        request.setHeader(b"content-type", formatter.contentType)
         return b""
 
     def _parse(self, request: Any) -> tuple[Formatter, EventFilter, int, bytes | None]:
@@ -228,43 +134,43 @@ class EventsResource(Resource):
                 raise BadRequest(f"{name} is given {len(values)} times")
             return values[0] if values else None
 
-        fmt = one("format") or "sse"
-        if fmt not in FORMATS:
-            raise BadRequest(f"format must be sse or jsonl, not {fmt!r}")
-        formatter = Formatter(fmt)
+        formatter = Formatter(one("format") or "sse")
         match = EventFilter(one("service"), args.get("host", []), args.get("state", []))
-        since, recent = _count(one("since"), "since"), _count(one("recent"), "recent")
+        since, recent = count(one("since"), "since"), count(one("recent"), "recent")
         if since is not None and recent is not None:
             raise BadRequest("give since or recent, not both")
         if since is None:
             header = request.getHeader(b"last-event-id")
             if header and header.strip():
-                since = _count(header.decode("ascii", "replace").strip(), "Last-Event-ID")
+                since = count(header.decode("ascii", "replace").strip(), "Last-Event-ID")
         ring = self.ring
         if since is not None:
             if ring.first - 1 <= since <= ring.last:
                 return formatter, match, since, None
             # Older than the ring, or newer than any event: the agent restarted.
             missed = ring.first - 1 - since if since < ring.first else None
-            self.counters["gaps"] += 1
+            self.count("gaps")
             return formatter, match, ring.first - 1, formatter.gap(since, ring.first, missed)
         if recent:
             return formatter, match, self._recentStart(recent, match), None
         return formatter, match, ring.last, None
 
-    def _recentStart(self, count: int, match: EventFilter) -> int:
-        """The cursor after which the last ``count`` matching events follow."""
+    def _recentStart(self, recent: int, match: EventFilter) -> int:
+        """The cursor after which the last ``recent`` matching events follow."""
         found = 0
         for seq, event in self.ring.backwards():
             if not match or match(event):
                 found += 1
-                if found >= count:
+                if found >= recent:
                     return seq - 1
         return self.ring.first - 1
 
-    # -- streams ----------------------------------------------------------------------
+    # -- streams: the hub each one reports to ------------------------------------------
 
-    def streamClosed(self, stream: EventStream) -> None:
+    def count(self, name: str) -> None:
+        self.counters[name] += 1
+
+    def closed(self, stream: EventStream) -> None:
         self.streams.discard(stream)
         if not self.streams and self._heartbeat.running:
             self._heartbeat.stop()
@@ -286,18 +192,6 @@ class EventsResource(Resource):
         for stream in list(self.streams):
             if not stream.checkStalled(now):
                 stream.heartbeat()
-
-
-def _count(value: str | None, name: str) -> int | None:
-    if value is None:
-        return None
-    try:
-        number = int(value)
-    except ValueError:
-        number = -1
-    if number < 0:
-        raise BadRequest(f"{name} must be a non-negative integer, not {value!r}")
-    return number
 
 
 def eventsResource(ring: EventRing, clock: Any, **limits: Any) -> EventsResource:

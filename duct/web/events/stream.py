@@ -10,14 +10,17 @@ holds at most its own buffer (64 KiB) plus one piece.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from duct.web.events.format import EventFilter, Formatter
+
 if TYPE_CHECKING:
-    from duct.web.events.resource import EventFilter, EventsResource, Formatter
+    from duct.web.events.ring import EventRing
 
 CUTOFF_GRACE = 10.0
 """Seconds a cut-off client has to read its final message before the connection is aborted."""
@@ -30,23 +33,56 @@ SCAN_PER_TURN = 2048
 """Most events one stream reads before letting the reactor serve others."""
 
 
+@dataclass(frozen=True)
+class StreamLimits:
+    """How far a paused client may fall behind, and how long it may read nothing."""
+
+    maxLag: int
+    """Events further behind than at its best."""
+    maxLagBytes: int
+    """Bytes further behind than at its best."""
+    stallTimeout: float
+    """Seconds paused."""
+
+
+class StreamHub(Protocol):
+    """What a stream reports to whoever serves it (the /events resource)."""
+
+    def count(self, name: str) -> None:
+        """Count one of ``name`` (a gap sent)."""
+
+    def cutOff(self, stream: EventStream, reason: str, message: str) -> None:
+        """``stream`` is about to be cut off for ``reason``; ``message`` says why."""
+
+    def closed(self, stream: EventStream) -> None:
+        """``stream`` has ended, whichever side ended it."""
+
+
 @implementer(IPushProducer)
 class EventStream:
-    """One client's stream: its place in the ring, its filter, its format."""
+    """One client's stream: its place in the ring, its filter, its format.
+
+    :param hub: told of gaps, cut-offs and the end of the stream.
+    :param clock: schedules writes and times pauses.
+    """
 
     log = Logger()
 
     def __init__(
         self,
-        resource: EventsResource,
+        hub: StreamHub,
+        ring: EventRing,
+        clock: Any,
+        limits: StreamLimits,
         request: Any,
         formatter: Formatter,
         match: EventFilter,
         cursor: int,
     ) -> None:
-        self.resource = resource
-        self.ring = resource.ring
-        self.clock = resource.clock
+        self.hub = hub
+        self.ring = ring
+        self.clock = clock
+        self.limits = limits
         self.request = request
         self.formatter = formatter
         self.match = match
@@ -86,7 +122,7 @@ class EventStream:
         if self._pumpCall is not None and self._pumpCall.active():
             self._pumpCall.cancel()
         self._pumpCall = None
-        self.resource.streamClosed(self)
+        self.hub.closed(self)
 
     # -- IPushProducer: the transport says whether the client is reading ----------
 
@@ -124,7 +160,7 @@ class EventStream:
         while not self.paused and not self.closed:
             if self.cursor < ring.first - 1:  # the ring dropped events not yet sent
                 gap = self.formatter.gap(self.cursor, ring.first, ring.first - 1 - self.cursor)
-                self.resource.counters["gaps"] += 1
+                self.hub.count("gaps")
                 self.cursor = ring.first - 1
                 self._write(gap)
                 continue
@@ -132,14 +168,14 @@ class EventStream:
             if not batch:
                 self.bestLag = self.bestLagBytes = 0
                 return
-            parts: list[str] = []
+            parts: list[bytes] = []
             size = 0
             for seq, item in batch:
                 if match and not match(item):
                     continue
-                text = event(seq, item)
-                parts.append(text)
-                size += len(text)
+                data = event(seq, item)
+                parts.append(data)
+                size += len(data)
                 if size >= WRITE_SIZE:  # write in pieces, and stop as soon as told to
                     self.cursor = seq
                     self._send(parts)
@@ -156,9 +192,9 @@ class EventStream:
                 self._schedulePump()
                 return
 
-    def _send(self, parts: list[str]) -> None:
+    def _send(self, parts: list[bytes]) -> None:
         self.sent += len(parts)
-        self._write("".join(parts).encode())
+        self._write(b"".join(parts))
 
     def _write(self, data: bytes) -> None:
         self.written += len(data)
@@ -188,20 +224,20 @@ class EventStream:
         if self.closed:
             return
         events, nbytes = self._behind()
-        resource = self.resource
-        if events - self.bestLag > resource.maxLag:
+        limits = self.limits
+        if events - self.bestLag > limits.maxLag:
             self.cutOff(
-                "lag", f"fell {events - self.bestLag} events behind (limit {resource.maxLag})"
+                "lag", f"fell {events - self.bestLag} events behind (limit {limits.maxLag})"
             )
-        elif nbytes - self.bestLagBytes > resource.maxLagBytes:
+        elif nbytes - self.bestLagBytes > limits.maxLagBytes:
             self.cutOff(
                 "bytes",
-                f"fell {nbytes - self.bestLagBytes} bytes behind (limit {resource.maxLagBytes})",
+                f"fell {nbytes - self.bestLagBytes} bytes behind (limit {limits.maxLagBytes})",
             )
 
     def checkStalled(self, now: float) -> bool:
         """Cut the client off if it has read nothing for too long; True if it was."""
-        if self.paused and not self.closed and now - self.pausedAt >= self.resource.stallTimeout:
+        if self.paused and not self.closed and now - self.pausedAt >= self.limits.stallTimeout:
             self.cutOff("stalled", f"read nothing for {now - self.pausedAt:.0f}s")
             return True
         return False
@@ -215,7 +251,7 @@ class EventStream:
         if self.closed:
             return
         message = f"too slow: {detail}; disconnecting (resume with since={self.cursor})"
-        self.resource.cutOff(self, reason, message)
+        self.hub.cutOff(self, reason, message)
         request = self.request
         channel = request.channel
         self._close()
