@@ -170,7 +170,7 @@ class Tail:
                 why = f"cannot connect to {self.url} ({e.__class__.__name__}: {e})"
             else:
                 if response.code != 200:
-                    body = (await response.text()).strip()
+                    body = _errorText((await response.text()).strip())
                     why = f"{self.url} answered {response.code}: {body}"
                     if 400 <= response.code < 500:
                         self._note(why)
@@ -280,3 +280,13 @@ class Tail:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
             os.close(devnull)
+
+
+def _errorText(body: str) -> str:
+    """The ``error`` of a JSON error answer, or the body as it came."""
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return body
+    error = answer.get("error") if isinstance(answer, dict) else None
+    return error if isinstance(error, str) else body
