@@ -404,7 +404,9 @@ def bufferFromConfig(
     maxsize, overflow = config.get("maxsize") or 100_000, config.get("overflow") or "block"
     if settings.get("type", "memory") == "memory":
         maxBytes = maxBytes or config.get("max_bytes") or 64 * 1024 * 1024
-        return MemoryBuffer(name, clock, maxsize=maxsize, max_bytes=maxBytes, overflow=overflow)
+        return MemoryBuffer(
+            name, clock, maxsize=maxsize, max_bytes=maxBytes, overflow=overflow, codec=codec
+        )
     sync = settings.get("sync", "interval")
     interval = settings.get("sync_interval", 1.0)
     path = settings.get("path")
