@@ -22,6 +22,7 @@ from twisted.internet.testing import StringTransport
 from twisted.protocols.basic import Int32StringReceiver
 
 from duct.event import Event
+from duct.listening import CannotListen
 from duct.protocol.riemann import MAX_DATAGRAM, EncodedEvents, decodeEvent, frame, pb
 from duct.service import DuctService
 from duct.sources.riemann import RiemannTCP, RiemannTCPProtocol, RiemannUDP
@@ -410,17 +411,17 @@ async def test_stop_refuses_new_connections_and_closes_idle_ones(reactor: Any) -
 
 
 @pytest_twisted.ensureDeferred
-async def test_listening_on_a_busy_port_is_logged(reactor: Any, observe_errors: Any) -> None:
+async def test_listening_on_a_busy_port_raises_naming_the_address(reactor: Any) -> None:
     first = tcpRelay(reactor)
-    second = tcpRelay(reactor, listen=f"tcp:{first.portNumber}:interface=127.0.0.1")
+    busy = f"tcp:{first.portNumber}:interface=127.0.0.1"
     try:
-        assert second.source.port is None and second.source.errors == 1
-        assert await second.source.listening is None
+        with pytest.raises(CannotListen) as raised:
+            tcpRelay(reactor, listen=busy)
     finally:
         await first.close()
-        await second.close()
-    (logged,) = observe_errors.take()
-    assert "cannot listen" in logged["log_format"]
+    assert raised.value.key == "listen" and raised.value.address == busy
+    assert str(raised.value).startswith(f"cannot listen on {busy}: ")
+    assert "in use" in str(raised.value)
 
 
 def selfSigned(tmp_path: Path) -> tuple[str, str, bytes]:

@@ -22,10 +22,12 @@ from google.protobuf.message import Error as ProtobufError
 from twisted.internet import tcp
 from twisted.internet.defer import CancelledError, Deferred, maybeDeferred, succeed
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import DatagramProtocol, Factory, connectionDone
 from twisted.protocols.basic import Int32StringReceiver
 from twisted.python.failure import Failure
 
+from duct.listening import CannotListen, listenNow
 from duct.objects import Source
 from duct.options import Option
 from duct.protocol.riemann import MAX_DATAGRAM, EncodedEvents, ack, decodeMsg
@@ -49,6 +51,7 @@ REFUSED = ack(False, "internal error: the events were not accepted")
 _GATHER_ABOVE = 256 * 1024
 
 
+
 class _RiemannListener(Source):
     """What the TCP and UDP listeners share: decoding, counting, passing events on."""
 
@@ -69,6 +72,24 @@ class _RiemannListener(Source):
         self.waiting = 0
         """Msgs whose events are waiting in the pipeline now."""
         self.rateLog = RateLimitedLog(self.log, self.clock)
+        self.port: Any = None
+        """The listening port once bound: ``port.getHost().port`` is its number."""
+        self.failure: str | None = None
+        """Why the last attempt to listen failed, if it did."""
+
+    listens = True
+
+    @property
+    def down(self) -> str | None:
+        """None while listening; else why not (for ``/health``)."""
+        if self.port is not None:
+            return None
+        return self.failure or f"not listening on {self.address}"
+
+    @property
+    def address(self) -> str:
+        """What this listener listens on, as configured."""
+        raise NotImplementedError
 
     def receive(self, data: bytes) -> bytes | Deferred[bytes]:
         """Decode one Msg and pass its events to the pipeline.
@@ -324,18 +345,30 @@ class RiemannTCP(_RiemannListener):
         self.listen: str = self.config.get("listen") or "tcp:5555:interface=127.0.0.1"
         self.maxFrame: int = self.config.get("max_frame") or DEFAULT_MAX_FRAME
         self.factory = _TCPFactory(self)
-        self.port: Any = None
-        """The listening port once bound: ``port.getHost().port`` is its number."""
         self.listening: Deferred[Any] | None = None
-        """Fires with the port once bound, or with None if listening failed (logged)."""
+        """Fires with the port once bound, or with None if listening failed later (logged)."""
         self.connections: set[RiemannTCPProtocol] = set()
 
+    @property
+    def address(self) -> str:
+        return self.listen
+
     def startTimer(self) -> None:
-        """Start listening on ``listen``."""
+        """Listen on ``listen``; raises `CannotListen` if it cannot (a port in use)."""
+        if self.port is not None:
+            return
         endpoint = serverFromString(self.duct.reactor, self.listen)
-        d = endpoint.listen(self.factory)
-        d.addCallbacks(self._listening, self._listenFailed)
-        self.listening = d
+        self.failure = None
+        try:
+            port, pending = listenNow(endpoint, self.factory, "listen", self.listen)
+        except CannotListen as e:
+            self.errors += 1
+            self.failure = str(e)
+            raise
+        if port is not None:
+            self.listening = succeed(self._listening(port))
+        elif pending is not None:  # an endpoint that binds later: a failure is logged
+            self.listening = pending.addCallbacks(self._listening, self._listenFailed)
 
     def _listening(self, port: Any) -> Any:
         self.port = port
@@ -350,6 +383,7 @@ class RiemannTCP(_RiemannListener):
         if failure.check(CancelledError):
             return
         self.errors += 1
+        self.failure = f"cannot listen on {self.listen}: {failure.getErrorMessage()}"
         self.log.failure(
             "riemann listener {source} cannot listen on {listen}",
             failure,
@@ -461,16 +495,25 @@ class RiemannUDP(_RiemannListener):
         self.shed = 0
         self.shedLog = RateLimitedLog(self.log, self.clock)
         self.protocol = _UDPProtocol(self)
-        self.port: Any = None
-        """The listening port once bound: ``port.getHost().port`` is its number."""
+
+    @property
+    def address(self) -> str:
+        return f"udp:{self.portNumber}:interface={self.interface}"
 
     def startTimer(self) -> None:
-        """Start listening; raises if the port cannot be bound."""
-        # Read whole datagrams: an oversized one is then seen and counted,
-        # rather than truncated into a malformed one.
-        self.port = self.duct.reactor.listenUDP(
-            self.portNumber, self.protocol, interface=self.interface, maxPacketSize=65536
-        )
+        """Start listening; raises `CannotListen` if the port cannot be bound."""
+        if self.port is not None:
+            return
+        try:
+            # Read whole datagrams: an oversized one is then seen and counted,
+            # rather than truncated into a malformed one.
+            self.port = self.duct.reactor.listenUDP(
+                self.portNumber, self.protocol, interface=self.interface, maxPacketSize=65536
+            )
+        except CannotListenError as e:
+            self.errors += 1
+            self.failure = f"cannot listen on {self.address}: {e}"
+            raise CannotListen("port", self.address, str(e)) from None
         self.log.info(
             "riemann listener {source} listening on {address}",
             source=self.service,
