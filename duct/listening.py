@@ -11,7 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
+
+from duct.configuration import Problem
 
 
 class CannotListen(Exception):
@@ -49,3 +53,51 @@ def listenNow(
         raise CannotListen(key, address, result.getErrorMessage())
     return result, None
 
+
+def probe(config: Any, reactor: Any) -> list[Problem]:
+    """Bind and release every address ``config`` listens on; a problem for each that fails.
+
+    What ``duct check`` does so that a port in use is found before the
+    agent starts.  The web server's endpoint is bound with an empty
+    factory, and each listener source is built on its own (no output is
+    built, so no buffer directory is opened) and started, then stopped.
+    """
+    problems: list[Problem] = []
+    web = config.get("web")
+    if web is not None:
+        listen = web.get("listen") or "tcp:8901:interface=127.0.0.1"
+        try:
+            endpoint = serverFromString(reactor, listen)
+            port, pending = listenNow(endpoint, Factory(), "listen", listen)
+        except CannotListen as e:
+            problems.append(Problem(config.path, "web", e.key, str(e)))
+        else:
+            _release(port, pending)
+    stub = _ProbeDuct(reactor, config)
+    for item in config.sources:
+        if not getattr(item.cls, "listens", False):
+            continue
+        source = item.cls(dict(item.config), lambda events: None, stub)
+        try:
+            source.startTimer()
+        except CannotListen as e:
+            problems.append(Problem(item.file, item.label, e.key, str(e)))
+        else:
+            source.stopTimer()
+    return problems
+
+
+def _release(port: Any, pending: Deferred[Any] | None) -> None:
+    if port is not None:
+        port.stopListening()
+    elif pending is not None:
+        pending.cancel()
+
+
+class _ProbeDuct:
+    """What a listener source needs of the agent while it is probed."""
+
+    def __init__(self, reactor: Any, config: Any) -> None:
+        self.reactor = self.clock = reactor
+        self.config = config
+        self.hostname = config.get("hostname") or "localhost"
