@@ -528,6 +528,17 @@ def test_frames_arriving_in_pieces_are_reassembled() -> None:
     assert len(replies(transport.value())) == 2
 
 
+def test_frames_split_at_any_point_arrive_whole_and_in_order() -> None:
+    data = frame(numbered(0, 2)) + frame(numbered(2, 1)) + frame(msgOf())
+    for split in range(len(data) + 1):
+        received: list[bytes] = []
+        source, protocol, transport = memoryListener(received.extend)
+        protocol.dataReceived(data[:split])
+        protocol.dataReceived(data[split:])
+        assert [decodeEvent(e).service for e in received] == ["n.0", "n.1", "n.2"], split
+        assert [r.ok for r in replies(transport.value())] == [True, True, True]
+
+
 def test_a_large_frame_over_many_reads_is_gathered_once() -> None:
     received: list[bytes] = []
     source, protocol, transport = memoryListener(received.extend)
@@ -705,24 +716,6 @@ def test_udp_stop_before_start_is_harmless() -> None:
     source = RiemannUDP(configure(RiemannUDP, {"service": "u"}), lambda events: None, FakeDuct())
     assert source.stopTimer().called
     assert (source.interface, source.portNumber) == ("127.0.0.1", 5555)
-
-
-class _Pending:
-    """A transport stand-in that records writes; ``writeNow`` must defer to it."""
-
-    def __init__(self) -> None:
-        self.written: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self.written.append(data)
-
-
-def test_write_now_uses_the_transport_unless_a_plain_idle_tcp_socket() -> None:
-    from duct.sources.riemann import writeNow
-
-    transport = _Pending()
-    writeNow(transport, b"ack")  # not a TCP server transport: queued as usual
-    assert transport.written == [b"ack"]
 
 
 @pytest_twisted.ensureDeferred
