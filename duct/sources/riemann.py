@@ -359,8 +359,8 @@ class RiemannTCP(_RiemannListener):
 
     def startTimer(self) -> None:
         """Listen on ``listen``; raises `CannotListen` if it cannot (a port in use)."""
-        if self.port is not None:
-            return
+        if self.port is not None or (self.listening is not None and not self.listening.called):
+            return  # listening, or about to
         endpoint = serverFromString(self.duct.reactor, self.listen)
         self.failure = None
         try:
