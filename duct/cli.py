@@ -81,7 +81,32 @@ def check(args: argparse.Namespace) -> int:
     else:
         guard = "a bearer token" if web.get("token") else "no token"
         print(f"web: {web['listen']} (/stats, /metrics, /health; {guard}, none for /health)")
-    return 0
+    return _checkPorts(args.config, config)
+
+
+def _checkPorts(path: str, config: Config) -> int:
+    """Bind and release each address the configuration listens on; 1 if one is taken.
+
+    The agent already running this very file holds its ports: then a port
+    in use is only noted, since a reload (not a new start) is what follows.
+    """
+    from twisted.internet import reactor
+
+    from duct.listening import probe
+
+    problems = probe(config, reactor)
+    if not problems:
+        return 0
+    running = agentsRunning(path)
+    if running:
+        pids = ", ".join(map(str, running))
+        for problem in problems:
+            print(f"note: {problem} (agent {pids} runs this file)", file=sys.stderr)
+        return 0
+    print(f"{path}: {len(problems)} address(es) cannot be listened on:", file=sys.stderr)
+    for problem in problems:
+        print(f"  {problem}", file=sys.stderr)
+    return 1
 
 
 def once(args: argparse.Namespace) -> int:

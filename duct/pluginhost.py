@@ -17,10 +17,11 @@ limited rate.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
@@ -360,3 +361,26 @@ class PluginHost:
                 added=len(change.added),
                 removed=len(change.removed),
             )
+
+
+class PluginsService(Service):
+    """The plugins as a child of the agent's service tree.
+
+    It starts them after the web server and before the outputs, and closes
+    them once the outputs have stopped, within what is left of the stop's
+    ``shutdown_timeout`` (``remaining``).
+    """
+
+    name = "plugins"
+
+    def __init__(self, host: PluginHost, remaining: Callable[[], float]) -> None:
+        self.host = host
+        self.remaining = remaining
+
+    def startService(self) -> None:
+        super().startService()
+        self.host.startService()
+
+    def stopService(self) -> Deferred[Any]:
+        super().stopService()
+        return self.host.stopService(max(0.0, self.remaining()))

@@ -1,7 +1,9 @@
 """Reloading the configuration of a running agent (SIGHUP, ``duct reload``).
 
-`applyConfig` compares the running configuration with a new, validated one
-and changes only what differs.
+`diff` compares a snapshot of what runs (`duct.roster.Running`) with a new,
+validated configuration; it is pure, so the rules below are testable
+without a service or a clock.  `applyConfig` then changes only what
+differs, through the agent's `duct.roster.Roster`.
 
 **Identity.** An output is identified by its name (``name``, or else its
 class name); it has *changed* when anything else differs: its class, any
@@ -67,21 +69,52 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from duct.configuration import Config, ConfigFile, ConfigurationError, Item, Problem
+from duct.configuration import Config, ConfigFile, Item
 from duct.defaults import STATE_DIR
+from duct.errors import ConfigurationError, Problem
+from duct.handover import handOver, swapDurable
 from duct.objects import Output, Source, defaultHostname
-from duct.protocol.riemann import EncodedEvents
-
-if TYPE_CHECKING:
-    from duct.service import DuctService
+from duct.roster import Roster, Running
 
 log = Logger()
+
+DEFAULT_STATE_DIR = STATE_DIR
+
+
+class Agent(Protocol):
+    """What a reload needs of the running agent (`duct.service.DuctService`)."""
+
+    config: Config
+    hostname: str
+    roster: Roster
+    pluginHost: Any  # duct.pluginhost.PluginHost
+
+    @property
+    def running(self) -> Any: ...
+
+    def snapshot(self) -> Running: ...
+
+    def buildOutput(self, item: Item) -> Output: ...
+
+    def buildSource(self, item: Item) -> Source: ...
+
+    def startOutput(self, output: Output) -> None: ...
+
+    def startSources(self, sources: list[Source]) -> None: ...
+
+    def pauseWatchdog(self) -> None: ...
+
+    def watch(self) -> None: ...
+
+    def reopen(self) -> None: ...
+
+    def reload(self, config: Config) -> Deferred[None]: ...
 
 
 # -- identity and settings ---------------------------------------------------------------
@@ -93,12 +126,12 @@ def outputName(item: Item) -> str:
     return str(item.config.get("name") or item.cls.__name__)
 
 
-def outputSettings(item: Item, config: Config) -> dict[str, Any]:
+def outputSettings(item: Item, stateDir: str) -> dict[str, Any]:
     """What makes an output with the same name a changed one."""
     settings = {"class": item.cls, **item.config}
     buffer = item.config.get("buffer") or {}
     if buffer.get("type") == "disk" and not buffer.get("path"):
-        settings["state_dir"] = config.get("state_dir") or STATE_DIR
+        settings["state_dir"] = stateDir
     return settings
 
 
@@ -124,18 +157,22 @@ def _numbered(keys: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
 
 @dataclass
 class Plan:
-    """The difference between the running configuration and a new one."""
+    """The difference between the running configuration and a new one.
+
+    Running sources appear as the handles the snapshot gave (the `Source`
+    objects, for a service).
+    """
 
     outputs: dict[str, Item] = field(default_factory=dict)
     """The new outputs by name, in the new order."""
     addedOutputs: list[str] = field(default_factory=list)
     removedOutputs: list[str] = field(default_factory=list)
     changedOutputs: list[str] = field(default_factory=list)
-    sources: list[tuple[Item, Source | None]] = field(default_factory=list)
-    """The new sources in order: each item with its running source when unchanged."""
+    sources: list[tuple[Item, Any]] = field(default_factory=list)
+    """The new sources in order: each item with its running source when unchanged, else None."""
     addedSources: int = 0
-    removedSources: list[Source] = field(default_factory=list)
-    changedSources: list[Source] = field(default_factory=list)
+    removedSources: list[Any] = field(default_factory=list)
+    changedSources: list[Any] = field(default_factory=list)
 
     def summary(self) -> str:
         return (
@@ -145,106 +182,97 @@ class Plan:
         )
 
 
-def diff(service: DuctService, new: Config) -> Plan:
-    """Compare what ``service`` runs with ``new``."""
+def diff(running: Running, new: Config, hostname: str | None = None) -> Plan:
+    """Compare what runs with ``new``; nothing is built, started or stopped.
+
+    ``hostname`` is the host of events from sources that name none (by
+    default ``new``'s ``hostname``, else this machine's).
+    """
+    newStateDir = new.get("state_dir") or DEFAULT_STATE_DIR
     plan = Plan(outputs={outputName(item): item for item in new.outputs})
     for name, item in plan.outputs.items():
-        old = service.outputItems.get(name)
+        old = running.outputs.get(name)
         if old is None:
             plan.addedOutputs.append(name)
-        elif outputSettings(old, service.config) != outputSettings(item, new):
+        elif outputSettings(old, running.stateDir) != outputSettings(item, newStateDir):
             plan.changedOutputs.append(name)
-    plan.removedOutputs = [name for name in service.outputs if name not in plan.outputs]
+    plan.removedOutputs = [name for name in running.outputs if name not in plan.outputs]
 
-    hostname = new.get("hostname") or defaultHostname()
-    keys = _numbered(sourceIdentity(service.itemOf(source)) for source in service.sources)
-    running = dict(zip(keys, service.sources, strict=True))
+    host = hostname or new.get("hostname") or defaultHostname()
+    keys = _numbered(sourceIdentity(item) for _, item, _ in running.sources)
+    byKey = dict(zip(keys, running.sources, strict=True))
     newKeys = _numbered(sourceIdentity(i) for i in new.sources)
     for key, item in zip(newKeys, new.sources, strict=True):
-        source = running.pop(key, None)
-        if source is None:
+        found = byKey.pop(key, None)
+        source = None
+        if found is None:
             plan.addedSources += 1
-        elif sourceSettings(service.itemOf(source), source.hostname) != sourceSettings(
-            item, hostname
-        ):
-            plan.changedSources.append(source)
-            source = None
+        elif sourceSettings(found[1], found[2]) != sourceSettings(item, host):
+            plan.changedSources.append(found[0])
+        else:
+            source = found[0]
         plan.sources.append((item, source))
-    plan.removedSources = list(running.values())
+    plan.removedSources = [source for source, _, _ in byKey.values()]
     return plan
 
 
 # -- applying ----------------------------------------------------------------------------
 
 
-async def applyConfig(service: DuctService, new: Config) -> None:
-    """Make ``service`` run ``new``, changing only what differs (see the module)."""
-    plan = diff(service, new)
-    previous = (service.config, service.hostname)
-    service.config, service.hostname = new, new.get("hostname") or defaultHostname()
-    durable = [n for n in plan.changedOutputs if service.outputs[n].buffer.durable]
+async def applyConfig(agent: Agent, new: Config) -> None:
+    """Make ``agent`` run ``new``, changing only what differs (see the module)."""
+    roster = agent.roster
+    plan = diff(agent.snapshot(), new)
+    previous = (agent.config, agent.hostname)
+    agent.config, agent.hostname = new, new.get("hostname") or defaultHostname()
+    durable = [n for n in plan.changedOutputs if roster.outputs[n].buffer.durable]
     try:
-        plugins = service.pluginHost.prepare(new.plugins)  # duct.pluginhost: builds, starts nothing
-        built, fresh = _buildAll(service, plan, durable)
+        plugins = agent.pluginHost.prepare(new.plugins)  # duct.pluginhost: builds, starts nothing
+        built, fresh = _buildAll(agent, plan, durable)
     except ConfigurationError:
-        service.config, service.hostname = previous
+        agent.config, agent.hostname = previous
         raise
     timeout = float(new.get("shutdown_timeout") or 0.0)
-    if service.watchdog.running:  # it must not swap sources while the list changes
-        service.watchdog.stop()
+    agent.pauseWatchdog()  # it must not swap sources while the list changes
 
     # Sources that leave stop first, so that their last polls still find their outputs.
     leaving = plan.removedSources + plan.changedSources
-    for source in leaving:
-        service.forgetSource(source)
-    if leaving:
-        stopping = [_stopSource(service, source) for source in leaving]
-        if not await service._within(DeferredList(stopping, consumeErrors=True), timeout):
-            log.warn(
-                "sources {services} still polling after {timeout}s; not waiting for them",
-                services=", ".join(s.service for s in leaving if s.running),
-                timeout=timeout,
-            )
+    await roster.removeSources(leaving, timeout, "after the reload")
 
     # Switch the outputs (disk-buffered replacements come later), then route everything.
-    retired = [service.outputs[name] for name in plan.removedOutputs]
-    replaced = {name: service.outputs[name] for name in built if name in plan.changedOutputs}
-    outputs = {name: built.get(name) or service.outputs[name] for name in plan.outputs}
-    service.outputs.clear()
-    service.outputs.update(outputs)
-    for name in plan.removedOutputs:
-        del service.outputItems[name]
-    for name, item in plan.outputs.items():
-        if name not in durable:
-            service.outputItems[name] = item
-    service.pipeline.replaceOutputs(service.outputs)
-    if service.running:
+    retired = [roster.outputs[name] for name in plan.removedOutputs]
+    replaced = {name: roster.outputs[name] for name in built if name in plan.changedOutputs}
+    outputs = {name: built.get(name) or roster.outputs[name] for name in plan.outputs}
+    items = {name: item for name, item in plan.outputs.items() if name not in durable}
+    roster.swapOutputs(outputs, items)
+    if agent.running:
         for output in built.values():
-            service.startOutput(output)
+            agent.startOutput(output)
 
-    sources: list[Source] = []
+    sources: list[tuple[Source, Item]] = []
     starting: list[Source] = []
     for item, running in plan.sources:
         source = running if running is not None else fresh.pop(0)
-        service.adoptSource(source, item)
-        sources.append(source)
+        sources.append((source, item))
         if running is None:
             starting.append(source)
-    service.sources[:] = sources
-    if service.running:
-        service.startSources(starting)
-        service.watch()
+    roster.replaceSources(sources)
+    if agent.running:
+        agent.startSources(starting)
+        agent.watch()
 
     # Retire what was removed or replaced, all within the same time.
     work: list[Deferred[Any]] = []
     if retired:
-        work.append(Deferred.fromCoroutine(service.retireOutputs(retired, timeout, "on removal")))
+        work.append(Deferred.fromCoroutine(roster.retire(retired, timeout, "on removal")))
     for name, old in replaced.items():
-        work.append(Deferred.fromCoroutine(_handOver(service, old, outputs[name], timeout)))
+        work.append(Deferred.fromCoroutine(handOver(roster, old, outputs[name], timeout)))
     for name in durable:
-        swap = _swapDurable(service, name, plan.outputs[name], timeout)
+        start = agent.startOutput if agent.running else None
+        attempts = (plan.outputs[name], roster.outputItem(name))
+        swap = swapDurable(roster, name, attempts, timeout, agent.buildOutput, start)
         work.append(Deferred.fromCoroutine(swap))
-    work.append(Deferred.fromCoroutine(service.pluginHost.apply(plugins, timeout)))
+    work.append(Deferred.fromCoroutine(agent.pluginHost.apply(plugins, timeout)))
     for d in work:
         d.addErrback(_logFailure)
     await DeferredList(work)
@@ -252,7 +280,7 @@ async def applyConfig(service: DuctService, new: Config) -> None:
 
 
 def _buildAll(
-    service: DuctService, plan: Plan, durable: list[str]
+    agent: Agent, plan: Plan, durable: list[str]
 ) -> tuple[dict[str, Output], list[Source]]:
     """Build the new outputs and sources; on any failure, undo and raise every problem."""
     built: dict[str, Output] = {}
@@ -262,13 +290,13 @@ def _buildAll(
         if name in durable:
             continue
         try:
-            built[name] = service.buildOutput(plan.outputs[name])
+            built[name] = agent.buildOutput(plan.outputs[name])
         except ConfigurationError as e:
             problems += e.problems
     for item, running in plan.sources:
         if running is None:
             try:
-                fresh.append(service.buildSource(item))
+                fresh.append(agent.buildSource(item))
             except ConfigurationError as e:
                 problems += e.problems
     if problems:
@@ -278,116 +306,6 @@ def _buildAll(
     return built, fresh
 
 
-def _stopSource(service: DuctService, source: Source) -> Deferred[Any]:
-    """Stop ``source``'s timer; unroute it once its poll in flight has delivered."""
-
-    def unroute(result: object) -> object:
-        service.pipeline.unregister(source)
-        return result
-
-    return maybeDeferred(source.stopTimer).addBoth(unroute)
-
-
-async def _handOver(service: DuctService, old: Output, new: Output, timeout: float) -> None:
-    """Drain and stop a replaced output; move what it could not deliver to ``new``."""
-    await service.drainOutputs([old], timeout)
-    await service.stopOutputs([old])
-    batch = old.buffer.take(len(old.buffer)) if len(old.buffer) else None
-    # depth counts what waits and what is in flight; this batch is in flight now.
-    writing = old.buffer.depth - len(old.buffer) - (len(batch) if batch is not None else 0)
-    if writing:
-        log.warn(
-            "output {output}: {count} events were being written when it was replaced; "
-            "they are lost if that write fails",
-            output=old.name,
-            count=writing,
-        )
-    if batch is None:
-        log.info("output {output} replaced; it had delivered everything", output=old.name)
-        return
-    if new.buffer.overflow == "block" and not new.buffer.writable:
-        await service._within(Deferred.fromCoroutine(_room(new.buffer)), timeout)
-    items: Any = batch.events
-    if isinstance(items[0], (bytes, bytearray)):  # queued encoded, as Riemann outputs do
-        items = EncodedEvents(list(items))
-        if not new.acceptsEncoded:
-            items = items.decode()
-    kept = new.eventsReceived(items)
-    old.buffer.ack(batch)
-    log.info(
-        "output {output} replaced; {count} events it had not delivered moved to its replacement",
-        output=old.name,
-        count=kept,
-    )
-    if kept < len(batch):
-        log.warn(
-            "output {output}: {count} events could not be moved: its replacement is full",
-            output=old.name,
-            count=len(batch) - kept,
-        )
-
-
-async def _room(buffer: Any) -> None:
-    while not buffer.writable:
-        await buffer.whenWritable()
-
-
-async def _swapDurable(service: DuctService, name: str, item: Item, timeout: float) -> None:
-    """Replace an output whose buffer is on disk: drain, hold, stop, build, route, release."""
-    old = service.outputs[name]
-    await service.drainOutputs([old], timeout)
-    service.pipeline.hold(old)
-    try:
-        await service.stopOutputs([old])
-        new = _rebuild(service, name, item)
-        if new is None:
-            del service.outputs[name]
-            del service.outputItems[name]
-        else:
-            service.outputs[name] = new
-        service.pipeline.replaceOutputs(service.outputs)
-        if new is not None and service.running:
-            service.startOutput(new)
-    finally:
-        service.pipeline.release(old)
-    left = old.buffer.depth
-    oldPath, newPath = getattr(old.buffer, "path", None), getattr(new and new.buffer, "path", None)
-    if left and oldPath == newPath:
-        log.info(
-            "output {output} replaced; its replacement replays the {count} events left in {path}",
-            output=name,
-            count=left,
-            path=oldPath,
-        )
-    elif left:
-        log.warn(
-            "output {output} replaced; {count} events undelivered are kept on disk in {path}, "
-            "for an output using that directory",
-            output=name,
-            count=left,
-            path=oldPath,
-        )
-    else:
-        log.info("output {output} replaced; it had delivered everything", output=name)
-
-
-def _rebuild(service: DuctService, name: str, item: Item) -> Output | None:
-    """The replacement output, or the previous settings again if it cannot be built."""
-    for attempt in (item, service.outputItems[name]):
-        try:
-            output = service.buildOutput(attempt)
-        except ConfigurationError as e:
-            for problem in e.problems:
-                log.error("configuration reload: {problem}", problem=str(problem))
-            continue
-        if attempt is not item:
-            log.error("output {output}: rebuilt with its previous settings", output=name)
-        service.outputItems[name] = attempt
-        return output
-    log.error("output {output}: cannot be rebuilt; it is gone until a reload", output=name)
-    return None
-
-
 def _logFailure(failure: Failure) -> None:
     log.failure("configuration reload: unexpected failure", failure)
 
@@ -395,7 +313,7 @@ def _logFailure(failure: Failure) -> None:
 # -- from the configuration file (SIGHUP) ------------------------------------------------
 
 
-def reloadFromFile(service: DuctService, path: str) -> Deferred[bool]:
+def reloadFromFile(agent: Agent, path: str) -> Deferred[bool]:
     """Read and validate ``path``, then apply it; fires True if it was applied.
 
     An invalid file (or one whose plugins cannot be built) changes nothing:
@@ -417,7 +335,7 @@ def reloadFromFile(service: DuctService, path: str) -> Deferred[bool]:
             log.failure("configuration reload from {path} failed", failure, path=path)
         return False
 
-    d = service.reload(config)
+    d = agent.reload(config)
     return d.addCallbacks(lambda _: True, failed)
 
 
@@ -431,10 +349,10 @@ def _logProblems(path: str, error: ConfigurationError) -> None:
         log.error("configuration reload: {problem}", problem=str(problem))
 
 
-def hangup(service: DuctService, path: str | None) -> Deferred[bool]:
+def hangup(agent: Agent, path: str | None) -> Deferred[bool]:
     """What SIGHUP does: reopen files (for logrotate), then reload ``path`` if given."""
     log.info("SIGHUP: reopening files; reloading {path}", path=path or "(no file)")
-    service.reopen()
+    agent.reopen()
     if path is None:
         return succeed(False)
-    return reloadFromFile(service, path)
+    return reloadFromFile(agent, path)

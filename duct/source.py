@@ -41,6 +41,16 @@ class Source:
     sync = False
     """When true, a poll never starts while the previous one is running."""
 
+    listens = False
+    """True for a source that listens rather than polls.
+
+    Its `startTimer` binds at once, while the agent starts, and raises if it
+    cannot (`duct.listening.CannotListen` names the address): the start
+    then fails, rather than leaving an agent that receives nothing.  It is
+    not staggered.  A listener also has ``down``: None while it listens,
+    else why not, which ``/health`` reports.
+    """
+
     graphs: dict[str, str] = {}
     """How the dashboard draws this source's services: graph type by service prefix.
 

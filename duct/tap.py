@@ -24,6 +24,12 @@ class TwistdService(DuctService):
     """The agent under twistd: a start that cannot happen (a port in use) ends the
     process with status 1 and a message naming the setting, not a traceback."""
 
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except ConfigurationError as e:
+            raise SystemExit(f"duct: cannot start:\n{e}") from None
+
     def startService(self) -> None:
         try:
             super().startService()

@@ -335,3 +335,45 @@ def test_invalid_overflow_policy(clock: Clock) -> None:
         MemoryBuffer("out", clock, overflow="drop_everything")
     for policy in OVERFLOW_POLICIES:
         assert MemoryBuffer("out", clock, overflow=policy).overflow == policy
+
+
+class _Taker:
+    """An output stand-in that keeps what it is handed, up to ``room`` events."""
+
+    def __init__(self, acceptsEncoded: bool, room: int = 100) -> None:
+        self.acceptsEncoded = acceptsEncoded
+        self.room = room
+        self.received: list[Any] = []
+
+    def eventsReceived(self, events: Any) -> int:
+        self.received.append(events)
+        return min(len(events), self.room)
+
+
+def test_move_into_hands_over_what_waits_and_keeps_what_is_in_flight(clock: Clock) -> None:
+    buffer = MemoryBuffer("old", clock)
+    buffer.put(makeEvents(5))
+    inFlight = buffer.take(2)
+    assert inFlight is not None
+    taker = _Taker(acceptsEncoded=False, room=2)
+    assert buffer.moveInto(taker) == (3, 2)  # the taker kept two of the three
+    (handed,) = taker.received
+    assert [e.service for e in handed] == names(2, 3, 4)
+    assert len(buffer) == 0 and buffer.depth == 2  # what is in flight stays
+    assert buffer.moveInto(taker) == (0, 0)
+
+
+def test_move_into_keeps_encoded_events_encoded_for_a_riemann_output(clock: Clock) -> None:
+    from duct.protocol.riemann import EncodedEvents, encodeEvent
+
+    encoded = [encodeEvent(e) for e in makeEvents(2)]
+    for acceptsEncoded in (True, False):
+        buffer = MemoryBuffer("old", clock, codec="bytes")
+        buffer.put(encoded, [len(data) for data in encoded])
+        taker = _Taker(acceptsEncoded)
+        assert buffer.moveInto(taker) == (2, 2)
+        (handed,) = taker.received
+        if acceptsEncoded:
+            assert isinstance(handed, EncodedEvents) and list(handed) == encoded
+        else:
+            assert [e.service for e in handed] == names(0, 1)

@@ -196,3 +196,34 @@ def test_check_says_where_the_web_server_listens(tmp_path: Path) -> None:
     web = lineWith(result.stdout, "web:")
     assert web.startswith("web: tcp:9000 (") and "a bearer token" in web
     assert "duct: duct.sources.selfstats.SelfStats every 10.0s -> (no outputs)" in result.stdout
+
+
+def test_check_fails_when_a_listener_port_is_taken(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = f"tcp:{taken.getsockname()[1]}:interface=127.0.0.1"
+        config = (
+            "outputs: [{output: duct.outputs.null.Null}]\n"
+            "sources:\n"
+            f'  - {{service: relay, source: duct.sources.riemann.RiemannTCP, listen: "{busy}"}}\n'
+        )
+        result = check(write(tmp_path / "duct.yml", config))
+    assert result.returncode == 1, result
+    assert "Traceback" not in result.stderr
+    line = lineWith(result.stderr, f"{tmp_path / 'duct.yml'}: sources[0] (service: relay): listen:")
+    assert f"cannot listen on {busy}: " in line and "in use" in line
+
+
+def test_check_binds_and_releases_free_listener_ports(tmp_path: Path) -> None:
+    config = (
+        "web: {listen: 'tcp:0:interface=127.0.0.1'}\n"
+        "sources:\n"
+        "  - {service: relay, source: duct.sources.riemann.RiemannTCP, listen: 'tcp:0'}\n"
+        "  - {service: dgram, source: duct.sources.riemann.RiemannUDP, port: 0}\n"
+    )
+    result = check(write(tmp_path / "duct.yml", config))
+    assert result.returncode == 0, result.stderr
+    assert "cannot listen" not in result.stderr

@@ -21,6 +21,7 @@ from twisted.internet.testing import StringTransport
 from twisted.protocols.basic import Int32StringReceiver
 
 from duct.event import Event
+from duct.listening import CannotListen
 from duct.protocol.riemann import MAX_DATAGRAM, EncodedEvents, decodeEvent, frame, pb
 from duct.service import DuctService
 from duct.sources.riemann import RiemannTCP, RiemannTCPProtocol, RiemannUDP
@@ -395,17 +396,17 @@ async def test_stop_refuses_new_connections_and_closes_idle_ones(reactor: Any) -
 
 
 @pytest_twisted.ensureDeferred
-async def test_listening_on_a_busy_port_is_logged(reactor: Any, observe_errors: Any) -> None:
+async def test_listening_on_a_busy_port_raises_naming_the_address(reactor: Any) -> None:
     first = tcpRelay(reactor)
-    second = tcpRelay(reactor, listen=f"tcp:{first.portNumber}:interface=127.0.0.1")
+    busy = f"tcp:{first.portNumber}:interface=127.0.0.1"
     try:
-        assert second.source.port is None and second.source.errors == 1
-        assert await second.source.listening is None
+        with pytest.raises(CannotListen) as raised:
+            tcpRelay(reactor, listen=busy)
     finally:
         await first.close()
-        await second.close()
-    (logged,) = observe_errors.take()
-    assert "cannot listen" in logged["log_format"]
+    assert raised.value.key == "listen" and raised.value.address == busy
+    assert str(raised.value).startswith(f"cannot listen on {busy}: ")
+    assert "in use" in str(raised.value)
 
 
 def selfSigned(tmp_path: Path) -> tuple[str, str, bytes]:
@@ -510,6 +511,17 @@ def test_frames_arriving_in_pieces_are_reassembled() -> None:
         protocol.dataReceived(data[i : i + 1])
     assert [decodeEvent(e).service for e in received] == ["n.0", "n.1"]
     assert len(replies(transport.value())) == 2
+
+
+def test_frames_split_at_any_point_arrive_whole_and_in_order() -> None:
+    data = frame(numbered(0, 2)) + frame(numbered(2, 1)) + frame(msgOf())
+    for split in range(len(data) + 1):
+        received: list[bytes] = []
+        source, protocol, transport = memoryListener(received.extend)
+        protocol.dataReceived(data[:split])
+        protocol.dataReceived(data[split:])
+        assert [decodeEvent(e).service for e in received] == ["n.0", "n.1", "n.2"], split
+        assert [r.ok for r in replies(transport.value())] == [True, True, True]
 
 
 def test_a_large_frame_over_many_reads_is_gathered_once() -> None:
@@ -689,24 +701,6 @@ def test_udp_stop_before_start_is_harmless() -> None:
     source = RiemannUDP(configure(RiemannUDP, {"service": "u"}), lambda events: None, FakeDuct())
     assert source.stopTimer().called
     assert (source.interface, source.portNumber) == ("127.0.0.1", 5555)
-
-
-class _Pending:
-    """A transport stand-in that records writes; ``writeNow`` must defer to it."""
-
-    def __init__(self) -> None:
-        self.written: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self.written.append(data)
-
-
-def test_write_now_uses_the_transport_unless_a_plain_idle_tcp_socket() -> None:
-    from duct.sources.riemann import writeNow
-
-    transport = _Pending()
-    writeNow(transport, b"ack")  # not a TCP server transport: queued as usual
-    assert transport.written == [b"ack"]
 
 
 @pytest_twisted.ensureDeferred

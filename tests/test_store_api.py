@@ -235,3 +235,51 @@ async def test_with_a_token_the_page_opens_with_it_in_the_url_and_the_api_takes_
     assert code == 401
     code, _, body = await served.get("api/services", headers={"Authorization": "Bearer s3cret"})
     assert code == 200 and "services" in json.loads(body)
+
+
+class _PendingStore:
+    """A store whose queries wait until the test answers them."""
+
+    def __init__(self) -> None:
+        self.clock = Clock()
+        self.badRequests = 0
+        self.queries: list[Any] = []
+
+    def graphs(self) -> Any:
+        from duct.graphs import GraphMap
+
+        return GraphMap()
+
+    def query(self, work: Any) -> Any:
+        from twisted.internet.defer import Deferred
+
+        d: Deferred[Any] = Deferred()
+        self.queries.append(d)
+        return d
+
+
+def test_a_client_that_leaves_cancels_its_answer_and_gets_nothing_written() -> None:
+    from twisted.internet.defer import CancelledError
+    from twisted.internet.error import ConnectionDone
+    from twisted.python.failure import Failure
+    from twisted.web.server import NOT_DONE_YET
+    from twisted.web.test.requesthelper import DummyRequest
+
+    from duct.dashboard.api import ServicesResource
+
+    store = _PendingStore()
+    resource = ServicesResource(store)
+    request = DummyRequest([b""])
+    assert resource.render_GET(request) is NOT_DONE_YET
+    (query,) = store.queries
+    request.processingFailed(Failure(ConnectionDone()))  # the client has gone
+    assert query.called  # cancelled, not left waiting for the store
+    query.addErrback(lambda f: f.trap(CancelledError))
+    query.callback([])  # the store answers late: ignored
+    assert request.written == [] and request.finished == 0
+
+    store.queries.clear()
+    staying = DummyRequest([b""])
+    resource.render_GET(staying)
+    store.queries[0].callback([])
+    assert staying.finished == 1 and b'"services":[]' in b"".join(staying.written)

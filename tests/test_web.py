@@ -226,6 +226,41 @@ async def test_health_turns_503_when_a_disconnected_output_backs_up(
 
 
 @pytest_twisted.ensureDeferred
+async def test_health_names_a_listener_that_is_not_listening(
+    reactor: Any, agents: list[Agent]
+) -> None:
+    sources = [
+        {"service": "relay", "source": "duct.sources.riemann.RiemannTCP", "listen": LOCAL},
+        {"service": "dgram", "source": "duct.sources.riemann.RiemannUDP", "port": 0},
+    ]
+    agent = Agent(reactor, {"sources": sources})
+    agents.append(agent)
+    agent.start()
+    relay, dgram = agent.service.sources
+
+    response = await agent.get("/health")
+    body = await json(response)
+    assert response.code == 200, body
+    assert body["listeners"] == [
+        {"source": "relay", "address": LOCAL, "listening": True},
+        {"source": "dgram", "address": "udp:0:interface=127.0.0.1", "listening": True},
+    ]
+
+    await relay.stopTimer()  # its port is closed: it receives nothing now
+    response = await agent.get("/health")
+    body = await json(response)
+    assert response.code == 503
+    assert body["reasons"] == [f"source relay: not listening on {LOCAL}"]
+    assert body["listeners"][0] == {
+        "source": "relay",
+        "address": LOCAL,
+        "listening": False,
+        "down": f"not listening on {LOCAL}",
+    }
+    assert body["listeners"][1]["listening"] is True
+
+
+@pytest_twisted.ensureDeferred
 async def test_health_counts_bytes_too_and_a_real_riemann_output_that_cannot_connect(
     reactor: Any, agents: list[Agent]
 ) -> None:

@@ -85,7 +85,9 @@ def bufferFromConfig(
     overflow = config.get("overflow") or "block"
     if settings.get("type", "memory") == "memory":
         maxBytes = maxBytes or config.get("max_bytes") or MAX_BYTES
-        return MemoryBuffer(name, clock, maxsize=maxsize, max_bytes=maxBytes, overflow=overflow)
+        return MemoryBuffer(
+            name, clock, maxsize=maxsize, max_bytes=maxBytes, overflow=overflow, codec=codec
+        )
     from duct.buffers.disk import DiskBuffer
 
     path = settings.get("path")

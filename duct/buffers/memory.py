@@ -178,8 +178,11 @@ class MemoryBuffer(BufferBase):
         max_bytes: int = 64 * 1024 * 1024,
         overflow: str = "block",
         expiring: bool = False,
+        codec: str = "event",
     ) -> None:
         super().__init__(name, clock, maxsize, max_bytes, overflow)
+        self.codec = codec
+        """``event``: it holds Events; ``bytes``: encoded Riemann events (Riemann outputs)."""
         # Parallel deques, not tuples: 16 bytes an item instead of 72.
         self._items: deque[Any] = deque()
         self._sizes: deque[int] = deque()
@@ -333,6 +336,29 @@ class MemoryBuffer(BufferBase):
         """Give up on ``batch`` (rejected, expired, too large); count it."""
         self._settle(batch)
         self.recordDrop(reason, len(batch))
+
+    def moveInto(self, output: Any) -> tuple[int, int]:
+        """Hand every item waiting here to ``output``, behind what it already holds.
+
+        Used when ``output`` replaces the one this buffer belongs to: the
+        items go in the form ``output`` takes (encoded ones stay encoded for
+        an output that accepts them), each keeping its own time.  Returns
+        how many were offered and how many ``output``'s buffer kept; what it
+        refused is counted there as dropped.  Items in flight stay here.
+        """
+        batch = self.take(len(self._items))
+        if batch is None:
+            return 0, 0
+        items: Any = batch.events
+        if self.codec == "bytes":
+            from duct.protocol.riemann import EncodedEvents
+
+            items = EncodedEvents(list(items))
+            if not output.acceptsEncoded:
+                items = items.decode()
+        kept = output.eventsReceived(items)
+        self.ack(batch)
+        return len(batch), kept
 
     def _settle(self, batch: Batch, wake: bool = True) -> None:
         self.inFlightEvents -= len(batch)

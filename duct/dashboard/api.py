@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any, cast
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http
@@ -40,8 +40,8 @@ class NoSuchSeries(LookupError):
 
 
 def writeJson(request: Request, code: int, body: Any) -> None:
-    """Finish ``request`` with ``body`` as JSON, unless the client has gone."""
-    if getattr(request, "_disconnected", False) or request.finished:
+    """Finish ``request`` with ``body`` as JSON, unless it is finished already."""
+    if request.finished:
         return
     finishJson(request, body, code, compact=True)
 
@@ -109,12 +109,16 @@ class _Query(Resource):
             return NOT_DONE_YET
         d.addCallback(lambda body: writeJson(request, http.OK, body))
         d.addErrback(self._failed, request)
+        # A client that leaves cancels its answer: nothing is written for it.
+        request.notifyFinish().addErrback(lambda _: d.cancel())
         return NOT_DONE_YET
 
     def answer(self, request: Request) -> Deferred[Any]:
         raise NotImplementedError
 
     def _failed(self, failure: Failure, request: Request) -> None:
+        if failure.check(CancelledError):  # the client has gone
+            return
         if failure.check(NoSuchSeries):
             writeJson(request, http.NOT_FOUND, {"error": failure.getErrorMessage()})
             return

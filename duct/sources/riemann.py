@@ -15,22 +15,24 @@ for its acks slows down instead of losing events.
 
 from __future__ import annotations
 
+import struct
 from collections import deque
 from typing import Any
 
 from google.protobuf.message import Error as ProtobufError
-from twisted.internet import tcp
 from twisted.internet.defer import CancelledError, Deferred, maybeDeferred, succeed
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.protocol import DatagramProtocol, Factory, connectionDone
-from twisted.protocols.basic import Int32StringReceiver
+from twisted.internet.error import CannotListenError
+from twisted.internet.protocol import DatagramProtocol, Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 
 from duct.lib.lograte import RateLimitedLog
+from duct.listening import CannotListen, listenNow
 from duct.objects import Source
 from duct.options import Option
 from duct.protocol.riemann import MAX_DATAGRAM, EncodedEvents, ack, decodeMsg
 from duct.stats import Stat, counter, gauge, size
+from duct.writenow import writeNow
 
 __all__ = ["DEFAULT_MAX_FRAME", "RiemannTCP", "RiemannTCPProtocol", "RiemannUDP"]
 
@@ -45,9 +47,7 @@ QUERY_REFUSED = ack(
 )
 REFUSED = ack(False, "internal error: the events were not accepted")
 
-# A frame still missing more than this many bytes is gathered as a list of
-# reads and joined once complete, rather than copied again at every read.
-_GATHER_ABOVE = 256 * 1024
+_LENGTH = struct.Struct(">I")
 
 
 class _RiemannListener(Source):
@@ -82,6 +82,24 @@ class _RiemannListener(Source):
         self.waiting = 0
         """Msgs whose events are waiting in the pipeline now."""
         self.rateLog = RateLimitedLog(self.log, self.clock)
+        self.port: Any = None
+        """The listening port once bound: ``port.getHost().port`` is its number."""
+        self.failure: str | None = None
+        """Why the last attempt to listen failed, if it did."""
+
+    listens = True
+
+    @property
+    def down(self) -> str | None:
+        """None while listening; else why not (for ``/health``)."""
+        if self.port is not None:
+            return None
+        return self.failure or f"not listening on {self.address}"
+
+    @property
+    def address(self) -> str:
+        """What this listener listens on, as configured."""
+        raise NotImplementedError
 
     @property
     def received(self) -> int:
@@ -138,7 +156,7 @@ class _RiemannListener(Source):
         return OK
 
 
-class RiemannTCPProtocol(Int32StringReceiver):
+class RiemannTCPProtocol(Protocol):
     """One Riemann client connection: frames of a 4-byte big-endian length and a Msg.
 
     Frames are handled strictly in order and each gets one reply, in order.
@@ -151,7 +169,7 @@ class RiemannTCPProtocol(Int32StringReceiver):
 
     def __init__(self, source: RiemannTCP) -> None:
         self.source = source
-        self.MAX_LENGTH = source.maxFrame
+        self.maxFrame = source.maxFrame
         self._held: Deferred[bytes] | None = None
         self._queue: deque[bytes] = deque()
         self._draining = False
@@ -159,9 +177,10 @@ class RiemannTCPProtocol(Int32StringReceiver):
         # Once set, to the last reply to write (maybe b""), nothing more is
         # read and the connection closes as soon as the queue is empty.
         self._closeWith: bytes | None = None
-        self._chunks: list[bytes] | None = None
-        self._have = 0
-        self._need = 0
+        # The start of a frame not yet complete; appended to in place, so a
+        # frame spanning many reads costs time linear in its size.
+        self._partial = bytearray()
+        self._need = 4
 
     # -- the connection ---------------------------------------------------------
 
@@ -172,7 +191,7 @@ class RiemannTCPProtocol(Int32StringReceiver):
         # Frames already read still go to the pipeline, in order, as held
         # acks are released: their events were received.  No reply is written.
         self._lost = True
-        self._chunks = None
+        self._partial = bytearray()
         self.source.connections.discard(self)
 
     def closeWhenIdle(self) -> None:
@@ -193,28 +212,34 @@ class RiemannTCPProtocol(Int32StringReceiver):
     # -- frames in ----------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
+        """Split the stream into frames: each a 4-byte big-endian length and a Msg."""
         if self._closeWith is not None:
             return
-        chunks = self._chunks
-        if chunks is not None:
-            chunks.append(data)
-            self._have += len(data)
-            if self._have < self._need:
+        partial = self._partial
+        if partial:
+            partial += data
+            if len(partial) < self._need:
                 return
-            data = b"".join(chunks)
-            self._chunks = None
-        super().dataReceived(data)
-        # Int32StringReceiver joins its buffer with every read, which costs
-        # time quadratic in the size of a frame spanning many reads: gather
-        # the reads of a large frame here instead, and join them once.
-        pending = self._unprocessed
-        if len(pending) >= 4 and self._closeWith is None:
-            need = 4 + int.from_bytes(pending[:4], "big")
-            if need - len(pending) > _GATHER_ABOVE:
-                self._chunks = [pending]
-                self._have = len(pending)
-                self._need = need
-                self._unprocessed = b""
+            data = bytes(partial)
+            partial.clear()
+        end = len(data)
+        offset = 0
+        maxFrame = self.maxFrame
+        while end - offset >= 4:
+            (length,) = _LENGTH.unpack_from(data, offset)
+            if length > maxFrame:
+                self.lengthLimitExceeded(length)
+                return
+            stop = offset + 4 + length
+            if stop > end:
+                break
+            self.stringReceived(data[offset + 4 : stop])
+            if self._closeWith is not None:
+                return
+            offset = stop
+        if offset < end:
+            partial += data[offset:] if offset else data
+            self._need = 4 + _LENGTH.unpack_from(partial)[0] if len(partial) >= 4 else 4
 
     def lengthLimitExceeded(self, length: int) -> None:
         source = self.source
@@ -225,12 +250,12 @@ class RiemannTCPProtocol(Int32StringReceiver):
             " above max_frame ({limit}); its connection is closed",
             source=source.service,
             length=length,
-            limit=self.MAX_LENGTH,
+            limit=self.maxFrame,
         )
-        self._chunks = None
+        self._partial = bytearray()
         # Frames before this one are still answered, then this error, then close.
         self._closeWith = ack(
-            False, f"frame of {length} bytes is above max_frame ({self.MAX_LENGTH} bytes)"
+            False, f"frame of {length} bytes is above max_frame ({self.maxFrame} bytes)"
         )
         if self._held is None and not self._queue:
             self._close()
@@ -345,18 +370,30 @@ class RiemannTCP(_RiemannListener):
         self.listen: str = self.config["listen"]
         self.maxFrame: int = self.config["max_frame"]
         self.factory = _TCPFactory(self)
-        self.port: Any = None
-        """The listening port once bound: ``port.getHost().port`` is its number."""
         self.listening: Deferred[Any] | None = None
-        """Fires with the port once bound, or with None if listening failed (logged)."""
+        """Fires with the port once bound, or with None if listening failed later (logged)."""
         self.connections: set[RiemannTCPProtocol] = set()
 
+    @property
+    def address(self) -> str:
+        return self.listen
+
     def startTimer(self) -> None:
-        """Start listening on ``listen``."""
+        """Listen on ``listen``; raises `CannotListen` if it cannot (a port in use)."""
+        if self.port is not None or (self.listening is not None and not self.listening.called):
+            return  # listening, or about to
         endpoint = serverFromString(self.duct.reactor, self.listen)
-        d = endpoint.listen(self.factory)
-        d.addCallbacks(self._listening, self._listenFailed)
-        self.listening = d
+        self.failure = None
+        try:
+            port, pending = listenNow(endpoint, self.factory, "listen", self.listen)
+        except CannotListen as e:
+            self.errors += 1
+            self.failure = str(e)
+            raise
+        if port is not None:
+            self.listening = succeed(self._listening(port))
+        elif pending is not None:  # an endpoint that binds later: a failure is logged
+            self.listening = pending.addCallbacks(self._listening, self._listenFailed)
 
     def _listening(self, port: Any) -> Any:
         self.port = port
@@ -371,6 +408,7 @@ class RiemannTCP(_RiemannListener):
         if failure.check(CancelledError):
             return
         self.errors += 1
+        self.failure = f"cannot listen on {self.listen}: {failure.getErrorMessage()}"
         self.log.failure(
             "riemann listener {source} cannot listen on {listen}",
             failure,
@@ -393,35 +431,6 @@ class RiemannTCP(_RiemannListener):
         if port is None:
             return succeed(None)
         return maybeDeferred(port.stopListening)
-
-
-def writeNow(transport: Any, data: bytes) -> None:
-    """Write ``data`` at once when the socket can take it, else as usual.
-
-    A plain TCP transport with nothing queued sends straight away, saving
-    the reactor a round of registering for writability and back, which is
-    most of the cost of acking one small Msg.  TLS and anything else, or a
-    partial send, go through ``transport.write`` unchanged.
-    """
-    sock = getattr(transport, "socket", None)
-    if (
-        sock is None
-        or type(transport) is not tcp.Server
-        or transport.dataBuffer
-        or getattr(transport, "_tempDataBuffer", True)
-        or transport.disconnecting
-    ):
-        transport.write(data)
-        return
-    try:
-        sent = sock.send(data)
-    except BlockingIOError:
-        sent = 0
-    except OSError:
-        transport.write(data)  # let the transport see and report the error
-        return
-    if sent < len(data):
-        transport.write(data[sent:])
 
 
 class _UDPProtocol(DatagramProtocol):
@@ -484,16 +493,25 @@ class RiemannUDP(_RiemannListener):
         self.shed = 0
         self.shedLog = RateLimitedLog(self.log, self.clock)
         self.protocol = _UDPProtocol(self)
-        self.port: Any = None
-        """The listening port once bound: ``port.getHost().port`` is its number."""
+
+    @property
+    def address(self) -> str:
+        return f"udp:{self.portNumber}:interface={self.interface}"
 
     def startTimer(self) -> None:
-        """Start listening; raises if the port cannot be bound."""
-        # Read whole datagrams: an oversized one is then seen and counted,
-        # rather than truncated into a malformed one.
-        self.port = self.duct.reactor.listenUDP(
-            self.portNumber, self.protocol, interface=self.interface, maxPacketSize=65536
-        )
+        """Start listening; raises `CannotListen` if the port cannot be bound."""
+        if self.port is not None:
+            return
+        try:
+            # Read whole datagrams: an oversized one is then seen and counted,
+            # rather than truncated into a malformed one.
+            self.port = self.duct.reactor.listenUDP(
+                self.portNumber, self.protocol, interface=self.interface, maxPacketSize=65536
+            )
+        except CannotListenError as e:
+            self.errors += 1
+            self.failure = f"cannot listen on {self.address}: {e}"
+            raise CannotListen("port", self.address, str(e)) from None
         self.log.info(
             "riemann listener {source} listening on {address}",
             source=self.service,

@@ -1,4 +1,8 @@
-"""``/health``: 200 while every output can deliver, 503 with the reasons otherwise.
+"""``/health``: 200 while every listener listens and every output can deliver.
+
+Otherwise 503, with the reasons.  A listener (a source with ``listens``,
+such as the Riemann TCP and UDP ones) is healthy while it is bound; one
+that is not is named with why (its ``down``).
 
 An output is healthy when it is connected to its destination, or when its
 buffer is below the high-water mark: 80% (`HIGH_WATER`) of its
@@ -35,9 +39,20 @@ def outputHealth(output: Any) -> tuple[bool, dict[str, Any]]:
 
 
 def health(service: Any) -> tuple[bool, dict[str, Any]]:
-    """``(healthy, body)`` for ``service``: every output's detail, and reasons if not healthy."""
+    """``(healthy, body)`` for ``service``: each listener's and output's detail, and reasons."""
     outputs: dict[str, Any] = {}
     reasons: list[str] = []
+    listeners: list[dict[str, Any]] = []
+    for source in list(service.sources):
+        if not getattr(source, "listens", False):
+            continue
+        down = getattr(source, "down", None)
+        address = getattr(source, "address", None)
+        detail = {"source": source.service, "address": address, "listening": down is None}
+        if down is not None:
+            detail["down"] = down
+            reasons.append(f"source {source.service}: {down}")
+        listeners.append(detail)
     for name, output in dict(service.outputs).items():
         ok, detail = outputHealth(output)
         outputs[name] = detail
@@ -49,6 +64,8 @@ def health(service: Any) -> tuple[bool, dict[str, Any]]:
                 f"{output.buffer.max_bytes} bytes)"
             )
     body: dict[str, Any] = {"status": "unhealthy" if reasons else "ok", "outputs": outputs}
+    if listeners:
+        body["listeners"] = listeners
     if reasons:
         body["reasons"] = reasons
     return not reasons, body

@@ -13,6 +13,7 @@ from twisted.protocols.policies import WrappingFactory
 from twisted.python.failure import Failure
 
 from duct.errors import ConfigurationError, Problem
+from duct.listening import CannotListen, listenNow
 from duct.web.site import AnyResource, Root, buildSite, pluginRoutes
 
 DEFAULT_LISTEN = "tcp:8901:interface=127.0.0.1"
@@ -63,21 +64,33 @@ class WebServer(Service):
         """The listening port once bound: ``port.getHost()`` is its address."""
         self._pending: Deferred[Any] | None = None
 
+    def privilegedStartService(self) -> None:
+        """Listen (before twistd drops privileges); see `startService`."""
+        super().privilegedStartService()
+        self._listen()
+
     def startService(self) -> None:
-        """Listen.  An endpoint that fails at once (a port in use) raises ConfigurationError."""
+        """Listen, unless already bound.  A port in use raises ConfigurationError."""
         super().startService()
+        try:
+            self._listen()
+        except ConfigurationError:
+            self.running = 0
+            raise
+
+    def _listen(self) -> None:
+        if self.port is not None or self._pending is not None:
+            return
         endpoint = serverFromString(self.duct.reactor, self.listen)
-        failures: list[Failure] = []
-        d = endpoint.listen(self.factory)
-        d.addCallbacks(self._listening, failures.append)
-        if failures:
-            self.running = False
-            why = failures[0].getErrorMessage()
-            message = f"cannot listen on {self.listen}: {why}"
-            raise ConfigurationError([Problem(self.file, "web", "listen", message)])
-        if not d.called:  # an endpoint that listens later: its failure is logged
-            self._pending = d
-            d.addErrback(self._listenFailed)
+        try:
+            port, pending = listenNow(endpoint, self.factory, "listen", self.listen)
+        except CannotListen as e:
+            raise ConfigurationError([Problem(self.file, "web", "listen", str(e))]) from None
+        if port is not None:
+            self._listening(port)
+        elif pending is not None:  # an endpoint that listens later: its failure is logged
+            self._pending = pending
+            pending.addCallbacks(self._listening, self._listenFailed)
 
     def _listening(self, port: Any) -> Any:
         self._pending = None

@@ -52,7 +52,7 @@ def pluginRoutes(service: Any) -> tuple[dict[str, AnyResource], list[Problem]]:
     owners: dict[str, str] = {}
     problems: list[Problem] = []
     plugins: list[tuple[Any, Any]] = [(s, _item(service, s)) for s in service.sources]
-    plugins += [(o, service.outputItems.get(n)) for n, o in service.outputs.items()]
+    plugins += [(o, _outputItem(service, n)) for n, o in service.outputs.items()]
     host = getattr(service, "pluginHost", None)  # plugins enabled by name (duct.pluginhost)
     if host is not None:
         plugins += host.routed()
@@ -76,6 +76,13 @@ def pluginRoutes(service: Any) -> tuple[dict[str, AnyResource], list[Problem]]:
                 continue
             problems.append(Problem(file, label, None, message))
     return routes, problems
+
+
+def _outputItem(service: Any, name: str) -> Any:
+    try:
+        return service.roster.outputItem(name)
+    except (KeyError, AttributeError):
+        return None
 
 
 def _item(service: Any, source: Any) -> Any:
