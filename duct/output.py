@@ -1,7 +1,8 @@
-"""Output: the base class of every destination, with its buffer and writer."""
+"""Output: the base of every destination, with its buffer and its one writer."""
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
@@ -14,19 +15,63 @@ from duct.buffers.memory import OVERFLOW_POLICIES, Batch, BufferBase
 from duct.defaults import MAX_BYTES, MAX_EVENTS, STATE_DIR
 from duct.event import Event
 from duct.interfaces import IDuctOutput
+from duct.lib.lograte import RateLimitedLog
+from duct.lib.tokenbucket import TokenBucket
 from duct.options import REQUIRED, Option, withDefaults
+
+__all__ = ["Flight", "Output", "Refused"]
+
+
+class Refused(Exception):
+    """The destination answered, and refused a batch.
+
+    Raised by (or failing the Deferred of) `Output.writeBatch`: the same
+    batch is written again after a backoff, at most `Output.maxRetries`
+    times, and then dropped, counted as ``rejected``.
+    """
+
+    def __init__(self, error: str, destination: str = "the destination") -> None:
+        super().__init__(error)
+        self.error = error
+        self.destination = destination
+
+
+class Flight:
+    """A batch handed to `Output.writeBatch`: its place in the stream, its refusals."""
+
+    __slots__ = ("seq", "batch", "sentAt", "rejections", "settled")
+
+    def __init__(self, seq: int, batch: Batch) -> None:
+        self.seq = seq
+        self.batch = batch
+        self.sentAt = 0.0
+        self.rejections = 0
+        self.settled = False
+
+
+def _bySeq(flight: Flight) -> int:
+    return flight.seq
 
 
 @implementer(IDuctOutput)
 class Output:
     """The base of every output.
 
-    The base class owns a bounded buffer.  `eventsReceived` puts events in
-    it, and a writer drains it in batches through `writeBatch`, which a
-    subclass overrides: an event leaves the buffer only when `writeBatch`
-    has succeeded, and a failed batch goes back to the head and is retried.
-    An output that sends on its own may instead override `eventsReceived`,
-    or drain ``self.buffer`` with ``take``/``ack``/``requeue``.
+    The base class owns a bounded buffer and the only writer.
+    `eventsReceived` puts events in the buffer; the writer takes batches of
+    what is buffered, up to `batch_size`, and hands each to `writeBatch`,
+    which a subclass overrides.  Up to `max_in_flight` batches may be
+    written and not yet confirmed at once.  An event leaves the buffer only
+    when its batch's `writeBatch` succeeded.
+
+    A partial batch waits at most `flush_interval`; a deeper backlog goes
+    in full batches at once.  A failed batch goes back to the head of the
+    buffer, in order with any other batch that failed, once the batches
+    still in flight have settled; writing resumes after `retry_initial`,
+    doubling up to `retry_max`.  A batch the destination `Refused` is
+    written again as it was, at most `maxRetries` times.  An output whose
+    connection drops calls `requeueInFlight`, and `resumeWriting` once the
+    destination can take batches again (`canWrite`).
 
     :param config: this output's validated configuration.
     :param duct: the running service (or a test double from `duct.testing`).
@@ -50,6 +95,7 @@ class Output:
         Option("overflow", "string", "block", "what a full buffer does", choices=OVERFLOW_POLICIES),
         Option("batch_size", "integer", 500, "most events written at once", minimum=1),
         Option("flush_interval", "number", 1.0, "seconds a partial batch may wait", minimum=0),
+        Option("max_in_flight", "integer", 1, "batches written and not yet confirmed", minimum=1),
         Option("retry_initial", "number", 0.5, "seconds before the first retry", minimum=0.01),
         Option("retry_max", "number", 30.0, "longest wait between retries", minimum=0.01),
         Option("debug", "boolean", False, "log each batch written"),
@@ -61,6 +107,12 @@ class Output:
             "sync_interval}",
         ),
     )
+
+    maxRetries = 5
+    """How often a batch the destination `Refused` is written again."""
+
+    bucket: TokenBucket | None = None
+    """Set to pace the writer at most so many events a second (``maxrate``)."""
 
     def __init__(self, config: dict[str, Any], duct: Any) -> None:
         self.config = config = withDefaults(type(self), config)
@@ -74,35 +126,60 @@ class Output:
             config,
             stateDir=ductConfig.get("state_dir") or STATE_DIR,
             codec="bytes" if self.acceptsEncoded else "event",
+            **self.bufferOptions(),
         )
         self.batchSize: int = config["batch_size"]
         self.flushInterval = float(config["flush_interval"])
+        self.maxInFlight: int = config["max_in_flight"]
         self.retryInitial = float(config["retry_initial"])
         self.retryMax = float(config["retry_max"])
         self.received = 0
         self.sent = 0
         self.failures = 0
+        """Batches whose write failed."""
+        self.rejected = 0
+        """Batches the destination refused."""
         self.acked = 0
         """Batches the destination confirmed."""
         self.lastAckLatency: float | None = None
         """Seconds the last confirmed batch took, from writeBatch to its success."""
-        self._writeStarted = 0.0
+        self._window: deque[Flight] = deque()  # being written, oldest first
+        self._held: list[Flight] = []  # refused, to be written again as they are
+        self._failed: list[Flight] = []  # failed, going back to the buffer
+        self._seq = 0
         self._retryDelay = 0.0
-        self._writing = False
-        self._retrying = False
         self._stopped = False
+        self._pumping = False
+        self._again = False
+        self._flushDue = False
         self._flushCall: Any = None
+        self._retryCall: Any = None
+        self._rateCall: Any = None
         self._drained: list[Deferred[None]] = []
+        self.rateLog = RateLimitedLog(self.log, self.clock)
+
+    def bufferOptions(self) -> dict[str, Any]:
+        """Extra settings for the buffer (`bufferFromConfig`'s keywords); none by default."""
+        return {}
 
     @property
     def inFlight(self) -> int:
         """Batches being written and not yet confirmed."""
-        return 1 if self._writing else 0
+        return len(self._window)
+
+    @property
+    def stopped(self) -> bool:
+        """Whether `stop` was called."""
+        return self._stopped
 
     # -- lifecycle -------------------------------------------------------------
 
     def createClient(self) -> Any:
         """Connect or open the destination.  May return a Deferred or be async."""
+        return None
+
+    def closeClient(self) -> Any:
+        """Disconnect or close the destination.  May return a Deferred or be async."""
         return None
 
     def start(self) -> Deferred[None]:
@@ -112,18 +189,26 @@ class Output:
         event arrives; without this the writer would wait for one.
         """
         d = maybeDeferred(self.createClient)
-        d.addCallback(lambda _: self._scheduleWrite())
+        d.addCallback(lambda _: self.resumeWriting())
         return d
 
-    def stop(self) -> Any:
-        """Close the destination.  May return a Deferred or be async."""
+    def stop(self) -> Deferred[None]:
+        """Stop writing, `closeClient`, then close the buffer."""
         self._stopped = True
-        self._cancelFlush()
+        for name in ("_flushCall", "_retryCall", "_rateCall"):
+            call = getattr(self, name)
+            if call is not None and call.active():
+                call.cancel()
+            setattr(self, name, None)
         self._fireDrained()  # nothing more will be written: release flush() waiters
-        close = getattr(self.buffer, "close", None)
+        d = maybeDeferred(self.closeClient)
+        return d.addBoth(self._closeBuffer)
+
+    def _closeBuffer(self, result: object) -> object:
+        close = getattr(self.buffer, "close", None)  # a disk buffer's
         if close is not None:
             close()
-        return None
+        return result
 
     # -- events in ---------------------------------------------------------------
 
@@ -131,91 +216,210 @@ class Output:
         """Queue events for delivery; return how many the buffer kept."""
         self.received += len(events)
         kept = self.buffer.put(events)
-        self._scheduleWrite()
+        self.resumeWriting()
         return kept
 
     # -- the writer -------------------------------------------------------------
 
-    def writeBatch(self, events: list[Event]) -> Any:
+    def writeBatch(self, events: list[Any]) -> Any:
         """Deliver ``events``.  Raise or fail the Deferred to have them retried."""
         raise NotImplementedError(f"{type(self).__name__} must override writeBatch")
+
+    def canWrite(self) -> bool:
+        """Whether the destination can take a batch now (connected, for instance)."""
+        return True
 
     def _hasWriter(self) -> bool:
         return type(self).writeBatch is not Output.writeBatch
 
-    def _scheduleWrite(self) -> None:
-        if self._writing or self._retrying or self._stopped:
-            return
-        if not self._hasWriter() or not len(self.buffer):
-            return
-        if len(self.buffer) >= self.batchSize or self.flushInterval == 0:
-            delay = 0.0
-        elif self._flushCall is not None:
-            return
-        else:
-            delay = self.flushInterval
-        self._cancelFlush()
-        self._flushCall = self.clock.callLater(delay, self._write)
+    def resumeWriting(self) -> None:
+        """Write what the window, the batching and the rate limit allow now.
 
-    def _cancelFlush(self) -> None:
-        if self._flushCall is not None and self._flushCall.active():
-            self._flushCall.cancel()
-        self._flushCall = None
-
-    def _write(self) -> None:
-        self._flushCall = None
-        self._retrying = False
-        if self._writing:  # one batch at a time; _written schedules the next
+        Called after each put and each settled batch; a subclass calls it
+        once `canWrite` became true.  Writes that complete at once continue
+        the same loop, so a deep backlog leaves in full batches without
+        waiting for the clock.
+        """
+        if self._pumping:
+            self._again = True
             return
-        batch = self.buffer.take(self.batchSize)
-        if batch is None:
+        self._pumping = True
+        try:
+            self._again = True
+            while self._again:
+                self._again = False
+                self._pump()
+        finally:
+            self._pumping = False
+        if self._drained and not self.buffer.depth:
             self._fireDrained()
+
+    def _pump(self) -> None:
+        if self._stopped or not self._hasWriter():
             return
-        self._writing = True
-        self._writeStarted = self.clock.seconds()
-        d = maybeDeferred(self.writeBatch, batch.events)
+        buffer, bucket = self.buffer, self.bucket
+        full = self.batchSize if bucket is None else min(self.batchSize, bucket.burst)
+        while len(self._window) < self.maxInFlight and self._retryCall is None and self.canWrite():
+            if self._held:
+                self._writeFlight(self._held.pop(0))
+                continue
+            pending = len(buffer)
+            if not pending:
+                break
+            if pending < full and not (self._flushDue or self._drained or not self.flushInterval):
+                if self._flushCall is None:
+                    self._flushCall = self.clock.callLater(self.flushInterval, self._flushNow)
+                break
+            count = min(full, pending)
+            if bucket is not None:
+                wait = bucket.delay(count)
+                if wait > 0:
+                    if self._rateCall is None:
+                        self._rateCall = self.clock.callLater(wait, self._rateReady)
+                    break
+            batch = buffer.take(count)
+            if batch is None:  # all of it expired
+                break
+            if bucket is not None:
+                bucket.spend(len(batch))
+            self._seq += 1
+            self._writeFlight(Flight(self._seq, batch))
+        if not len(buffer):
+            self._flushDue = False
+            if self._flushCall is not None:
+                self._flushCall.cancel()
+                self._flushCall = None
+
+    def _flushNow(self) -> None:
+        self._flushCall = None
+        self._flushDue = True
+        self.resumeWriting()
+
+    def _rateReady(self) -> None:
+        self._rateCall = None
+        self.resumeWriting()
+
+    def _retryNow(self) -> None:
+        self._retryCall = None
+        self._flushDue = True  # what went back has waited long enough
+        self.resumeWriting()
+
+    def _writeFlight(self, flight: Flight) -> None:
+        flight.sentAt = self.clock.seconds()
+        flight.settled = False
+        self._window.append(flight)
+        d = maybeDeferred(self.writeBatch, flight.batch.events)
         d.addCallbacks(
-            self._written, self._writeFailed, callbackArgs=(batch,), errbackArgs=(batch,)
+            self._written, self._writeFailed, callbackArgs=(flight,), errbackArgs=(flight,)
         )
 
-    def _written(self, _: object, batch: Batch) -> None:
-        self._writing = False
-        # The ack may wake producers whose eventsReceived schedules a write:
-        # whichever is scheduled last replaces it, so never two at once.
+    def _written(self, _: object, flight: Flight) -> None:
+        if flight.settled:  # requeued meanwhile: the connection dropped
+            return
+        flight.settled = True
+        self._window.remove(flight)
+        batch = flight.batch
         self.buffer.ack(batch)
-        self._cancelFlush()
         self.sent += len(batch)
         self.acked += 1
-        self.lastAckLatency = self.clock.seconds() - self._writeStarted
+        self.lastAckLatency = self.clock.seconds() - flight.sentAt
         self._retryDelay = 0.0
         if self.config["debug"]:
             self.log.info("{output}: wrote {count} events", output=self.name, count=len(batch))
-        if self._stopped:
-            return
-        if len(self.buffer) and (self._drained or len(self.buffer) >= self.batchSize):
-            self._flushCall = self.clock.callLater(0, self._write)
-        elif not len(self.buffer):
-            self._fireDrained()
-        else:
-            self._scheduleWrite()
+        self._settled()
 
-    def _writeFailed(self, failure: Failure, batch: Batch) -> None:
-        self._writing = False
-        self.failures += 1
-        self.buffer.requeue(batch)
-        self._retryDelay = min(max(self._retryDelay * 2, self.retryInitial), self.retryMax)
-        self.log.warn(
-            "output {output} failed to write {count} events ({error}); retrying in {delay:.1f}s",
+    def _writeFailed(self, failure: Failure, flight: Flight) -> None:
+        if flight.settled:
+            return
+        flight.settled = True
+        self._window.remove(flight)
+        if isinstance(failure.value, Refused):
+            self._refused(flight, failure.value)
+        else:
+            self.failures += 1
+            self._failed.append(flight)
+            if self._retryCall is None:
+                self._retryDelay = min(max(self._retryDelay * 2, self.retryInitial), self.retryMax)
+                self._retryAfter(self._retryDelay)
+            self.log.warn(
+                "output {output} failed to write {count} events ({error}); "
+                "retrying in {delay:.1f}s",
+                output=self.name,
+                count=len(flight.batch),
+                error=failure.getErrorMessage() or repr(failure.value),
+                delay=self._retryDelay,
+                failure=failure,
+            )
+        self._settled()
+
+    def _refused(self, flight: Flight, refusal: Refused) -> None:
+        self.rejected += 1
+        flight.rejections += 1
+        fields: dict[str, Any] = dict(
             output=self.name,
-            count=len(batch),
-            error=failure.getErrorMessage() or repr(failure.value),
-            delay=self._retryDelay,
-            failure=failure,
+            destination=refusal.destination,
+            count=len(flight.batch),
+            error=refusal.error,
         )
+        if flight.rejections > self.maxRetries:
+            self.rateLog.emit(
+                "rejected",
+                "output {output}: {destination} refused {count} events ({error}); "
+                "giving up on them",
+                **fields,
+            )
+            self.buffer.discard(flight.batch, "rejected")
+            return
+        delay = min(self.retryInitial * 2 ** (flight.rejections - 1), self.retryMax)
+        self.rateLog.emit(
+            "rejected",
+            "output {output}: {destination} refused {count} events ({error}); "
+            "retry {attempt} of {retries} in {delay:.1f}s",
+            attempt=flight.rejections,
+            retries=self.maxRetries,
+            delay=delay,
+            **fields,
+        )
+        self._held.append(flight)
+        self._held.sort(key=_bySeq)
+        if self._retryCall is None:
+            self._retryAfter(delay)
+
+    def _retryAfter(self, delay: float) -> None:
         if not self._stopped:
-            self._cancelFlush()
-            self._retrying = True
-            self._flushCall = self.clock.callLater(self._retryDelay, self._write)
+            self._retryCall = self.clock.callLater(delay, self._retryNow)
+
+    def _settled(self) -> None:
+        if self._failed and not self._window:
+            # Every earlier batch has settled: put the failed ones back, in order.
+            failed, self._failed = self._failed, []
+            held, self._held = self._held, []
+            self._requeue([*failed, *held])
+        self.resumeWriting()
+
+    def _requeue(self, flights: list[Flight]) -> None:
+        for flight in sorted(flights, key=_bySeq, reverse=True):  # the oldest ends at the head
+            self.buffer.requeue(flight.batch)
+
+    def requeueInFlight(self) -> int:
+        """The connection dropped: put back every batch not confirmed, in order.
+
+        Whatever their `writeBatch` Deferreds do later is ignored, and a
+        pending retry is cancelled (reconnecting has its own backoff).
+        Returns how many events went back.
+        """
+        flights = [*self._window, *self._held, *self._failed]
+        for flight in flights:
+            flight.settled = True
+        self._window.clear()
+        self._held, self._failed = [], []
+        if self._retryCall is not None and self._retryCall.active():
+            self._retryCall.cancel()
+        self._retryCall = None
+        self._requeue(flights)
+        if flights:
+            self._flushDue = True  # sent again at once, whole or not
+        return sum(len(flight.batch) for flight in flights)
 
     def _fireDrained(self) -> None:
         waiters, self._drained = self._drained, []
@@ -231,7 +435,10 @@ class Output:
             return succeed(None)
         d: Deferred[None] = Deferred()
         self._drained.append(d)
-        if not self._writing:
-            self._cancelFlush()
-            self._flushCall = self.clock.callLater(0, self._write)
-        return d
+        self.resumeWriting()
+        if d in self._drained:
+            return d
+        # Written at once: answer on the next turn, never before flush returns.
+        later: Deferred[None] = Deferred()
+        self.clock.callLater(0, later.callback, None)
+        return later

@@ -71,11 +71,14 @@ def bufferFromConfig(
     config: Mapping[str, Any],
     stateDir: str = STATE_DIR,
     codec: str = "event",
+    expiring: bool = False,
 ) -> MemoryBuffer | DiskBuffer:
     """The buffer an output's config asks for; ValueError names a bad ``buffer`` key.
 
     ``buffer.max_bytes`` replaces the output's ``max_bytes``; a disk buffer
     defaults to 1 GiB on disk, under ``<state_dir>/buffers/<output name>``.
+    An ``expiring`` memory buffer keeps each event's deadline (a disk buffer
+    keeps none).
     """
     settings = checkBufferSettings(config)
     maxBytes = settings.get("max_bytes")
@@ -83,7 +86,9 @@ def bufferFromConfig(
     overflow = config.get("overflow") or "block"
     if settings.get("type", "memory") == "memory":
         maxBytes = maxBytes or config.get("max_bytes") or MAX_BYTES
-        return MemoryBuffer(name, clock, maxsize=maxsize, max_bytes=maxBytes, overflow=overflow)
+        return MemoryBuffer(
+            name, clock, maxsize=maxsize, max_bytes=maxBytes, overflow=overflow, expiring=expiring
+        )
     from duct.buffers.disk import DiskBuffer
 
     path = settings.get("path")

@@ -68,7 +68,7 @@ class JSONLines(Output):
 
     def __init__(self, config: dict[str, Any], duct: Any) -> None:
         super().__init__(config, duct)
-        self.path: str = config.get("path") or "-"
+        self.path: str = self.config["path"]
         self._file: IO[str] | None = None
 
     @property

@@ -58,10 +58,10 @@ class RiemannUDP(Output):
     def __init__(self, config: dict[str, Any], duct: Any) -> None:
         super().__init__(config, duct)
         self.reactor: Any = getattr(duct, "reactor", None) or self.clock
-        self.server: str = config.get("server") or "localhost"
-        self.port = int(config.get("port") or 5555)
-        self.maxDatagram = int(config.get("max_datagram") or MAX_DATAGRAM)
-        self.flushInterval = float(config.get("flush_interval", 0.1) or 0.0)
+        config = self.config
+        self.server: str = config["server"]
+        self.port: int = config["port"]
+        self.maxDatagram: int = config["max_datagram"]
         self.address: tuple[str, int] | None = None
         self.datagrams = 0
         self._listening: Any = None
@@ -82,7 +82,7 @@ class RiemannUDP(Output):
 
     def _resolved(self, ip: str) -> None:
         self.address = (ip, self.port)
-        if self._listening is None and not self._stopped:
+        if self._listening is None and not self.stopped:
             interface = "::" if isIPv6Address(ip) else ""
             self._listening = self.reactor.listenUDP(0, DatagramProtocol(), interface=interface)
 
@@ -94,8 +94,7 @@ class RiemannUDP(Output):
             error=failure.getErrorMessage(),
         )
 
-    def stop(self) -> Any:
-        super().stop()
+    def closeClient(self) -> Any:
         listening, self._listening = self._listening, None
         if listening is None:
             return None
@@ -113,10 +112,10 @@ class RiemannUDP(Output):
         if not fitting:
             return 0
         kept = self.buffer.put(fitting, [len(data) + QUEUE_OVERHEAD for data in fitting])
-        self._scheduleWrite()
+        self.resumeWriting()
         return kept
 
-    def writeBatch(self, events: list[bytes]) -> Deferred[None] | None:  # type: ignore[override]
+    def writeBatch(self, events: list[bytes]) -> Deferred[None] | None:
         if self.address is None or self._listening is None:
             return self._lookup().addCallback(lambda _: self._send(events))
         self._send(events)
