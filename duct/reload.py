@@ -304,11 +304,11 @@ async def _handOver(service: DuctService, old: Output, new: Output, timeout: flo
         return
     if new.buffer.overflow == "block" and not new.buffer.writable:
         await service._within(Deferred.fromCoroutine(_room(new.buffer)), timeout)
-    items: Any = batch.events
-    if isinstance(items[0], (bytes, bytearray)):  # queued encoded, as Riemann outputs do
+    items: Any = old.batchEvents(batch)
+    if isinstance(items, list) and isinstance(items[0], (bytes, bytearray)):  # queued encoded
         items = EncodedEvents(list(items))
-        if not new.acceptsEncoded:
-            items = items.decode()
+    if isinstance(items, EncodedEvents) and not new.acceptsEncoded:
+        items = items.decode()
     kept = new.eventsReceived(items)
     old.buffer.ack(batch)
     log.info(

@@ -10,6 +10,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
 from twisted.python.failure import Failure
 
+from duct.buffers.memory import Batch, MemoryBuffer
 from duct.lib.tls import clientTLSOptions
 from duct.lib.tokenbucket import TokenBucket
 from duct.objects import Event, Output
@@ -21,9 +22,9 @@ from duct.outputs.riemann_client import (
     RiemannClientProtocol,
     clientEndpoints,
 )
-from duct.outputs.riemann_common import QUEUE_OVERHEAD, encodeForQueue, hostList
+from duct.outputs.riemann_common import encodeForQueue, entries, hostList
 from duct.outputs.riemann_udp import RiemannUDP
-from duct.protocol.riemann import EncodedEvents, msgFromEncoded, pb
+from duct.protocol.riemann import ENCODED_OVERHEAD, EncodedEvents, msgFromEncoded, pb, sizesOf
 
 __all__ = ["RiemannTCP", "RiemannUDP"]
 
@@ -31,11 +32,15 @@ __all__ = ["RiemannTCP", "RiemannUDP"]
 class RiemannTCP(Output):
     """Send events to Riemann over TCP or TLS, and wait for its acknowledgements.
 
-    Events are queued encoded (events relayed from a Riemann listener are
-    passed on byte for byte) and sent in Msgs of up to `batch_size` (here
-    100 by default; a partial Msg waits at most `flush_interval`, 0.1 s).
-    Up to `max_in_flight` Msgs may wait for their reply at once; Riemann
-    answers in order, so each reply settles the oldest.  An event leaves the
+    Events are queued encoded and sent in Msgs of up to `batch_size` (here
+    1000 by default; a partial Msg waits at most `flush_interval`, 0.1 s,
+    and a backlog goes in full Msgs at once).  A Msg relayed from a Riemann
+    listener is passed on byte for byte and, in a memory buffer, queued
+    whole: several are sent joined into one Msg, one larger than
+    `batch_size` goes alone, and a full buffer drops whole Msgs (each of
+    their events counted).  Up to `max_in_flight` Msgs may wait for their
+    reply at once; Riemann answers in order, so each reply settles the
+    oldest.  An event leaves the
     buffer only when the server replied `ok: true`.  A Msg refused with
     `ok: false` is logged with the server's error and sent again after
     `retry_initial`, doubling up to `retry_max`, at most `max_retries`
@@ -68,9 +73,9 @@ class RiemannTCP(Output):
         Option("cert", "string", None, "PEM file of a client certificate to present"),
         Option("key", "string", None, "PEM file of the client key (default: in cert)"),
         Option("tls_verify", "boolean", True, "check the server's certificate and name"),
-        Option("batch_size", "integer", 100, "most events in one Msg", minimum=1),
+        Option("batch_size", "integer", 1000, "most events in one Msg", minimum=1),
         Option("flush_interval", "number", 0.1, "seconds a partial Msg may wait", minimum=0),
-        Option("max_in_flight", "integer", 4, "Msgs sent and not yet acknowledged", minimum=1),
+        Option("max_in_flight", "integer", 8, "Msgs sent and not yet acknowledged", minimum=1),
         Option("max_retries", "integer", 5, "resends of a Msg refused with ok: false", minimum=0),
         Option(
             "ack_timeout",
@@ -118,9 +123,13 @@ class RiemannTCP(Output):
         self._connections = 0
         self._service: ClientService | None = None
         self.endpoint: FailoverEndpoint | None = None
+        self.grouped: bool = isinstance(self.buffer, MemoryBuffer) and self.buffer.grouped
+        """Whether the buffer holds Msgs (relayed whole) rather than single events."""
 
     def bufferOptions(self) -> dict[str, Any]:
-        return {"expiring": self.config["expire"]}
+        # In memory, a relayed Msg is queued and sent whole: one item, however
+        # many events.  Expiring is per event, so it queues single events.
+        return {"expiring": self.config["expire"], "grouped": True}
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -173,7 +182,13 @@ class RiemannTCP(Output):
 
     def eventsReceived(self, events: list[Event] | EncodedEvents) -> int:
         """Encode and queue events; return how many the buffer kept."""
-        self.received += len(events)
+        count = len(events)
+        self.received += count
+        if self.grouped and not self.expire and isinstance(events, EncodedEvents):
+            payload = events.payload
+            kept = self.buffer.putItem(payload, len(payload) + ENCODED_OVERHEAD, count)
+            self.resumeWriting()
+            return kept
         encoded, deadlines, invalid = encodeForQueue(
             events, self.allowNaN, self.expire, self.clock.seconds()
         )
@@ -181,9 +196,16 @@ class RiemannTCP(Output):
             self.buffer.recordDrop("invalid", invalid)
         if not encoded:
             return 0
-        kept = self.buffer.put(encoded, [len(data) + QUEUE_OVERHEAD for data in encoded], deadlines)
+        if self.grouped:
+            encoded = entries(encoded)
+        kept = self.buffer.put(encoded, sizesOf(encoded), deadlines)
         self.resumeWriting()
         return kept
+
+    def batchEvents(self, batch: Batch) -> EncodedEvents:
+        if self.grouped:
+            return EncodedEvents.fromPayload(b"".join(batch.events), len(batch))
+        return EncodedEvents(list(batch.events))
 
     # -- the writer's hooks --------------------------------------------------------
 
@@ -195,7 +217,8 @@ class RiemannTCP(Output):
         connection = self.connection
         if connection is None:
             raise ConnectionError("not connected")
-        d = connection.sendMsg(msgFromEncoded(events))
+        payload = b"".join(events) if self.grouped else msgFromEncoded(events)
+        d = connection.sendMsg(payload)
         return d.addCallback(self._replied, connection)
 
     def _replied(self, msg: pb.Msg, connection: RiemannClientProtocol) -> None:

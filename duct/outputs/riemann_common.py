@@ -2,8 +2,9 @@
 
 `duct.outputs.riemann.RiemannTCP` and `RiemannUDP` both queue events as
 their encoded Riemann bytes, never as `Event` objects: a queued event then
-costs its encoded size plus `QUEUE_OVERHEAD`, and events relayed from a
-Riemann listener (`EncodedEvents`) are never decoded on the way.
+costs its encoded size plus `ENCODED_OVERHEAD` (`sizesOf`), and events
+relayed from a Riemann listener (`EncodedEvents`) are never decoded on the
+way.
 """
 
 from __future__ import annotations
@@ -13,11 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from duct.event import Event
-from duct.protocol.riemann import DecodeError, EncodedEvents, encodeEvent, pb
-
-QUEUE_OVERHEAD = 50
-"""Bytes a queued encoded event costs beyond its length: the bytes object
-header and its size and deadline kept beside it in the buffer."""
+from duct.protocol.riemann import DecodeError, EncodedEvents, encodeEvent, msgFromEncoded, pb
 
 
 def hostList(value: Any) -> list[str]:
@@ -86,3 +83,9 @@ def encodeForQueue(
 def entrySize(length: int) -> int:
     """Bytes one encoded event of ``length`` bytes takes inside a Msg."""
     return 1 + (max(length.bit_length(), 1) + 6) // 7 + length
+
+
+def entries(encoded: list[bytes]) -> list[bytes]:
+    """Each encoded event as a Msg of its own (its ``events`` field): items that
+    concatenate into one Msg."""
+    return [msgFromEncoded((data,)) for data in encoded]

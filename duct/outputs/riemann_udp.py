@@ -10,10 +10,11 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import DatagramProtocol
 from twisted.python.failure import Failure
 
+from duct.buffers.memory import Batch
 from duct.objects import Event, Output
 from duct.options import Option
-from duct.outputs.riemann_common import QUEUE_OVERHEAD, encodeForQueue, entrySize
-from duct.protocol.riemann import MAX_DATAGRAM, EncodedEvents, msgFromEncoded
+from duct.outputs.riemann_common import encodeForQueue, entrySize
+from duct.protocol.riemann import MAX_DATAGRAM, EncodedEvents, msgFromEncoded, sizesOf
 
 
 def packDatagrams(encoded: Sequence[bytes], limit: int) -> Iterator[bytes]:
@@ -111,9 +112,12 @@ class RiemannUDP(Output):
             self.buffer.recordDrop("too_large", len(encoded) - len(fitting))
         if not fitting:
             return 0
-        kept = self.buffer.put(fitting, [len(data) + QUEUE_OVERHEAD for data in fitting])
+        kept = self.buffer.put(fitting, sizesOf(fitting))
         self.resumeWriting()
         return kept
+
+    def batchEvents(self, batch: Batch) -> EncodedEvents:
+        return EncodedEvents(list(batch.events))
 
     def writeBatch(self, events: list[bytes]) -> Deferred[None] | None:
         if self.address is None or self._listening is None:
