@@ -208,7 +208,7 @@ async def relayRun(
             per = events // CLIENTS
             frames = [makeFrames(per, perMsg, c) for c in range(CLIENTS)]
             sink.expected = per * CLIENTS
-            sink.done = defer.Deferred()
+            sink.done = done = defer.Deferred()
             cpu0, t0 = cpuSeconds(proc), reactor.seconds()
             clients = []
             for c in range(CLIENTS):
@@ -218,7 +218,7 @@ async def relayRun(
                 clients.append(client)
             await defer.gatherResults([c.finished for c in clients])
             acked = reactor.seconds()
-            t1 = await sink.done
+            t1 = await done  # may have fired already: the sink can finish first
             cpu = cpuSeconds(proc) - cpu0
             latencies = sorted(x for c in clients for x in c.latencies)
             for c in clients:

@@ -217,8 +217,7 @@ class RiemannTCP(Output):
         connection = self.connection
         if connection is None:
             raise ConnectionError("not connected")
-        payload = b"".join(events) if self.grouped else msgFromEncoded(events)
-        d = connection.sendMsg(payload)
+        d = connection.sendMsg(events if self.grouped else msgFromEncoded(events))
         return d.addCallback(self._replied, connection)
 
     def _replied(self, msg: pb.Msg, connection: RiemannClientProtocol) -> None:

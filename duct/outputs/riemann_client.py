@@ -221,12 +221,19 @@ class RiemannClientProtocol(Int32StringReceiver):
 
     # -- Msgs and replies ----------------------------------------------------------
 
-    def sendMsg(self, payload: bytes) -> Deferred[pb.Msg]:
-        """Send one serialized Msg; the Deferred fires with Riemann's reply."""
+    def sendMsg(self, payload: bytes | Sequence[bytes]) -> Deferred[pb.Msg]:
+        """Send one serialized Msg; the Deferred fires with Riemann's reply.
+
+        ``payload`` may be given in parts (Msgs of events, which concatenate
+        into one): they are written as they are, never joined here.
+        """
         d: Deferred[pb.Msg] = Deferred()
         self._waiting.append((d, self.clock.seconds()))
         transport: Any = self.transport
-        transport.writeSequence((_LENGTH.pack(len(payload)), payload))
+        if isinstance(payload, bytes):
+            transport.writeSequence((_LENGTH.pack(len(payload)), payload))
+        else:
+            transport.writeSequence([_LENGTH.pack(sum(map(len, payload))), *payload])
         if self._ackCall is None:
             self._watchAcks()
         return d
