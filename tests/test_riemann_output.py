@@ -13,11 +13,13 @@ from twisted.internet import protocol
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import LogLevel, formatEvent
 from twisted.protocols.basic import Int32StringReceiver
 from twisted.python.failure import Failure
+from zope.interface import directlyProvides
 
 from duct.objects import Event
 from duct.outputs.riemann import RiemannTCP, RiemannUDP
@@ -688,3 +690,32 @@ def test_a_msg_with_more_than_events_is_passed_on_as_its_events_only() -> None:
     relayed = EncodedEvents.fromMsg(decodeMsg(data), data)
     assert relayed.payload == pb.Msg(events=[pb.Event(service="s")]).SerializeToString()
     assert [e.service for e in relayed.decode()] == ["s"]
+
+
+def test_a_connection_lost_before_it_is_ready_is_a_failed_attempt_then_fails_over(
+    logged: list[dict[str, Any]],
+) -> None:
+    reactor = MemoryReactorClock()
+    config = {"server": ["127.0.0.1", "127.0.0.2"], "reconnect_initial": 1.0, "reconnect_max": 8}
+    output = RiemannTCP(configure(RiemannTCP, config), FakeDuct(clock=reactor))
+    output.createClient()
+    output.eventsReceived(makeEvents(2))
+    hosts, delays = [], []
+    for _ in range(3):
+        host, port, factory = reactor.tcpClients[-1][:3]
+        hosts.append(host)
+        transport = StringTransport()
+        directlyProvides(transport, ISSLTransport)  # so ready only once a handshake completes
+        proto = factory.buildProtocol(IPv4Address("TCP", host, port))
+        proto.makeConnection(transport)
+        assert not output.connected  # connected, but not ready
+        proto.connectionLost(Failure(ConnectionDone("handshake failed")))
+        [retry] = reactor.getDelayedCalls()
+        delays.append(retry.getTime() - reactor.seconds())
+        reactor.advance(delays[-1])
+    assert hosts == ["127.0.0.1", "127.0.0.2", "127.0.0.1"]  # the next server each time
+    assert [round(d) for d in delays] == [1, 2, 4]  # ClientService's backoff grows
+    failures = [e for e in logged if "cannot connect" in e.get("log_format", "")]
+    assert failures and failures[0]["server"] == "127.0.0.1:5555"
+    assert output.buffer.depth == 2 and output.sent == 0
+    output.stop()

@@ -47,8 +47,8 @@ class RiemannTCP(Output):
     times; then its events are dropped (counted as `rejected`).  When the
     connection is lost, every Msg still waiting goes back to the head of the
     buffer, in order, and is sent again once connected: delivery is at least
-    once, and a reconnection may repeat up to `max_in_flight` x `batch_size`
-    events.
+    once, and a reconnection may repeat up to `max_in_flight` Msgs (each of
+    `batch_size` events, or one larger relayed Msg).
 
     `server` may list several hosts: after a failed attempt the next one is
     tried.  With `tls`, the server's certificate is checked against `ca` (or
