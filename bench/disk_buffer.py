@@ -4,7 +4,7 @@ Prints JSON with medians of several runs.  ``relay`` runs a real ``twistd``
 Riemann relay (listener to RiemannTCP output, as bench/riemann_relay.py
 does) with the output's buffer on disk:
 
-- ``relay.<sync>.events_per_s`` and ``duct_cpu_ms_per_1000``: the events
+- ``relay.<sync>.events_per_s`` and ``cpu_ms_per_1000``: the events
   sent by 4 clients, 100 per Msg, each Msg awaiting its ack (and so, for
   ``sync: always``, its fsync), until the sink has them all;
 - ``relay.backlog_disk`` and ``backlog_memory``: with the sink down, 100,000 events queued:
@@ -202,7 +202,7 @@ def relayFigures(events: int, runs: int) -> dict[str, object]:
             results = [await relay.relayRun(events, 100, sync) for _ in range(runs)]
             figures[sync] = {
                 key: round(statistics.median(r[key] for r in results), 2)
-                for key in ("events_per_s", "duct_cpu_ms_per_1000", "ack_p99_ms")
+                for key in ("events_per_s", "cpu_ms_per_1000", "ack_p99_ms")
             }
         for kind, sync in (("disk", "interval"), ("memory", None)):
             results = [await relay.bufferedRun(100_000, sync) for _ in range(runs)]

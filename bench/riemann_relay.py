@@ -14,14 +14,20 @@ every Msg before sending the next, with B events per Msg.  Prints JSON:
 - ceiling_cpu_ms_per_1000: protobuf decode plus re-encode of the same
   frames in one process, the floor any relay pays; ``fraction_of_ceiling``
   is that floor divided by duct's cost;
-- bare_twisted_ack_cpu_ms_per_1000: the CPU of a bare Twisted server that
-  acks each frame without reading it, driven by the same clients: what the
-  reactor alone costs per round trip, which bounds duct from below at
-  small B.
+- bare_forwarder: the same clients and sink through a bare forwarder in
+  its own process, written on asyncio alone: it frames, acks and forwards
+  Msgs without decoding them, sending whatever it has queued at once (the
+  whole backlog as one Msg, in one write).  ``rate_ratio`` is duct's
+  events/s over the forwarder's and ``cpu_ratio`` duct's CPU per event over
+  the forwarder's, each the median of the ratios of runs taken in turn
+  (``rate_ratio_of_medians`` divides the two medians instead, and
+  ``runs_events_per_s`` lists each pair);
+- with ``--twisted-floor``, bare_twisted_ack_cpu_ms_per_1000: the CPU of a
+  bare Twisted server that acks each frame without reading it.
 
 Every figure is the median of ``--runs`` runs.
 
-    .venv/bin/python bench/riemann_relay.py [--events 200000] [--runs 3]
+    .venv/bin/python bench/riemann_relay.py [--events 200000] [--runs 5]
 """
 
 from __future__ import annotations
@@ -181,19 +187,30 @@ def peakRss(pid: int) -> int:
     return 0
 
 
-async def relayRun(events: int, perMsg: int, sync: str | None = None) -> dict[str, float]:
+def startForwarder(tmp: str, listenPort: int, sinkPort: int) -> subprocess.Popen[bytes]:
+    argv = [sys.executable, __file__, "--bare-forwarder", str(listenPort), str(sinkPort)]
+    return subprocess.Popen(argv, cwd=tmp)
+
+
+async def relayRun(
+    events: int, perMsg: int, sync: str | None = None, bare: bool = False
+) -> dict[str, float]:
+    """Clients -> duct (or, with ``bare``, the bare forwarder) -> the sink."""
     sink = SinkFactory()
     sinkPort = reactor.listenTCP(0, sink, interface="127.0.0.1")
     listen = freePort()
     with tempfile.TemporaryDirectory() as tmp:
-        duct = startDuct(tmp, listen, sinkPort.getHost().port, maxsize=events * 2, sync=sync)
+        if bare:
+            duct = startForwarder(tmp, listen, sinkPort.getHost().port)
+        else:
+            duct = startDuct(tmp, listen, sinkPort.getHost().port, maxsize=events * 2, sync=sync)
         try:
             await waitForPort(listen)
             proc = psutil.Process(duct.pid)
             per = events // CLIENTS
             frames = [makeFrames(per, perMsg, c) for c in range(CLIENTS)]
             sink.expected = per * CLIENTS
-            sink.done = defer.Deferred()
+            sink.done = done = defer.Deferred()
             cpu0, t0 = cpuSeconds(proc), reactor.seconds()
             clients = []
             for c in range(CLIENTS):
@@ -202,17 +219,19 @@ async def relayRun(events: int, perMsg: int, sync: str | None = None) -> dict[st
                 await connectProtocol(endpoint, client)
                 clients.append(client)
             await defer.gatherResults([c.finished for c in clients])
-            t1 = await sink.done
+            acked = reactor.seconds()
+            t1 = await done  # may have fired already: the sink can finish first
             cpu = cpuSeconds(proc) - cpu0
             latencies = sorted(x for c in clients for x in c.latencies)
             for c in clients:
                 c.transport.loseConnection()
             return {
                 "events_per_s": sink.expected / (t1 - t0),
-                "duct_cpu_ms_per_1000": cpu * 1000 / (sink.expected / 1000),
+                "cpu_ms_per_1000": cpu * 1000 / (sink.expected / 1000),
                 "peak_rss_mb": peakRss(duct.pid) / 2**20,
                 "ack_p50_ms": latencies[len(latencies) // 2] * 1000,
                 "ack_p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
+                "drain_ms": max(0.0, t1 - acked) * 1000,
             }
         finally:
             duct.terminate()
@@ -267,6 +286,68 @@ def serveBareAcks(port: int) -> None:
     reactor.run()  # type: ignore[attr-defined]
 
 
+def serveBareForwarder(listenPort: int, sinkPort: int) -> None:
+    """Frame, ack and forward Msgs undecoded; send all that is queued at once, as one Msg.
+
+    Serialized Msgs that hold only events concatenate into one valid Msg,
+    so the whole backlog goes to the sink in one frame and one write.
+    """
+    import asyncio
+    import struct
+
+    header = struct.Struct(">I")
+    okReply = ack()
+
+    async def forward() -> None:
+        loop = asyncio.get_running_loop()
+        queued: list[bytes] = []
+        sending = False
+
+        class SinkSide(asyncio.Protocol):
+            def data_received(self, data: bytes) -> None:
+                pass  # the sink's acks: nothing waits for them
+
+        sinkTransport, _ = await loop.create_connection(SinkSide, "127.0.0.1", sinkPort)
+
+        def send() -> None:
+            nonlocal sending
+            sending = False
+            payload = b"".join(queued)
+            queued.clear()
+            sinkTransport.writelines((header.pack(len(payload)), payload))
+
+        class ClientSide(asyncio.Protocol):
+            def connection_made(self, transport: Any) -> None:
+                self.transport = transport
+                self.buffer = bytearray()
+
+            def data_received(self, data: bytes) -> None:
+                nonlocal sending
+                buffer = self.buffer
+                buffer += data
+                frames = 0
+                start = 0
+                while len(buffer) - start >= 4:
+                    (length,) = header.unpack_from(buffer, start)
+                    end = start + 4 + length
+                    if end > len(buffer):
+                        break
+                    queued.append(bytes(buffer[start + 4 : end]))
+                    frames += 1
+                    start = end
+                del buffer[:start]
+                if frames:
+                    self.transport.write(okReply * frames)
+                    if not sending:
+                        sending = True
+                        loop.call_soon(send)
+
+        server = await loop.create_server(ClientSide, "127.0.0.1", listenPort)
+        await server.serve_forever()
+
+    asyncio.run(forward())
+
+
 async def floorRun(events: int, perMsg: int) -> float:
     """CPU ms per 1,000 events of a bare Twisted server acking the same clients."""
     port = freePort()
@@ -303,33 +384,63 @@ def ceiling(events: int, perMsg: int) -> float:
     return (time.process_time() - start) * 1000 / (events / 1000)
 
 
+def medianRatio(pairs: list[tuple[float, float]]) -> float:
+    return statistics.median(a / b for a, b in pairs)
+
+
 async def main(reactor_: Any, args: argparse.Namespace) -> None:
     report: dict[str, Any] = {"events": args.events, "runs": args.runs, "clients": CLIENTS}
     for perMsg in args.batch:
-        runs = [await relayRun(args.events, perMsg) for _ in range(args.runs)]
-        result = {key: round(statistics.median(r[key] for r in runs), 3) for key in runs[0]}
+        ducts, bares = [], []
+        for _ in range(args.runs):  # in turn, so that both see the same load on the machine
+            ducts.append(await relayRun(args.events, perMsg))
+            bares.append(await relayRun(args.events, perMsg, bare=True))
+        result: dict[str, Any] = {
+            key: round(statistics.median(r[key] for r in ducts), 3) for key in ducts[0]
+        }
+        result["bare_forwarder"] = {
+            key: round(statistics.median(r[key] for r in bares), 3)
+            for key in ("events_per_s", "cpu_ms_per_1000")
+        }
+        pairs = list(zip(ducts, bares, strict=True))
+        rates = [(d["events_per_s"], b["events_per_s"]) for d, b in pairs]
+        cpus = [(d["cpu_ms_per_1000"], b["cpu_ms_per_1000"]) for d, b in pairs]
+        result["rate_ratio"] = round(medianRatio(rates), 3)
+        result["cpu_ratio"] = round(medianRatio(cpus), 3)
+        result["rate_ratio_of_medians"] = round(
+            result["events_per_s"] / result["bare_forwarder"]["events_per_s"], 3
+        )
+        result["runs_events_per_s"] = [[round(d), round(b)] for d, b in rates]
         floor = statistics.median(ceiling(min(args.events, 50_000), perMsg) for _ in range(3))
         result["ceiling_cpu_ms_per_1000"] = round(floor, 3)
-        result["fraction_of_ceiling"] = round(floor / result["duct_cpu_ms_per_1000"], 3)
-        bare = statistics.median([await floorRun(args.events, perMsg) for _ in range(args.runs)])
-        result["bare_twisted_ack_cpu_ms_per_1000"] = round(bare, 3)
+        result["fraction_of_ceiling"] = round(floor / result["cpu_ms_per_1000"], 3)
+        if args.twisted_floor:
+            bare = [await floorRun(args.events, perMsg) for _ in range(args.runs)]
+            result["bare_twisted_ack_cpu_ms_per_1000"] = round(statistics.median(bare), 3)
         report[f"B={perMsg}"] = result
-    buffered = [await bufferedRun(100_000) for _ in range(args.runs)]
-    report["bytes_per_buffered_event"] = round(
-        statistics.median(b["rss_bytes_per_event"] for b in buffered)
-    )
+    if not args.no_buffered:
+        buffered = [await bufferedRun(100_000) for _ in range(args.runs)]
+        report["bytes_per_buffered_event"] = round(
+            statistics.median(b["rss_bytes_per_event"] for b in buffered)
+        )
     print(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Riemann relay benchmark")
     parser.add_argument("--events", type=int, default=200_000)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--batch", type=int, nargs="+", default=[100, 1])
+    parser.add_argument("--twisted-floor", action="store_true", help="time a bare Twisted acker")
+    parser.add_argument("--no-buffered", action="store_true", help="skip the memory measure")
     parser.add_argument("--bare-ack-server", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--bare-forwarder", type=int, nargs=2, help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.bare_ack_server:
         serveBareAcks(arguments.bare_ack_server)
+        sys.exit(0)
+    if arguments.bare_forwarder:
+        serveBareForwarder(*arguments.bare_forwarder)
         sys.exit(0)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     task.react(lambda r: defer.ensureDeferred(main(r, arguments)))

@@ -44,7 +44,7 @@ async def handOver(roster: Roster, old: Output, new: Output, timeout: float) -> 
         return
     if new.buffer.overflow == "block" and not new.buffer.writable:
         await within(Deferred.fromCoroutine(_room(new.buffer)), timeout, roster.clock)
-    offered, kept = buffer.moveInto(new)
+    offered, kept = buffer.moveInto(new, old.batchEvents)
     log.info(
         "output {output} replaced; {count} events it had not delivered moved to its replacement",
         output=old.name,

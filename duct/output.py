@@ -1,12 +1,11 @@
-"""Output: the base class of every destination, with its buffer and writer."""
+"""Output: the base of every destination, with its buffer and its one writer."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from duct.buffers import bufferFromConfig
@@ -14,21 +13,34 @@ from duct.buffers.memory import OVERFLOW_POLICIES, Batch, BufferBase
 from duct.defaults import MAX_BYTES, MAX_EVENTS, STATE_DIR
 from duct.event import Event
 from duct.interfaces import IDuctOutput
+from duct.lib.lograte import RateLimitedLog
 from duct.lib.pluginhttp import PluginHTTP
 from duct.options import REQUIRED, Option, withDefaults
 from duct.stats import OUTPUT_STATS, Stat
+from duct.writer import Flight, Refused, Writer
+
+__all__ = ["Flight", "Output", "Refused"]
 
 
 @implementer(IDuctOutput)
-class Output:
+class Output(Writer):
     """The base of every output.
 
-    The base class owns a bounded buffer.  `eventsReceived` puts events in
-    it, and a writer drains it in batches through `writeBatch`, which a
-    subclass overrides: an event leaves the buffer only when `writeBatch`
-    has succeeded, and a failed batch goes back to the head and is retried.
-    An output that sends on its own may instead override `eventsReceived`,
-    or drain ``self.buffer`` with ``take``/``ack``/``requeue``.
+    The base class owns a bounded buffer and the only writer.
+    `eventsReceived` puts events in the buffer; the writer takes batches of
+    what is buffered, up to `batch_size`, and hands each to `writeBatch`,
+    which a subclass overrides.  Up to `max_in_flight` batches may be
+    written and not yet confirmed at once.  An event leaves the buffer only
+    when its batch's `writeBatch` succeeded.
+
+    A partial batch waits at most `flush_interval`; a deeper backlog goes
+    in full batches at once.  A failed batch goes back to the head of the
+    buffer, in order with any other batch that failed, once the batches
+    still in flight have settled; writing resumes after `retry_initial`,
+    doubling up to `retry_max`.  A batch the destination `Refused` is
+    written again as it was, at most `maxRetries` times.  An output whose
+    connection drops calls `requeueInFlight`, and `resumeWriting` once the
+    destination can take batches again (`canWrite`).
 
     :param config: this output's validated configuration.
     :param duct: the running service (or a test double from `duct.testing`).
@@ -52,6 +64,7 @@ class Output:
         Option("overflow", "string", "block", "what a full buffer does", choices=OVERFLOW_POLICIES),
         Option("batch_size", "integer", 500, "most events written at once", minimum=1),
         Option("flush_interval", "number", 1.0, "seconds a partial batch may wait", minimum=0),
+        Option("max_in_flight", "integer", 1, "batches written and not yet confirmed", minimum=1),
         Option("retry_initial", "number", 0.5, "seconds before the first retry", minimum=0.01),
         Option("retry_max", "number", 30.0, "longest wait between retries", minimum=0.01),
         Option("debug", "boolean", False, "log each batch written"),
@@ -83,35 +96,38 @@ class Output:
             config,
             stateDir=ductConfig.get("state_dir") or STATE_DIR,
             codec="bytes" if self.acceptsEncoded else "event",
+            **self.bufferOptions(),
         )
         self.batchSize: int = config["batch_size"]
         self.flushInterval = float(config["flush_interval"])
+        self.maxInFlight: int = config["max_in_flight"]
         self.retryInitial = float(config["retry_initial"])
         self.retryMax = float(config["retry_max"])
         self.received = 0
         self.sent = 0
         self.failures = 0
+        """Batches whose write failed."""
+        self.rejected = 0
+        """Batches the destination refused."""
         self.acked = 0
         """Batches the destination confirmed."""
         self.lastAckLatency: float | None = None
         """Seconds the last confirmed batch took, from writeBatch to its success."""
-        self._writeStarted = 0.0
-        self._retryDelay = 0.0
-        self._writing = False
-        self._retrying = False
-        self._stopped = False
-        self._flushCall: Any = None
-        self._drained: list[Deferred[None]] = []
+        self.rateLog = RateLimitedLog(self.log, self.clock)
+        self.initWriter()
 
-    @property
-    def inFlight(self) -> int:
-        """Batches being written and not yet confirmed."""
-        return 1 if self._writing else 0
+    def bufferOptions(self) -> dict[str, Any]:
+        """Extra settings for the buffer (`bufferFromConfig`'s keywords); none by default."""
+        return {}
 
     # -- lifecycle -------------------------------------------------------------
 
     def createClient(self) -> Any:
         """Connect or open the destination.  May return a Deferred or be async."""
+        return None
+
+    def closeClient(self) -> Any:
+        """Disconnect or close the destination.  May return a Deferred or be async."""
         return None
 
     def start(self) -> Deferred[None]:
@@ -121,18 +137,20 @@ class Output:
         event arrives; without this the writer would wait for one.
         """
         d = maybeDeferred(self.createClient)
-        d.addCallback(lambda _: self._scheduleWrite())
+        d.addCallback(lambda _: self.resumeWriting())
         return d
 
-    def stop(self) -> Any:
-        """Close the destination.  May return a Deferred or be async."""
-        self._stopped = True
-        self._cancelFlush()
-        self._fireDrained()  # nothing more will be written: release flush() waiters
-        close = getattr(self.buffer, "close", None)
+    def stop(self) -> Deferred[None]:
+        """Stop writing, `closeClient`, then close the buffer."""
+        self.stopWriting()
+        d = maybeDeferred(self.closeClient)
+        return d.addBoth(self._closeBuffer)
+
+    def _closeBuffer(self, result: object) -> object:
+        close = getattr(self.buffer, "close", None)  # a disk buffer's
         if close is not None:
             close()
-        return None
+        return result
 
     # -- events in ---------------------------------------------------------------
 
@@ -140,107 +158,13 @@ class Output:
         """Queue events for delivery; return how many the buffer kept."""
         self.received += len(events)
         kept = self.buffer.put(events)
-        self._scheduleWrite()
+        self.resumeWriting()
         return kept
 
-    # -- the writer -------------------------------------------------------------
+    def batchEvents(self, batch: Batch) -> Any:
+        """The events of a batch taken from this output's buffer, for another output.
 
-    def writeBatch(self, events: list[Event]) -> Any:
-        """Deliver ``events``.  Raise or fail the Deferred to have them retried."""
-        raise NotImplementedError(f"{type(self).__name__} must override writeBatch")
-
-    def _hasWriter(self) -> bool:
-        return type(self).writeBatch is not Output.writeBatch
-
-    def _scheduleWrite(self) -> None:
-        if self._writing or self._retrying or self._stopped:
-            return
-        if not self._hasWriter() or not len(self.buffer):
-            return
-        if len(self.buffer) >= self.batchSize or self.flushInterval == 0:
-            delay = 0.0
-        elif self._flushCall is not None:
-            return
-        else:
-            delay = self.flushInterval
-        self._cancelFlush()
-        self._flushCall = self.clock.callLater(delay, self._write)
-
-    def _cancelFlush(self) -> None:
-        if self._flushCall is not None and self._flushCall.active():
-            self._flushCall.cancel()
-        self._flushCall = None
-
-    def _write(self) -> None:
-        self._flushCall = None
-        self._retrying = False
-        if self._writing:  # one batch at a time; _written schedules the next
-            return
-        batch = self.buffer.take(self.batchSize)
-        if batch is None:
-            self._fireDrained()
-            return
-        self._writing = True
-        self._writeStarted = self.clock.seconds()
-        d = maybeDeferred(self.writeBatch, batch.events)
-        d.addCallbacks(
-            self._written, self._writeFailed, callbackArgs=(batch,), errbackArgs=(batch,)
-        )
-
-    def _written(self, _: object, batch: Batch) -> None:
-        self._writing = False
-        # The ack may wake producers whose eventsReceived schedules a write:
-        # whichever is scheduled last replaces it, so never two at once.
-        self.buffer.ack(batch)
-        self._cancelFlush()
-        self.sent += len(batch)
-        self.acked += 1
-        self.lastAckLatency = self.clock.seconds() - self._writeStarted
-        self._retryDelay = 0.0
-        if self.config["debug"]:
-            self.log.info("{output}: wrote {count} events", output=self.name, count=len(batch))
-        if self._stopped:
-            return
-        if len(self.buffer) and (self._drained or len(self.buffer) >= self.batchSize):
-            self._flushCall = self.clock.callLater(0, self._write)
-        elif not len(self.buffer):
-            self._fireDrained()
-        else:
-            self._scheduleWrite()
-
-    def _writeFailed(self, failure: Failure, batch: Batch) -> None:
-        self._writing = False
-        self.failures += 1
-        self.buffer.requeue(batch)
-        self._retryDelay = min(max(self._retryDelay * 2, self.retryInitial), self.retryMax)
-        self.log.warn(
-            "output {output} failed to write {count} events ({error}); retrying in {delay:.1f}s",
-            output=self.name,
-            count=len(batch),
-            error=failure.getErrorMessage() or repr(failure.value),
-            delay=self._retryDelay,
-            failure=failure,
-        )
-        if not self._stopped:
-            self._cancelFlush()
-            self._retrying = True
-            self._flushCall = self.clock.callLater(self._retryDelay, self._write)
-
-    def _fireDrained(self) -> None:
-        waiters, self._drained = self._drained, []
-        for d in waiters:
-            d.callback(None)
-
-    def flush(self) -> Deferred[None]:
-        """Write everything buffered now; fires when the buffer is empty.
-
-        For an output without a writer of its own this fires at once.
+        Events as `eventsReceived` takes them: a list of `Event`, or
+        `EncodedEvents` for an output that queues Riemann bytes.
         """
-        if self._stopped or not self._hasWriter() or not self.buffer.depth:
-            return succeed(None)
-        d: Deferred[None] = Deferred()
-        self._drained.append(d)
-        if not self._writing:
-            self._cancelFlush()
-            self._flushCall = self.clock.callLater(0, self._write)
-        return d
+        return batch.events

@@ -157,9 +157,13 @@ class Pipeline:
                 route.triggers.apply(events)
         if not events:
             return None
-        if not self._isHeld(route) and all(output.buffer.writable for output in route.blocking):
-            self._deliver(route, events)
-            return None
+        if not self.held or not self._isHeld(route):
+            for output in route.blocking:
+                if not output.buffer.writable:
+                    break
+            else:
+                self._deliver(route, events)
+                return None
         return Deferred.fromCoroutine(self._deliverWhenWritable(source, route, events))
 
     def _deliver(self, route: Route, events: list[Event] | EncodedEvents) -> None:

@@ -368,12 +368,52 @@ def test_move_into_keeps_encoded_events_encoded_for_a_riemann_output(clock: Cloc
 
     encoded = [encodeEvent(e) for e in makeEvents(2)]
     for acceptsEncoded in (True, False):
-        buffer = MemoryBuffer("old", clock, codec="bytes")
+        buffer = MemoryBuffer("old", clock)
         buffer.put(encoded, [len(data) for data in encoded])
         taker = _Taker(acceptsEncoded)
-        assert buffer.moveInto(taker) == (2, 2)
+        # As a Riemann output's batchEvents gives them: encoded.
+        assert buffer.moveInto(taker, lambda batch: EncodedEvents(list(batch.events))) == (2, 2)
         (handed,) = taker.received
         if acceptsEncoded:
             assert isinstance(handed, EncodedEvents) and list(handed) == encoded
         else:
             assert [e.service for e in handed] == names(0, 1)
+
+
+# -- grouped: items of several events ------------------------------------------------
+
+
+def grouped(**kwargs: Any) -> MemoryBuffer:
+    return MemoryBuffer("g", Clock(), grouped=True, **kwargs)
+
+
+def test_a_grouped_buffer_counts_events_and_takes_whole_items() -> None:
+    buffer = grouped()
+    assert buffer.put([b"a" * 10, b"b" * 20], [60, 70], None, [3, 5]) == 8
+    assert buffer.putItem(b"c" * 5, 55, 2) == 2
+    assert (len(buffer), buffer.depth, buffer.nbytes) == (10, 10, 185)
+    batch = buffer.take(7)  # 3 fits, 3 + 5 does not
+    assert batch is not None and batch.events == [b"a" * 10] and len(batch) == 3
+    second = buffer.take(4)  # always at least one item, even above n
+    assert second is not None and second.events == [b"b" * 20]
+    assert len(second) == 5 and buffer.depth == 10 and len(buffer) == 2
+    buffer.requeue(second)
+    buffer.requeue(batch)
+    whole = buffer.take(100)
+    assert whole is not None and whole.counts == [3, 5, 2] and len(whole) == 10
+    buffer.ack(whole)
+    assert (len(buffer), buffer.depth, buffer.nbytes) == (0, 0, 0)
+
+
+def test_a_grouped_buffer_limits_and_drops_by_events() -> None:
+    buffer = grouped(maxsize=10, overflow="drop_oldest")
+    buffer.put([b"x", b"y"], [51, 51], None, [4, 4])
+    assert buffer.putItem(b"z", 51, 4) == 4  # 12 > 10: the oldest Msg goes, 4 events
+    assert buffer.drops["overflow"] == 4 and buffer.waiting() == [b"y", b"z"]
+    blocking = grouped(maxsize=10)
+    blocking.put([b"x"], [51], None, [10])
+    assert not blocking.writable
+    assert blocking.putItem(b"y", 51, 6) == 0 and blocking.drops["overflow"] == 6
+    newest = grouped(maxsize=10, overflow="drop_newest")
+    assert newest.put([b"x", b"y", b"z"], [51] * 3, None, [6, 6, 6]) == 12
+    assert newest.drops["overflow"] == 6 and len(newest) == 12

@@ -144,7 +144,7 @@ def test_a_changed_memory_output_hands_its_backlog_to_its_replacement(
 
     new = output(service, "out")
     assert new is not old and new.batchSize == 7
-    assert old._stopped and old.buffer.depth == 0
+    assert old.stopped and old.buffer.depth == 0
     step(clock, 1)
     received = metrics(new.written)
     assert {1.0, 2.0, 3.0} <= set(received)  # the backlog moved over

@@ -13,17 +13,28 @@ from twisted.internet import protocol
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import LogLevel, formatEvent
 from twisted.protocols.basic import Int32StringReceiver
 from twisted.python.failure import Failure
+from zope.interface import directlyProvides
 
 from duct import testing
 from duct.objects import Event
 from duct.outputs.riemann import RiemannTCP, RiemannUDP
 from duct.outputs.riemann_udp import packDatagrams
-from duct.protocol.riemann import EncodedEvents, ack, decodeMsg, encodeEvent, msgFromEncoded, pb
+from duct.protocol.riemann import (
+    DecodeError,
+    EncodedEvents,
+    ack,
+    decodeMsg,
+    encodeEvent,
+    msgFromEncoded,
+    pb,
+    splitPayload,
+)
 from duct.testing import FakeDuct, configure
 
 T0 = 1_700_000_000.25
@@ -192,6 +203,11 @@ def stopClocked(output: RiemannTCP, connection: FakeConnection | None) -> None:
     assert d.called
 
 
+def queued(events: list[Event]) -> list[bytes]:
+    """What RiemannTCP's memory buffer holds for each event: a Msg of its own."""
+    return [msgFromEncoded([encodeEvent(e)]) for e in events]
+
+
 def services(msgs: list[pb.Msg]) -> list[str]:
     return [event.service for msg in msgs for event in msg.events]
 
@@ -259,7 +275,7 @@ async def test_msgs_in_flight_go_back_first_and_in_order(reactor: Any) -> None:
         await server.stop()
         await waitFor(reactor, lambda: not output.connected, "the lost connection")
         assert output.inFlight == 0
-        assert output.buffer.waiting()[:40] == [encodeEvent(e) for e in makeEvents(40)]
+        assert output.buffer.waiting()[:40] == queued(makeEvents(40))
         server.hold = False
         server.listen(port)
         await output.flush()
@@ -409,7 +425,7 @@ def test_a_lost_connection_requeues_refused_and_in_flight_msgs_in_order() -> Non
     server.reply(ok=False, error="no")  # Msg [0, 1] waits for a retry
     server.drop()
     assert not output.connected and output.inFlight == 0
-    assert output.buffer.waiting() == [encodeEvent(e) for e in makeEvents(8)]
+    assert output.buffer.waiting() == queued(makeEvents(8))
     reactor.advance(1.0)
     server = FakeConnection(reactor)
     assert services(server.msgs()) == ["0", "1", "2", "3", "4", "5"]
@@ -506,7 +522,7 @@ def test_queued_events_are_small() -> None:
 def test_options_are_declared_and_checked() -> None:
     config = configure(RiemannTCP, {})
     assert config["server"] == "localhost" and config["port"] == 5555
-    assert config["max_in_flight"] == 4 and config["batch_size"] == 100
+    assert config["max_in_flight"] == 8 and config["batch_size"] == 1000
     assert config["tls_verify"] is True and config["maxrate"] is None
     with pytest.raises(ValueError, match="max_in_flight"):
         configure(RiemannTCP, {"max_in_flight": 0})
@@ -611,3 +627,91 @@ def test_each_reply_restarts_the_ack_timer_from_the_oldest_msg() -> None:
     assert connection.transport.disconnecting
     connection.drop()
     stopClocked(output, None)
+
+
+# -- relayed Msgs ------------------------------------------------------------------------
+
+
+def relayedMsg(events: list[Event]) -> EncodedEvents:
+    """What a Riemann listener passes on: the client's Msg, parsed once."""
+    data = pb.Msg(events=[pb.Event.FromString(encodeEvent(e)) for e in events]).SerializeToString()
+    return EncodedEvents.fromMsg(decodeMsg(data), data)
+
+
+def test_relayed_msgs_are_queued_whole_and_sent_as_one_concatenated_msg() -> None:
+    output, reactor = clockOutput(batch_size=7, flush_interval=0, max_in_flight=1)
+    server = FakeConnection(reactor)
+    first, second, third = (relayedMsg(makeEvents(3, start=i)) for i in (0, 3, 6))
+    for msg in (first, second, third):
+        output.eventsReceived(msg)
+    assert output.buffer.waiting() == [second.payload, third.payload]  # one item a Msg
+    assert server.transport.value()[4:] == first.payload  # alone: 3 + 3 + 3 > 7
+    assert len(output.buffer) == 6 and output.buffer.depth == 9
+    server.msgs()
+    server.reply()
+    [msg] = server.msgs()
+    assert msg.SerializeToString() == second.payload + third.payload
+    assert services([msg]) == [str(i) for i in range(3, 9)]
+    server.reply()
+    assert output.sent == 9 and output.buffer.depth == 0 and output.acked == 2
+    stopClocked(output, server)
+
+
+def test_a_relayed_backlog_hands_over_to_an_output_that_decodes() -> None:
+    output, reactor = clockOutput()
+    output.eventsReceived(relayedMsg(makeEvents(2)))
+    output.eventsReceived(makeEvents(1, start=2))
+    batch = output.buffer.take(100)
+    assert batch is not None
+    events = output.batchEvents(batch)
+    assert isinstance(events, EncodedEvents) and len(events) == 3
+    assert [e.service for e in events.decode()] == ["0", "1", "2"]
+    assert [e.tags for e in events.decode()] == [["a", "b"]] * 3
+    stopClocked(output, None)
+
+
+def test_split_payload_undoes_msg_from_encoded() -> None:
+    encoded = [encodeEvent(e) for e in makeEvents(3)] + [b"x" * 300]
+    payload = msgFromEncoded(encoded)
+    assert splitPayload(payload) == encoded
+    assert EncodedEvents.fromPayload(payload, 4).encoded == encoded
+    assert EncodedEvents(encoded).payload == payload
+    for broken in (payload[:-1], b"\x08\x01" + payload):
+        with pytest.raises(DecodeError):
+            splitPayload(broken)
+
+
+def test_a_msg_with_more_than_events_is_passed_on_as_its_events_only() -> None:
+    data = pb.Msg(ok=True, events=[pb.Event(service="s")]).SerializeToString()
+    relayed = EncodedEvents.fromMsg(decodeMsg(data), data)
+    assert relayed.payload == pb.Msg(events=[pb.Event(service="s")]).SerializeToString()
+    assert [e.service for e in relayed.decode()] == ["s"]
+
+
+def test_a_connection_lost_before_it_is_ready_is_a_failed_attempt_then_fails_over(
+    logged: list[dict[str, Any]],
+) -> None:
+    reactor = MemoryReactorClock()
+    config = {"server": ["127.0.0.1", "127.0.0.2"], "reconnect_initial": 1.0, "reconnect_max": 8}
+    output = RiemannTCP(configure(RiemannTCP, config), FakeDuct(clock=reactor))
+    output.createClient()
+    output.eventsReceived(makeEvents(2))
+    hosts, delays = [], []
+    for _ in range(3):
+        host, port, factory = reactor.tcpClients[-1][:3]
+        hosts.append(host)
+        transport = StringTransport()
+        directlyProvides(transport, ISSLTransport)  # so ready only once a handshake completes
+        proto = factory.buildProtocol(IPv4Address("TCP", host, port))
+        proto.makeConnection(transport)
+        assert not output.connected  # connected, but not ready
+        proto.connectionLost(Failure(ConnectionDone("handshake failed")))
+        [retry] = reactor.getDelayedCalls()
+        delays.append(retry.getTime() - reactor.seconds())
+        reactor.advance(delays[-1])
+    assert hosts == ["127.0.0.1", "127.0.0.2", "127.0.0.1"]  # the next server each time
+    assert [round(d) for d in delays] == [1, 2, 4]  # ClientService's backoff grows
+    failures = [e for e in logged if "cannot connect" in e.get("log_format", "")]
+    assert failures and failures[0]["server"] == "127.0.0.1:5555"
+    assert output.buffer.depth == 2 and output.sent == 0
+    output.stop()

@@ -65,7 +65,7 @@ class Authority:
         return self.cert.public_bytes(serialization.Encoding.PEM)
 
     def issue(self, name: str, server: bool) -> tuple[bytes, bytes]:
-        """A certificate and its key, in PEM, for a server (127.0.0.1, localhost) or a client."""
+        """A certificate and its key, in PEM, for a server (127.0.0.1/2, localhost) or a client."""
         key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
         builder = (
@@ -82,6 +82,7 @@ class Authority:
                     [
                         x509.DNSName("localhost"),
                         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                        x509.IPAddress(ipaddress.ip_address("127.0.0.2")),
                     ]
                 ),
                 critical=False,
@@ -118,8 +119,10 @@ def serverOptions(ca: Authority, clientCA: Authority | None = None) -> Any:
     )
 
 
-def listenTLS(reactor: Any, server: RiemannServer, options: Any) -> int:
-    server.port = reactor.listenSSL(0, server, options, interface="127.0.0.1")
+def listenTLS(
+    reactor: Any, server: RiemannServer, options: Any, port: int = 0, interface: str = "127.0.0.1"
+) -> int:
+    server.port = reactor.listenSSL(port, server, options, interface=interface)
     server.portNumber = server.port.getHost().port
     return server.portNumber
 
@@ -187,6 +190,30 @@ async def test_tls_with_another_ca_is_refused(
     assert failures and all(e["log_level"] == LogLevel.warn for e in failures)
     assert f"127.0.0.1:{port}" in formatEvent(failures[0])
     assert "certificate verify failed" in formatEvent(failures[0])
+    # Each failed handshake is a failed attempt for ClientService, which backs off further.
+    attempts = [e["attempt"] for e in logged if "Scheduling retry" in e.get("log_format", "")]
+    assert len(attempts) >= 2 and attempts == list(range(1, len(attempts) + 1))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failed_handshake_fails_over_to_the_next_server(
+    reactor: Any, tmp_path: Path, logged: list[dict[str, Any]]
+) -> None:
+    ca = Authority("test CA")
+    impostor = RiemannServer(reactor)
+    port = listenTLS(reactor, impostor, serverOptions(Authority("another CA")))
+    server = RiemannServer(reactor)
+    listenTLS(reactor, server, serverOptions(ca), port=port, interface="127.0.0.2")
+    output = tlsOutput(
+        reactor, port, server=["127.0.0.1", "127.0.0.2"], ca=write(tmp_path, "ca.pem", ca.pem)
+    )
+    try:
+        await deliver(reactor, output, server)
+    finally:
+        await impostor.stop()
+    assert server.services == ["0", "1", "2"] and impostor.events == []
+    failures = [formatEvent(e) for e in logged if "cannot connect" in e.get("log_format", "")]
+    assert failures and f"127.0.0.1:{port}" in failures[0]
 
 
 @pytest_twisted.ensureDeferred

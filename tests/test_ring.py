@@ -10,7 +10,7 @@ from twisted.internet.task import Clock
 from duct.buffers.memory import eventSize
 from duct.configuration import ConfigFile, ConfigurationError
 from duct.objects import Event
-from duct.protocol.riemann import EncodedEvents, encodeEvent
+from duct.protocol.riemann import ENCODED_OVERHEAD, EncodedEvents, encodeEvent, msgFromEncoded
 from duct.service import DuctService
 from duct.testing import RecordingOutput
 from duct.web.events.ring import EventRing, eventsSize
@@ -116,13 +116,25 @@ def test_relayed_events_stay_encoded_and_are_decoded_when_read() -> None:
     relayed = EncodedEvents([encodeEvent(e) for e in originals])
     ring.add(relayed)
     assert relayed._decoded is None  # the ring did not decode them
-    assert ring.nbytes == sum(len(b) for b in relayed.encoded) + 41 * 3
+    assert ring.nbytes == sum(len(b) for b in relayed.encoded) + ENCODED_OVERHEAD * 3
     read = ring.read(0, 10)
     assert [(seq, e.service, e.metric, e.hostname) for seq, e in read] == [
         (1, "svc.0", 0.0, "h"),
         (2, "svc.1", 1.0, "h"),
         (3, "svc.2", 2.0, "h"),
     ]
+
+
+def test_a_relayed_msg_is_kept_whole_and_read_from_any_event() -> None:
+    ring = EventRing(100)
+    ring.add(events(0, 1))
+    payload = msgFromEncoded([encodeEvent(e) for e in events(1, 4)])
+    relayed = EncodedEvents.fromPayload(payload, 4)
+    ring.add(relayed)
+    assert relayed._decoded is None and relayed._encoded is None  # neither decoded nor split
+    assert ring.nbytes == eventsSize(events(0, 1)) + len(payload) + ENCODED_OVERHEAD
+    assert [(seq, e.service) for seq, e in ring.read(2, 2)] == [(3, "svc.2"), (4, "svc.3")]
+    assert [seq for seq, _ in ring.backwards()] == [5, 4, 3, 2, 1]
 
 
 def test_backwards_walks_newest_first_and_bytes_after_measures_how_far_behind() -> None:

@@ -1,6 +1,7 @@
 """The bounded buffers between the pipeline and an output's writer.
 
-- `duct.buffers.memory`: `Batch`, `BufferBase` and `MemoryBuffer`;
+- `duct.buffers.base`: `Batch` and `BufferBase`, what every buffer shares;
+- `duct.buffers.memory`: `MemoryBuffer`;
 - `duct.buffers.disk`: `DiskBuffer`, which survives a crash;
 - `duct.buffers.segments`: the disk buffer's record format, checkpoint and files;
 - `duct.buffers.recovery`: checking and repairing those files when it opens;
@@ -73,11 +74,16 @@ def bufferFromConfig(
     config: Mapping[str, Any],
     stateDir: str = STATE_DIR,
     codec: str = "event",
+    expiring: bool = False,
+    grouped: bool = False,
 ) -> MemoryBuffer | DiskBuffer:
     """The buffer an output's config asks for; ValueError names a bad ``buffer`` key.
 
     ``buffer.max_bytes`` replaces the output's ``max_bytes``; a disk buffer
     defaults to 1 GiB on disk, under ``<state_dir>/buffers/<output name>``.
+    An ``expiring`` memory buffer keeps each event's deadline, and a
+    ``grouped`` one takes items of several events (a disk buffer does
+    neither).
     """
     settings = checkBufferSettings(config)
     maxBytes = settings.get("max_bytes")
@@ -86,7 +92,13 @@ def bufferFromConfig(
     if settings.get("type", "memory") == "memory":
         maxBytes = maxBytes or config.get("max_bytes") or MAX_BYTES
         return MemoryBuffer(
-            name, clock, maxsize=maxsize, max_bytes=maxBytes, overflow=overflow, codec=codec
+            name,
+            clock,
+            maxsize=maxsize,
+            max_bytes=maxBytes,
+            overflow=overflow,
+            expiring=expiring,
+            grouped=grouped,
         )
     from duct.buffers.disk import DiskBuffer
 

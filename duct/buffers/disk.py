@@ -155,12 +155,16 @@ class DiskBuffer(BufferBase):
         items: Iterable[Any],
         sizes: Sequence[int] | None = None,
         deadlines: Sequence[float] | None = None,
+        counts: Sequence[int] | None = None,
     ) -> int:
         """Append items in one write; return how many were kept.
 
         ``sizes`` and ``deadlines`` are ignored: sizes are the bytes on disk,
-        and records on disk do not expire.
+        and records on disk do not expire.  A disk buffer is never grouped:
+        each item is one event, and ``counts`` must be None.
         """
+        if counts is not None:
+            raise ValueError("a disk buffer holds one event per item")
         payloads = [_encode(item) for item in items]
         if not payloads:
             return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from collections import deque
 from typing import Any, cast
 
 from twisted.application.internet import ClientService, backoffPolicy
@@ -11,24 +10,21 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
 from twisted.python.failure import Failure
 
-from duct.buffers.memory import MemoryBuffer
-from duct.lib.lograte import RateLimitedLog
+from duct.buffers.memory import Batch, MemoryBuffer
 from duct.lib.tls import clientTLSOptions
+from duct.lib.tokenbucket import TokenBucket
 from duct.objects import Event, Output
 from duct.options import Option
-from duct.outputs.riemann_common import (
-    QUEUE_OVERHEAD,
+from duct.output import Refused
+from duct.outputs.riemann_client import (
     FailoverEndpoint,
-    Flight,
     RiemannClientFactory,
     RiemannClientProtocol,
-    TokenBucket,
     clientEndpoints,
-    encodeForQueue,
-    hostList,
 )
+from duct.outputs.riemann_common import encodeForQueue, entries, hostList
 from duct.outputs.riemann_udp import RiemannUDP
-from duct.protocol.riemann import EncodedEvents, frame, msgFromEncoded, pb
+from duct.protocol.riemann import ENCODED_OVERHEAD, EncodedEvents, msgFromEncoded, pb, sizesOf
 
 __all__ = ["RiemannTCP", "RiemannUDP"]
 
@@ -36,19 +32,23 @@ __all__ = ["RiemannTCP", "RiemannUDP"]
 class RiemannTCP(Output):
     """Send events to Riemann over TCP or TLS, and wait for its acknowledgements.
 
-    Events are queued encoded (events relayed from a Riemann listener are
-    passed on byte for byte) and sent in Msgs of up to `batch_size` (here
-    100 by default; a partial Msg waits at most `flush_interval`, 0.1 s).
-    Up to `max_in_flight` Msgs may wait for their reply at once; Riemann
-    answers in order, so each reply settles the oldest.  An event leaves the
+    Events are queued encoded and sent in Msgs of up to `batch_size` (here
+    1000 by default; a partial Msg waits at most `flush_interval`, 0.1 s,
+    and a backlog goes in full Msgs at once).  A Msg relayed from a Riemann
+    listener is passed on byte for byte and, in a memory buffer, queued
+    whole: several are sent joined into one Msg, one larger than
+    `batch_size` goes alone, and a full buffer drops whole Msgs (each of
+    their events counted).  Up to `max_in_flight` Msgs may wait for their
+    reply at once; Riemann answers in order, so each reply settles the
+    oldest.  An event leaves the
     buffer only when the server replied `ok: true`.  A Msg refused with
     `ok: false` is logged with the server's error and sent again after
     `retry_initial`, doubling up to `retry_max`, at most `max_retries`
     times; then its events are dropped (counted as `rejected`).  When the
     connection is lost, every Msg still waiting goes back to the head of the
     buffer, in order, and is sent again once connected: delivery is at least
-    once, and a reconnection may repeat up to `max_in_flight` x `batch_size`
-    events.
+    once, and a reconnection may repeat up to `max_in_flight` Msgs (each of
+    `batch_size` events, or one larger relayed Msg).
 
     `server` may list several hosts: after a failed attempt the next one is
     tried.  With `tls`, the server's certificate is checked against `ca` (or
@@ -73,9 +73,9 @@ class RiemannTCP(Output):
         Option("cert", "string", None, "PEM file of a client certificate to present"),
         Option("key", "string", None, "PEM file of the client key (default: in cert)"),
         Option("tls_verify", "boolean", True, "check the server's certificate and name"),
-        Option("batch_size", "integer", 100, "most events in one Msg", minimum=1),
+        Option("batch_size", "integer", 1000, "most events in one Msg", minimum=1),
         Option("flush_interval", "number", 0.1, "seconds a partial Msg may wait", minimum=0),
-        Option("max_in_flight", "integer", 4, "Msgs sent and not yet acknowledged", minimum=1),
+        Option("max_in_flight", "integer", 8, "Msgs sent and not yet acknowledged", minimum=1),
         Option("max_retries", "integer", 5, "resends of a Msg refused with ok: false", minimum=0),
         Option(
             "ack_timeout",
@@ -93,67 +93,51 @@ class RiemannTCP(Output):
 
     def __init__(self, config: dict[str, Any], duct: Any) -> None:
         super().__init__(config, duct)
-        self.expire = bool(config.get("expire"))
-        old = self.buffer
-        if self.expire and isinstance(old, MemoryBuffer):  # a disk buffer keeps no deadlines
-            self.buffer = MemoryBuffer(
-                self.name, self.clock, old.maxsize, old.max_bytes, old.overflow, expiring=True
-            )
+        config = self.config
         self.reactor: Any = getattr(duct, "reactor", None) or self.clock
-        self.servers = hostList(config.get("server", "localhost"))
-        self.port = int(config.get("port") or 5555)
-        self.endpointString: str | None = config.get("endpoint")
-        self.tls = bool(config.get("tls"))
-        self.tlsVerify = config.get("tls_verify") is not False
-        self.batchSize = config.get("batch_size") or 100
-        self.flushInterval = float(config.get("flush_interval", 0.1) or 0.0)
-        self.maxInFlight: int = config.get("max_in_flight") or 4
-        retries = config.get("max_retries")
-        self.maxRetries: int = 5 if retries is None else retries
-        self.allowNaN = bool(config.get("allow_nan"))
-        maxrate = config.get("maxrate")
+        self.servers = hostList(config["server"])
+        self.port: int = config["port"]
+        self.endpointString: str | None = config["endpoint"]
+        self.tls: bool = config["tls"]
+        self.tlsVerify: bool = config["tls_verify"]
+        self.maxRetries: int = config["max_retries"]
+        self.ackTimeout = float(config["ack_timeout"])
+        self.expire: bool = config["expire"]
+        self.allowNaN: bool = config["allow_nan"]
+        maxrate = config["maxrate"]
         if maxrate is not None and maxrate <= 0:
             raise ValueError(f"maxrate must be above 0, got {maxrate!r}")
-        self.bucket = (
-            TokenBucket(self.clock, maxrate, min(self.batchSize, int(maxrate))) if maxrate else None
-        )
-        initial = float(config.get("reconnect_initial") or 0.1)
+        if maxrate:
+            self.bucket = TokenBucket(self.clock, maxrate, min(self.batchSize, int(maxrate)))
+        initial = float(config["reconnect_initial"])
         self._policy = backoffPolicy(
             initialDelay=initial,
-            maxDelay=max(initial, float(config.get("reconnect_max") or 3.0)),
+            maxDelay=max(initial, float(config["reconnect_max"])),
             factor=2,
             jitter=lambda: random.random() * initial * 0.1,
         )
-        # Stats, for logs and for whoever reports on outputs.
-        self.rejected = 0  # replies with ok: false
         self.reconnects = 0
         self.connected = False
-        self._window: deque[Flight] = deque()  # sent, replies awaited, oldest first
-        self._held: deque[Flight] = deque()  # refused, to be sent again after a backoff
-        self._seq = 0
-        self._proto: RiemannClientProtocol | None = None
+        self.connection: RiemannClientProtocol | None = None
+        """The connection Msgs go to, once ready."""
         self._connections = 0
-        self._failedInARow = 0
-        self._flushDue = False
-        self._rateCall: Any = None
-        self.ackTimeout = float(config.get("ack_timeout") or 30.0)
-        self._ackCall: Any = None
-        self._backoffCall: Any = None
         self._service: ClientService | None = None
         self.endpoint: FailoverEndpoint | None = None
-        self._logs = RateLimitedLog(self.log, self.clock)
+        self.grouped: bool = isinstance(self.buffer, MemoryBuffer) and self.buffer.grouped
+        """Whether the buffer holds Msgs (relayed whole) rather than single events."""
 
-    @property
-    def inFlight(self) -> int:
-        """Msgs sent and not yet answered."""
-        return len(self._window)
+    def bufferOptions(self) -> dict[str, Any]:
+        # In memory, a relayed Msg is queued and sent whole: one item, however
+        # many events.  Expiring is per event, so it queues single events.
+        return {"expiring": self.config["expire"], "grouped": True}
 
     # -- lifecycle -------------------------------------------------------------
 
     def createClient(self) -> None:
         if self._service is not None:
             return
-        if self.endpointString and (self.tls or self.config.get("ca") or self.config.get("cert")):
+        config = self.config
+        if self.endpointString and (self.tls or config["ca"] or config["cert"]):
             self.log.warn(
                 "output {output}: endpoint is set, so tls, ca, cert and key are ignored",
                 output=self.name,
@@ -171,63 +155,40 @@ class RiemannTCP(Output):
             self._tlsOptions if self.tls else None,
         )
         self.endpoint = FailoverEndpoint(endpoints, self._connectFailed)
+        factory = RiemannClientFactory(self.endpoint, self.clock, self.ackTimeout, self.name)
         self._service = ClientService(
             cast(IStreamClientEndpoint, self.endpoint),
-            cast(IProtocolFactory, RiemannClientFactory(self, self.endpoint)),
-            retryPolicy=self._reconnectDelay,
+            cast(IProtocolFactory, factory),
+            retryPolicy=lambda attempt: self._policy(attempt - 1),
             clock=self.clock,
+            prepareConnection=self._prepare,
         )
         self._service.startService()
 
     def _tlsOptions(self, host: str) -> Any:
         config = self.config
-        return clientTLSOptions(
-            host, config.get("ca"), config.get("cert"), config.get("key"), self.tlsVerify
-        )
+        return clientTLSOptions(host, config["ca"], config["cert"], config["key"], self.tlsVerify)
 
-    def _reconnectDelay(self, attempt: int) -> float:
-        # ClientService counts a TLS handshake that failed as a connection
-        # made; our own count keeps backing off through those too.
-        return self._policy(max(attempt, self._failedInARow) - 1)
+    def _prepare(self, protocol: Any) -> Deferred[None]:
+        """A connection counts once it is ready: for TLS, once the handshake is done."""
+        return protocol.whenReady().addCallback(self._ready)
 
-    def stop(self) -> Deferred[None]:
-        self._stopped = True
-        self._cancelFlush()
-        for name in ("_rateCall", "_backoffCall"):
-            call = getattr(self, name)
-            if call is not None and call.active():
-                call.cancel()
-            setattr(self, name, None)
-        self._fireDrained()
+    def closeClient(self) -> Deferred[None]:
         service, self._service = self._service, None
         stopped = service.stopService() if service is not None and service.running else None
-        d = stopped if stopped is not None else succeed(None)
-        return d.addBoth(self._closeBuffer)
-
-    def _closeBuffer(self, result: object) -> object:
-        close = getattr(self.buffer, "close", None)  # a disk buffer's
-        if close is not None:
-            close()
-        return result
-
-    def flush(self) -> Deferred[None]:
-        """Send everything buffered now; fires once the server acknowledged it all."""
-        if self._stopped or not self.buffer.depth:
-            return succeed(None)
-        d: Deferred[None] = Deferred()
-        self._drained.append(d)
-        self._pump()
-        return d
-
-    def _checkDrained(self) -> None:
-        if self._drained and not self.buffer.depth:
-            self._fireDrained()
+        return stopped if stopped is not None else succeed(None)
 
     # -- events in ---------------------------------------------------------------
 
     def eventsReceived(self, events: list[Event] | EncodedEvents) -> int:
         """Encode and queue events; return how many the buffer kept."""
-        self.received += len(events)
+        count = len(events)
+        self.received += count
+        if self.grouped and not self.expire and isinstance(events, EncodedEvents):
+            payload = events.payload
+            kept = self.buffer.putItem(payload, len(payload) + ENCODED_OVERHEAD, count)
+            self.resumeWriting()
+            return kept
         encoded, deadlines, invalid = encodeForQueue(
             events, self.allowNaN, self.expire, self.clock.seconds()
         )
@@ -235,168 +196,50 @@ class RiemannTCP(Output):
             self.buffer.recordDrop("invalid", invalid)
         if not encoded:
             return 0
-        kept = self.buffer.put(encoded, [len(data) + QUEUE_OVERHEAD for data in encoded], deadlines)
-        self._pump()
+        if self.grouped:
+            encoded = entries(encoded)
+        kept = self.buffer.put(encoded, sizesOf(encoded), deadlines)
+        self.resumeWriting()
         return kept
 
-    # -- sending -----------------------------------------------------------------
+    def batchEvents(self, batch: Batch) -> EncodedEvents:
+        if self.grouped:
+            return EncodedEvents.fromPayload(b"".join(batch.events), len(batch))
+        return EncodedEvents(list(batch.events))
 
-    def _pump(self) -> None:
-        """Send what the window, the rate limit and the batching allow."""
-        if self._stopped:
-            return
-        full = min(self.batchSize, self.bucket.burst) if self.bucket else self.batchSize
-        while (
-            self._proto is not None
-            and self._backoffCall is None
-            and len(self._window) < self.maxInFlight
-        ):
-            if self._held:
-                self._send(self._held.popleft())
-                continue
-            pending = len(self.buffer)
-            if not pending:
-                break
-            if pending < full and not (self._flushDue or self._drained or not self.flushInterval):
-                if self._flushCall is None:
-                    self._flushCall = self.clock.callLater(self.flushInterval, self._flushNow)
-                break
-            count = min(full, pending)
-            if self.bucket is not None:
-                wait = self.bucket.delay(count)
-                if wait > 0:
-                    if self._rateCall is None:
-                        self._rateCall = self.clock.callLater(wait, self._rateReady)
-                    break
-            batch = self.buffer.take(count)
-            if batch is None:  # all of it expired
-                break
-            if self.bucket is not None:
-                self.bucket.spend(len(batch))
-            self._seq += 1
-            self._send(Flight(self._seq, batch))
-        if not len(self.buffer):
-            self._flushDue = False
-            self._cancelFlush()
-        self._checkDrained()
+    # -- the writer's hooks --------------------------------------------------------
 
-    def _flushNow(self) -> None:
-        self._flushCall = None
-        self._flushDue = True
-        self._pump()
+    def canWrite(self) -> bool:
+        return self.connection is not None
 
-    def _rateReady(self) -> None:
-        self._rateCall = None
-        self._pump()
+    def writeBatch(self, events: list[bytes]) -> Deferred[None]:
+        """Send one Msg; fires on ``ok: true``, fails on ``ok: false``, timeout or loss."""
+        connection = self.connection
+        if connection is None:
+            raise ConnectionError("not connected")
+        d = connection.sendMsg(events if self.grouped else msgFromEncoded(events))
+        return d.addCallback(self._replied, connection)
 
-    def _backoffDone(self) -> None:
-        self._backoffCall = None
-        self._pump()
-
-    def _send(self, flight: Flight) -> None:
-        transport: Any = self._proto.transport if self._proto is not None else None
-        flight.sentAt = self.clock.seconds()
-        self._window.append(flight)
-        transport.write(frame(msgFromEncoded(flight.batch.events)))
-        if self._ackCall is None:
-            self._ackCall = self.clock.callLater(self.ackTimeout, self._ackTimedOut)
-
-    def _watchAcks(self) -> None:
-        """Time the oldest Msg still awaiting its reply, if any."""
-        if self._ackCall is not None and self._ackCall.active():
-            self._ackCall.cancel()
-        self._ackCall = None
-        if self._window:
-            due = self._window[0].sentAt + self.ackTimeout - self.clock.seconds()
-            self._ackCall = self.clock.callLater(max(0.0, due), self._ackTimedOut)
-
-    def _ackTimedOut(self) -> None:
-        """A server that holds the connection but never replies: reconnect."""
-        self._ackCall = None
-        proto = self._proto
-        if proto is None or not self._window:
-            return
-        self._logs.emit(
-            "ack_timeout",
-            "output {output}: no reply from {server} in {timeout}s; reconnecting",
-            output=self.name,
-            server=proto.label,
-            timeout=self.ackTimeout,
-        )
-        proto.transport.abortConnection()  # type: ignore[union-attr]
-
-    # -- replies -------------------------------------------------------------------
-
-    def _reply(self, proto: RiemannClientProtocol, msg: pb.Msg) -> None:
-        if proto is not self._proto:
-            return
-        if not self._window:
-            self._logs.emit(
-                "unexpected",
-                "output {output}: {server} replied to a Msg never sent; ignored",
-                output=self.name,
-                server=proto.label,
-            )
-            return
-        flight = self._window.popleft()
-        self._watchAcks()
-        batch = flight.batch
-        if msg.ok:
-            self.buffer.ack(batch)
-            self.sent += len(batch)
-            self.acked += 1
-            self.lastAckLatency = self.clock.seconds() - flight.sentAt
-            if self.config.get("debug"):
-                self.log.info("{output}: sent {count} events", output=self.name, count=len(batch))
-        else:
-            self._refused(proto, flight, msg.error or "no error given")
-        self._pump()
-
-    def _refused(self, proto: RiemannClientProtocol, flight: Flight, error: str) -> None:
-        self.rejected += 1
-        flight.rejections += 1
-        fields: dict[str, Any] = dict(
-            output=self.name, server=proto.label, count=len(flight.batch), error=error
-        )
-        if flight.rejections > self.maxRetries:
-            self._logs.emit(
-                "rejected",
-                "output {output}: {server} refused {count} events ({error}); giving up on them",
-                **fields,
-            )
-            self.buffer.discard(flight.batch, "rejected")
-            return
-        delay = min(self.retryInitial * 2 ** (flight.rejections - 1), self.retryMax)
-        self._logs.emit(
-            "rejected",
-            "output {output}: {server} refused {count} events ({error}); "
-            "retry {attempt} of {retries} in {delay:.1f}s",
-            attempt=flight.rejections,
-            retries=self.maxRetries,
-            delay=delay,
-            **fields,
-        )
-        self._held.append(flight)
-        if self._backoffCall is None:
-            self._backoffCall = self.clock.callLater(delay, self._backoffDone)
+    def _replied(self, msg: pb.Msg, connection: RiemannClientProtocol) -> None:
+        if not msg.ok:
+            raise Refused(msg.error or "no error given", connection.label)
 
     # -- the connection ----------------------------------------------------------------
 
-    def _ready(self, proto: RiemannClientProtocol) -> None:
-        self._proto = proto
+    def _ready(self, connection: RiemannClientProtocol) -> None:
+        self.connection = connection
         self.connected = True
-        self._failedInARow = 0
         self._connections += 1
         if self._connections > 1:
             self.reconnects += 1
         self.log.info(
-            "output {output}: connected to {server}", output=self.name, server=proto.label
+            "output {output}: connected to {server}", output=self.name, server=connection.label
         )
-        self._pump()
+        connection.notifyLost().addCallback(self._lost)
+        self.resumeWriting()
 
     def _connectFailed(self, label: str, failure: Failure) -> None:
-        self._failedInARow += 1
-        self._logs.emit(
+        self.rateLog.emit(
             "connect",
             "output {output}: cannot connect to {server}: {error}",
             output=self.name,
@@ -404,34 +247,20 @@ class RiemannTCP(Output):
             error=failure.getErrorMessage() or repr(failure.value),
         )
 
-    def _lost(self, proto: RiemannClientProtocol, reason: Failure | None) -> None:
-        error = "" if reason is None else (reason.getErrorMessage() or repr(reason.value))
-        if proto is not self._proto:
-            # Never ready: most likely a TLS handshake that failed.
-            if not proto.ready and not self._stopped and self.endpoint is not None:
-                self.endpoint.rotate()
-                self._connectFailed(proto.label, reason or Failure(ConnectionError(error)))
+    def _lost(self, connection: RiemannClientProtocol) -> None:
+        if connection is not self.connection:
             return
-        self._proto = None
+        reason = connection.lostReason
+        self.connection = None
         self.connected = False
-        if self._ackCall is not None and self._ackCall.active():
-            self._ackCall.cancel()
-        self._ackCall = None
-        flights = sorted([*self._window, *self._held], key=lambda flight: flight.seq)
-        self._window.clear()
-        self._held.clear()
-        if self._backoffCall is not None:
-            self._backoffCall.cancel()
-            self._backoffCall = None
-        for flight in reversed(flights):  # newest first, so the oldest ends at the head
-            self.buffer.requeue(flight.batch)
-        if not self._stopped:
-            self._logs.emit(
+        count = self.requeueInFlight()
+        if not self.stopped:
+            self.rateLog.emit(
                 "lost",
                 "output {output}: lost the connection to {server} ({error}); "
                 "{count} events go back in the queue",
                 output=self.name,
-                server=proto.label,
-                error=error,
-                count=sum(len(flight.batch) for flight in flights),
+                server=connection.label,
+                error="" if reason is None else reason.getErrorMessage() or repr(reason.value),
+                count=count,
             )

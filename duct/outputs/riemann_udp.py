@@ -10,10 +10,11 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import DatagramProtocol
 from twisted.python.failure import Failure
 
+from duct.buffers.memory import Batch
 from duct.objects import Event, Output
 from duct.options import Option
-from duct.outputs.riemann_common import QUEUE_OVERHEAD, encodeForQueue, entrySize
-from duct.protocol.riemann import MAX_DATAGRAM, EncodedEvents, msgFromEncoded
+from duct.outputs.riemann_common import encodeForQueue, entrySize
+from duct.protocol.riemann import MAX_DATAGRAM, EncodedEvents, msgFromEncoded, sizesOf
 
 
 def packDatagrams(encoded: Sequence[bytes], limit: int) -> Iterator[bytes]:
@@ -58,10 +59,10 @@ class RiemannUDP(Output):
     def __init__(self, config: dict[str, Any], duct: Any) -> None:
         super().__init__(config, duct)
         self.reactor: Any = getattr(duct, "reactor", None) or self.clock
-        self.server: str = config.get("server") or "localhost"
-        self.port = int(config.get("port") or 5555)
-        self.maxDatagram = int(config.get("max_datagram") or MAX_DATAGRAM)
-        self.flushInterval = float(config.get("flush_interval", 0.1) or 0.0)
+        config = self.config
+        self.server: str = config["server"]
+        self.port: int = config["port"]
+        self.maxDatagram: int = config["max_datagram"]
         self.address: tuple[str, int] | None = None
         self.datagrams = 0
         self._listening: Any = None
@@ -82,7 +83,7 @@ class RiemannUDP(Output):
 
     def _resolved(self, ip: str) -> None:
         self.address = (ip, self.port)
-        if self._listening is None and not self._stopped:
+        if self._listening is None and not self.stopped:
             interface = "::" if isIPv6Address(ip) else ""
             self._listening = self.reactor.listenUDP(0, DatagramProtocol(), interface=interface)
 
@@ -94,8 +95,7 @@ class RiemannUDP(Output):
             error=failure.getErrorMessage(),
         )
 
-    def stop(self) -> Any:
-        super().stop()
+    def closeClient(self) -> Any:
         listening, self._listening = self._listening, None
         if listening is None:
             return None
@@ -112,11 +112,14 @@ class RiemannUDP(Output):
             self.buffer.recordDrop("too_large", len(encoded) - len(fitting))
         if not fitting:
             return 0
-        kept = self.buffer.put(fitting, [len(data) + QUEUE_OVERHEAD for data in fitting])
-        self._scheduleWrite()
+        kept = self.buffer.put(fitting, sizesOf(fitting))
+        self.resumeWriting()
         return kept
 
-    def writeBatch(self, events: list[bytes]) -> Deferred[None] | None:  # type: ignore[override]
+    def batchEvents(self, batch: Batch) -> EncodedEvents:
+        return EncodedEvents(list(batch.events))
+
+    def writeBatch(self, events: list[bytes]) -> Deferred[None] | None:
         if self.address is None or self._listening is None:
             return self._lookup().addCallback(lambda _: self._send(events))
         self._send(events)

@@ -144,7 +144,7 @@ class Store(Output):
         return pool
 
     def _startCleanup(self) -> None:
-        if not self._stopped and not self._cleanupLoop.running:
+        if not self.stopped and not self._cleanupLoop.running:
             self._cleanupLoop.start(self.cleanupInterval, now=True)
 
     def stop(self) -> Deferred[Any]:
@@ -294,7 +294,7 @@ class Store(Output):
         Fails with StoreUnavailable while the file has not been opened, and
         with StoreError if the query cannot be run.
         """
-        if self._readPool is None or self._stopped:
+        if self._readPool is None or self.stopped:
             return _failed(StoreUnavailable("the store is not running"))
         self.queries += 1
         return self._run(self._readPool, self._readInThread, work)

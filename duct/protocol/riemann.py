@@ -1,10 +1,13 @@
 """Riemann's wire format: protobuf messages, each behind a 4-byte length.
 
-Events cross duct in two forms.  A source that reads Riemann keeps each
-event as its encoded bytes (`EncodedEvents`), and an output that writes
-Riemann sends those bytes on unchanged, so a relay never builds a Python
-object per event unless a stage needs one.  Everything else uses
-`duct.objects.Event`, converted here in both directions.
+Events cross duct in two forms.  A source that reads Riemann keeps a
+client's Msg as it came (`EncodedEvents`: its events' bytes, parsed once
+to check them), and an output that writes Riemann sends those bytes on
+unchanged: serialized Msgs that hold only events concatenate into one
+valid Msg, so a relay does no per-event work unless a stage needs
+`Event` objects.  Everything else uses `duct.objects.Event`, converted
+here in both directions.  `sizesOf` is the one estimate of what events
+cost in memory, in either form.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from google.protobuf.message import DecodeError
 
@@ -19,6 +23,8 @@ from duct.event import Event
 from duct.protocol import riemann_pb2 as pb
 
 __all__ = [
+    "ENCODED_OVERHEAD",
+    "EVENT_OVERHEAD",
     "DecodeError",
     "EncodedEvents",
     "MAX_DATAGRAM",
@@ -30,6 +36,8 @@ __all__ = [
     "frame",
     "msgFromEncoded",
     "pb",
+    "sizesOf",
+    "splitPayload",
 ]
 
 MAX_DATAGRAM = 16384
@@ -133,12 +141,54 @@ def msgFromEncoded(events: Iterable[bytes]) -> bytes:
     return b"".join(parts)
 
 
+def splitPayload(payload: bytes) -> list[bytes]:
+    """The encoded events of a serialized Msg that holds only events (`msgFromEncoded` undone).
+
+    Raises DecodeError if ``payload`` holds anything else or is cut short.
+    """
+    out: list[bytes] = []
+    append = out.append
+    view = memoryview(payload)
+    end = len(payload)
+    i = 0
+    while i < end:
+        if payload[i] != 0x32:
+            raise DecodeError(f"not an events field at byte {i}")
+        i += 1
+        size = shift = 0
+        while True:
+            if i >= end:
+                raise DecodeError("truncated length")
+            byte = payload[i]
+            i += 1
+            size |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                break
+            shift += 7
+        if i + size > end:
+            raise DecodeError("truncated event")
+        append(bytes(view[i : i + size]))
+        i += size
+    return out
+
+
 # -- bytes -> Event -------------------------------------------------------------------
 
 
+_ATTRIBUTES_TAG = b"\x4a"
+
+
 def decodeMsg(data: bytes) -> pb.Msg:
-    """Parse a serialized Msg; raises DecodeError when it is malformed."""
-    return pb.Msg.FromString(data)
+    """Parse a serialized Msg; raises DecodeError when it is malformed or misses a
+    required field."""
+    msg = pb.Msg.FromString(data)
+    # The one required field is an Attribute's key, and IsInitialized costs
+    # more than the parse: bytes without an attributes tag anywhere (0x4A,
+    # Event field 9) hold no Attribute, so they need no check.
+    if _ATTRIBUTES_TAG in data and not msg.IsInitialized():
+        missing = ", ".join(msg.FindInitializationErrors())
+        raise DecodeError(f"Message riemann.Msg is missing required fields: {missing}")
+    return msg
 
 
 def eventFromProto(message: pb.Event) -> Event:
@@ -184,28 +234,144 @@ def decodeEvent(encoded: bytes) -> Event:
 class EncodedEvents(Sequence[bytes]):
     """Events that arrived over Riemann, kept as their encoded bytes.
 
-    The pipeline hands these unchanged to outputs that speak Riemann
-    (``acceptsEncoded``), and decodes them once, on demand, for any other
-    output or stage that needs `Event` objects.
+    Built from a client's Msg (`fromMsg`: the Msg's own bytes, with its
+    event count) or from a list of encoded events.  `payload` is them all
+    as one serialized Msg, `encoded` one bytes per event; each is made
+    from the other only when asked for.  The pipeline hands these unchanged
+    to outputs that speak Riemann (``acceptsEncoded``), and decodes them
+    once, on demand, for any other output or stage that needs `Event`
+    objects.
     """
 
-    __slots__ = ("encoded", "_decoded")
+    __slots__ = ("_payload", "_encoded", "_count", "_decoded")
 
     def __init__(self, encoded: list[bytes]) -> None:
-        self.encoded = encoded
+        self._encoded: list[bytes] | None = encoded
+        self._payload: bytes | None = None
+        self._count = len(encoded)
         self._decoded: list[Event] | None = None
 
     @classmethod
-    def fromMsg(cls, msg: pb.Msg) -> EncodedEvents:
-        return cls([event.SerializeToString() for event in msg.events])
+    def fromPayload(cls, payload: bytes, count: int) -> EncodedEvents:
+        """``count`` events as one serialized Msg that holds only events."""
+        self = cls.__new__(cls)
+        self._payload = payload
+        self._encoded = None
+        self._count = count
+        self._decoded = None
+        return self
+
+    @classmethod
+    def fromMsg(cls, msg: pb.Msg, data: bytes | None = None) -> EncodedEvents:
+        """The events of a parsed Msg; ``data``, the bytes it was parsed from, is kept
+        as it is when the Msg holds nothing but events."""
+        if data is None or len(msg.ListFields()) > 1:
+            events = pb.Msg()
+            events.events.MergeFrom(msg.events)
+            data = events.SerializeToString()
+        self = cls.__new__(cls)
+        self._payload = data
+        self._encoded = self._decoded = None
+        self._count = len(msg.events)
+        return self
+
+    @property
+    def payload(self) -> bytes:
+        """The events as one serialized Msg (not framed)."""
+        if self._payload is None:
+            self._payload = msgFromEncoded(self._encoded or ())
+        return self._payload
+
+    @property
+    def encoded(self) -> list[bytes]:
+        """Each event's own bytes, in order."""
+        if self._encoded is None:
+            self._encoded = splitPayload(self._payload or b"")
+        return self._encoded
+
+    @property
+    def nbytes(self) -> int:
+        """What these events cost held as one payload, by `sizesOf`'s measure."""
+        payload = self._payload
+        if payload is not None:
+            return len(payload) + ENCODED_OVERHEAD
+        return sum(map(len, self._encoded or ())) + ENCODED_OVERHEAD * self._count
 
     def __len__(self) -> int:
-        return len(self.encoded)
+        return self._count
 
     def __getitem__(self, index):  # noqa: ANN001
         return self.encoded[index]
 
     def decode(self) -> list[Event]:
+        """The events as `Event` objects, decoded once and kept."""
         if self._decoded is None:
-            self._decoded = [decodeEvent(encoded) for encoded in self.encoded]
+            self._decoded = self.decodeNow()
         return self._decoded
+
+    def decodeNow(self) -> list[Event]:
+        """The events as `Event` objects, decoded anew (nothing kept)."""
+        if self._payload is not None:
+            return [eventFromProto(event) for event in decodeMsg(self._payload).events]
+        return [decodeEvent(encoded) for encoded in self._encoded or ()]
+
+
+# -- sizes ------------------------------------------------------------------------------
+
+EVENT_OVERHEAD = 160
+"""What a held `Event` costs beyond its strings: the slotted object, its
+float time, its place in a buffer and the size kept beside it."""
+
+ENCODED_OVERHEAD = 50
+"""What one held bytes object costs beyond its length: its header and its
+size and deadline kept beside it."""
+
+
+def _attributesSize(attributes: dict[str, Any]) -> int:
+    return 232 + sum(len(str(k)) + len(str(v)) + 98 for k, v in attributes.items())
+
+
+def eventSize(event: Event) -> int:
+    """An estimate of the memory one held event takes, in bytes."""
+    size = EVENT_OVERHEAD + len(event.service or "") + len(event.hostname or "")
+    if event.description:
+        size += len(event.description)
+    if event.tags:
+        size += 56 + sum(len(tag) + 49 for tag in event.tags)
+    if event.attributes:
+        size += _attributesSize(event.attributes)
+    return size
+
+
+def sizesOf(items: Sequence[Event] | Sequence[bytes] | EncodedEvents) -> list[int]:
+    """What each item costs held in memory: an `Event` by its fields, bytes by length.
+
+    The one measure the buffers, the Riemann outputs and the event ring
+    use.  Written as one comprehension for the hot path; an event whose
+    fields have unexpected types (a plugin's mistake) is counted field by
+    field, at a fixed size for what has no length.
+    """
+    events: Any = items.encoded if isinstance(items, EncodedEvents) else items
+    if events and isinstance(events[0], (bytes, bytearray)):
+        return [len(item) + ENCODED_OVERHEAD for item in events]
+    try:
+        return [
+            EVENT_OVERHEAD
+            + len(e.service)
+            + len(e.hostname)
+            + len(e.description or "")
+            + ((56 + 49 * len(t) + len("".join(t))) if (t := e.tags) else 0)
+            + (_attributesSize(a) if (a := e.attributes) else 0)
+            for e in events
+        ]
+    except TypeError:
+        return [_safeSize(item) for item in events]
+
+
+def _safeSize(item: Any) -> int:
+    if isinstance(item, (bytes, bytearray)):
+        return len(item) + ENCODED_OVERHEAD
+    try:
+        return eventSize(item)
+    except TypeError:
+        return EVENT_OVERHEAD

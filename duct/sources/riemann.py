@@ -1,8 +1,9 @@
 """Riemann listeners: events from Riemann clients, over TCP and UDP.
 
-Events stay encoded on their way through (`EncodedEvents`): a relay to a
-Riemann output builds no Python object per event, and other outputs get
-them decoded once, by the pipeline.  Events pass on as the clients sent
+Events stay encoded on their way through (`EncodedEvents`): each Msg is
+parsed once, to check it, and then passed on as the client's own bytes,
+so a relay to a Riemann output does no per-event work; other outputs get
+the events decoded once, by the pipeline.  Events pass on as the clients sent
 them: the common options ``ttl``, ``tags``, ``attributes`` and
 ``hostname`` do not apply to them, while ``route``, ``warning`` and
 ``critical`` do.
@@ -118,7 +119,7 @@ class _RiemannListener(Source):
             if msg.HasField("query"):
                 self.queries += 1
                 return QUERY_REFUSED
-            events = EncodedEvents.fromMsg(msg)
+            events = EncodedEvents.fromMsg(msg, data)  # the client's bytes, checked once
         except ProtobufError as e:  # DecodeError, or EncodeError for a missing required field
             self.malformed += 1
             return ack(False, f"malformed message: {e}")

@@ -8,9 +8,10 @@ point; `EventRing.first` says where it now starts.
 
 The ring stores what the pipeline hands it, one chunk per batch, without
 copying events or decoding anything: events relayed from Riemann stay as
-their encoded bytes and are decoded only when a reader asks for them.
-Appending a batch costs one size estimate per event and no other per-event
-work, so that feeding the ring stays cheap on the pipeline's hot path.
+the client's Msg (`EncodedEvents`) and are decoded only when a reader asks
+for them.  Appending a batch costs one size estimate per `Event` (one per
+relayed Msg) and no other per-event work, so that feeding the ring stays
+cheap on the pipeline's hot path.
 
 It is bounded in events and in bytes.  When either limit is passed, whole
 chunks leave from the oldest end until the ring is 1/64 under its limits
@@ -26,18 +27,19 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from duct.buffers.memory import eventSize
 from duct.defaults import RING_MAX_BYTES, RING_SIZE
 from duct.event import Event
-from duct.protocol.riemann import DecodeError, EncodedEvents, decodeEvent
+from duct.protocol.riemann import (
+    DecodeError,
+    EncodedEvents,
+    decodeEvent,
+    decodeMsg,
+    eventFromProto,
+    sizesOf,
+)
 
 DEFAULT_SIZE = RING_SIZE
 DEFAULT_MAX_BYTES = RING_MAX_BYTES
-
-# What each held item costs beyond its own bytes: a list slot and, for
-# relayed events, the bytes object's header.
-_ENCODED_OVERHEAD = 41
-_EVENT_OVERHEAD = 160  # the same figure `duct.buffers.memory.eventSize` uses
 
 # A chunk is a tuple, cheaper to build than an object:
 # (first seq, items, bytes, bytes of all earlier chunks, items are encoded)
@@ -48,39 +50,23 @@ def _firstOf(chunk: Any) -> int:
     return chunk[_FIRST]
 
 
-def _attributesSize(attributes: dict[str, str]) -> int:
-    return 232 + sum(len(str(k)) + len(str(v)) + 98 for k, v in attributes.items())
-
-
 def eventsSize(events: list[Event]) -> int:
-    """What `duct.buffers.memory.eventSize` sums to over ``events``, computed in one pass.
+    """What ``events`` cost held, by `duct.protocol.riemann.sizesOf`'s measure."""
+    return sum(sizesOf(events))
 
-    Written as one comprehension because it runs for every event the
-    pipeline delivers.  An event whose fields have unexpected types (a
-    plugin's mistake) is counted at a fixed size rather than failing here.
-    """
+
+def _decodeChunk(items: EncodedEvents, offset: int) -> list[Event | None]:
+    """The events of a relayed chunk from ``offset`` on; None for one that does not decode."""
     try:
-        return _EVENT_OVERHEAD * len(events) + sum(
-            [
-                len(e.service)
-                + len(e.hostname)
-                + len(e.description or "")
-                + ((56 + 49 * len(t) + len("".join(t))) if (t := e.tags) else 0)
-                + (_attributesSize(a) if (a := e.attributes) else 0)
-                for e in events
-            ]
-        )
-    except TypeError:  # a plugin set a field to something without a length
-        return sum(_itemSize(e) for e in events)
-
-
-def _itemSize(item: Any) -> int:
-    if isinstance(item, bytes):
-        return len(item) + _ENCODED_OVERHEAD
-    try:
-        return eventSize(item)
-    except TypeError:
-        return _EVENT_OVERHEAD
+        return [eventFromProto(event) for event in decodeMsg(items.payload).events[offset:]]
+    except DecodeError:  # one bad event: decode them one by one
+        decoded: list[Event | None] = []
+        for encoded in items.encoded[offset:]:
+            try:
+                decoded.append(decodeEvent(encoded))
+            except DecodeError:
+                decoded.append(None)
+        return decoded
 
 
 class EventRing:
@@ -151,13 +137,13 @@ class EventRing:
     def add(self, events: list[Event] | EncodedEvents) -> None:
         """Number and keep a batch of delivered events; tell the listeners."""
         encoded = isinstance(events, EncodedEvents)
+        items: Any
         if encoded:
-            # Not copied: an EncodedEvents' list is built per Msg and never changed.
-            items: list[Any] = events.encoded  # type: ignore[union-attr]
-            nbytes = sum(map(len, items)) + _ENCODED_OVERHEAD * len(items)
+            items = events  # kept whole: an EncodedEvents is built per Msg and never changed
+            nbytes = events.nbytes  # type: ignore[union-attr]
         else:
             items = list(events)  # a source may reuse its list
-            nbytes = eventsSize(items)
+            nbytes = sum(sizesOf(items))
         count = len(items)
         if not count:
             return
@@ -182,14 +168,16 @@ class EventRing:
         if self._listeners:
             self._notify()
 
-    def _trim(self, first: int, items: list[Any]) -> tuple[int, list[Any], int]:
+    def _trim(self, first: int, items: Any) -> tuple[int, list[Any], int]:
         """The newest part of an oversized batch that fits the ring alone."""
+        if isinstance(items, EncodedEvents):
+            items = items.encoded
         if len(items) > self.size:
             dropped = len(items) - self.size
             items = items[dropped:]
             first += dropped
             self.evicted += dropped
-        sizes = [_itemSize(item) for item in items]
+        sizes = sizesOf(items)
         total = sum(sizes)
         start = 0
         while total > self.maxBytes and start < len(items):
@@ -269,12 +257,17 @@ class EventRing:
         for index in range(self._index(start), len(chunks)):
             first, items, _, _, encoded = chunks[index]
             offset = start - first if start > first else 0
+            if encoded and isinstance(items, EncodedEvents):
+                items, offset, first = _decodeChunk(items, offset), 0, first + offset
             for position in range(offset, len(items)):
                 item = items[position]
                 if encoded:
-                    try:
-                        item = decodeEvent(item)
-                    except DecodeError:
+                    if isinstance(item, bytes):
+                        try:
+                            item = decodeEvent(item)
+                        except DecodeError:
+                            item = None
+                    if item is None:
                         self.undecodable += 1
                         continue
                 found.append((first + position, item))
@@ -287,13 +280,17 @@ class EventRing:
         chunks = self._chunks
         for index in range(len(chunks) - 1, self._head - 1, -1):
             first, items, _, _, encoded = chunks[index]
+            if encoded and isinstance(items, EncodedEvents):
+                items = _decodeChunk(items, 0)
             for position in range(len(items) - 1, -1, -1):
                 item = items[position]
-                if encoded:
+                if encoded and isinstance(item, bytes):
                     try:
                         item = decodeEvent(item)
                     except DecodeError:
-                        continue
+                        item = None
+                if item is None:
+                    continue
                 yield first + position, item
 
     def bytesAfter(self, seq: int) -> int:

@@ -1,0 +1,162 @@
+"""What every buffer shares: `Batch`, what a writer takes, and `BufferBase`.
+
+An event stays in its buffer until the destination confirms it: the writer
+`take`s a `Batch`, sends it, then either `ack`s it or `requeue`s it at the
+head.  Every buffer is bounded in events and in bytes, and the output's
+overflow policy decides what happens when it is full.  Each dropped event
+is counted by reason.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from duct.lib.lograte import RateLimitedLog
+
+__all__ = ["OVERFLOW_POLICIES", "Batch", "BufferBase"]
+
+OVERFLOW_POLICIES = ("block", "drop_oldest", "drop_newest")
+
+
+class Batch:
+    """Items taken from a buffer and not yet acknowledged.
+
+    ``counts``, when given, says how many events each item holds (an item
+    of a grouped buffer is a Msg's worth); otherwise each item is one event.
+    ``len()`` is the number of events.
+    """
+
+    __slots__ = ("counts", "deadlines", "events", "nbytes", "sizes", "count")
+
+    def __init__(
+        self,
+        events: list[Any],
+        sizes: list[int],
+        deadlines: list[float] | None = None,
+        counts: list[int] | None = None,
+    ) -> None:
+        self.events = events
+        self.sizes = sizes
+        self.deadlines = deadlines
+        self.counts = counts
+        self.nbytes = sum(sizes)
+        self.count = len(events) if counts is None else sum(counts)
+
+    def __len__(self) -> int:
+        return self.count
+
+
+class BufferBase:
+    """What every buffer shares: limits, producers waiting for room, drop counts.
+
+    A subclass keeps ``depth`` and ``nbytes`` and implements the producer
+    and writer sides (``put``, ``take``, ``ack``, ``requeue``, ``discard``).
+    """
+
+    log = Logger()
+    durable = False
+    """Whether what the buffer holds survives a crash."""
+
+    def __init__(self, name: str, clock: Any, maxsize: int, max_bytes: int, overflow: str) -> None:
+        if overflow not in OVERFLOW_POLICIES:
+            raise ValueError(f"overflow must be one of {OVERFLOW_POLICIES}, not {overflow!r}")
+        self.name = name
+        self.clock = clock
+        self.maxsize = maxsize
+        self.max_bytes = max_bytes
+        self.overflow = overflow
+        self.drops: Counter[str] = Counter()
+        self._waiters: list[Deferred[None]] = []
+        self._dropLog = RateLimitedLog(self.log, clock)
+
+    # -- what a subclass provides --------------------------------------------
+
+    def __len__(self) -> int:
+        """Items waiting to be taken."""
+        raise NotImplementedError
+
+    @property
+    def depth(self) -> int:
+        """Items held, waiting or in flight."""
+        raise NotImplementedError
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held, waiting or in flight."""
+        raise NotImplementedError
+
+    def waiting(self) -> list[Any]:
+        """A copy of the items waiting to be taken, head first."""
+        raise NotImplementedError
+
+    def put(
+        self,
+        items: Iterable[Any],
+        sizes: Sequence[int] | None = None,
+        deadlines: Sequence[float] | None = None,
+        counts: Sequence[int] | None = None,
+    ) -> int:
+        """Add items at the tail under the overflow policy; return how many events were kept.
+
+        ``counts`` is for a grouped buffer: how many events each item holds.
+        """
+        raise NotImplementedError
+
+    def putItem(self, item: Any, size: int, count: int = 1) -> int:
+        """`put` one item of ``count`` events (more than one in a grouped buffer only)."""
+        return self.put([item], [size], None, None if count == 1 else [count])
+
+    def take(self, n: int) -> Batch | None:
+        """Move up to ``n`` items from the head into flight."""
+        raise NotImplementedError
+
+    def ack(self, batch: Batch) -> None:
+        """The destination confirmed ``batch``: forget it."""
+        raise NotImplementedError
+
+    def requeue(self, batch: Batch) -> None:
+        """Delivery of ``batch`` failed: put it back at the head, in order."""
+        raise NotImplementedError
+
+    def discard(self, batch: Batch, reason: str) -> None:
+        """Give up on ``batch``; count it under ``reason``."""
+        raise NotImplementedError
+
+    # -- shared ---------------------------------------------------------------
+
+    @property
+    def writable(self) -> bool:
+        """Whether a producer may add events now."""
+        return self.depth < self.maxsize and self.nbytes < self.max_bytes
+
+    def whenWritable(self) -> Deferred[None]:
+        """A Deferred that fires once the buffer has room."""
+        d: Deferred[None] = Deferred()
+        if self.writable:
+            d.callback(None)
+        else:
+            self._waiters.append(d)
+        return d
+
+    def _wake(self) -> None:
+        if self._waiters and self.writable:
+            waiters, self._waiters = self._waiters, []
+            for d in waiters:
+                d.callback(None)
+
+    def recordDrop(self, reason: str, count: int) -> None:
+        """Count ``count`` dropped events under ``reason``, and log at a limited rate."""
+        self.drops[reason] += count
+        self._dropLog.emit(
+            reason,
+            "output {output} dropped {count} events ({reason}); {total} dropped so far",
+            output=self.name,
+            count=count,
+            reason=reason,
+            total=sum(self.drops.values()),
+        )
