@@ -34,7 +34,10 @@ from yaml.composer import Composer
 from yaml.constructor import SafeConstructor
 from yaml.events import AliasEvent, MappingStartEvent, SequenceStartEvent
 from yaml.nodes import Node
+from yaml.parser import Parser
+from yaml.reader import Reader
 from yaml.resolver import Resolver
+from yaml.scanner import Scanner
 
 __all__ = [
     "MAX_DEPTH",
@@ -43,6 +46,8 @@ __all__ = [
     "MAX_NODES",
     "MAX_TOTAL_BYTES",
     "Budget",
+    "Loader",
+    "PureLoader",
     "YamlFileError",
     "loadFile",
     "parse",
@@ -221,33 +226,37 @@ class _BoundedComposer(Composer):
         return node
 
 
+class PureLoader(_BoundedComposer, Reader, Scanner, Parser, SafeConstructor, Resolver):
+    """The bounded safe loader in pure Python, for a PyYAML built without libyaml."""
+
+    def __init__(self, text: str) -> None:
+        Reader.__init__(self, text)
+        Scanner.__init__(self)
+        Parser.__init__(self)
+        Composer.__init__(self)
+        SafeConstructor.__init__(self)
+        Resolver.__init__(self)
+
+
+Loader: type[Any] = PureLoader
+"""The loader `parse` uses: libyaml's parser under the same composer when it is there."""
+
 try:
-    from yaml.cyaml import CParser as _Parser  # type: ignore[attr-defined]
+    from yaml.cyaml import CParser  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - PyYAML without libyaml
+    pass
+else:
 
-    LIBYAML = True
+    class CLoader(_BoundedComposer, CParser, SafeConstructor, Resolver):
+        """The bounded safe loader on libyaml's parser."""
 
-    class _Loader(_BoundedComposer, _Parser, SafeConstructor, Resolver):
         def __init__(self, text: str) -> None:
-            _Parser.__init__(self, text)
+            CParser.__init__(self, text)
             Composer.__init__(self)
             SafeConstructor.__init__(self)
             Resolver.__init__(self)
 
-except ImportError:  # PyYAML built without libyaml: the pure parser, slower
-    from yaml.parser import Parser
-    from yaml.reader import Reader
-    from yaml.scanner import Scanner
-
-    LIBYAML = False
-
-    class _Loader(_BoundedComposer, Reader, Scanner, Parser, SafeConstructor, Resolver):  # type: ignore[no-redef]
-        def __init__(self, text: str) -> None:
-            Reader.__init__(self, text)
-            Scanner.__init__(self)
-            Parser.__init__(self)
-            Composer.__init__(self)
-            SafeConstructor.__init__(self)
-            Resolver.__init__(self)
+    Loader = CLoader
 
 
 def _describe(error: yaml.YAMLError) -> str:
@@ -259,13 +268,16 @@ def _describe(error: yaml.YAMLError) -> str:
     return f"YAML error: {error}"
 
 
-def parse(data: bytes, budget: Budget | None = None) -> Any:
-    """The single document ``data`` holds (None when empty), as `yaml.safe_load` reads it."""
+def parse(data: bytes, budget: Budget | None = None, loader: type[Any] | None = None) -> Any:
+    """The single document ``data`` holds (None when empty), as `yaml.safe_load` reads it.
+
+    ``loader`` is `Loader` unless given (`PureLoader`, say).
+    """
     text = _decode(data)
-    loader = _Loader(text)
-    loader._startCounting(budget or Budget())
+    reader = (loader or Loader)(text)
+    reader._startCounting(budget or Budget())
     try:
-        return loader.get_single_data()
+        return reader.get_single_data()
     except YamlFileError:
         raise
     except yaml.YAMLError as e:
@@ -275,7 +287,7 @@ def parse(data: bytes, budget: Budget | None = None) -> Any:
     except (ValueError, TypeError, OverflowError) as e:  # a !!timestamp out of range, ...
         raise YamlFileError(f"YAML error: a value cannot be read: {e}") from None
     finally:
-        loader.dispose()
+        reader.dispose()
 
 
 def loadFile(path: str, budget: Budget | None = None) -> Any:
