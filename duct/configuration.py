@@ -14,10 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
 from duct.blueprints import Blueprints
-from duct.buffers import checkBufferSettings
+from duct.buffers import bufferDirectory, checkBufferSettings, directoryProblem
+from duct.defaults import STATE_DIR
 from duct.errors import ConfigurationError, Problem
 from duct.graphs import checkGraphs
 from duct.options import REQUIRED, Option, declaredOptions, validate
@@ -26,6 +25,7 @@ from duct.plugins import PluginError, isStrict, loadClass
 from duct.schema import GLOBAL_OPTIONS, SELF_STATS_SOURCE, WEB_OPTIONS
 from duct.source import Source
 from duct.triggers import TriggerError, parseRules
+from duct.yamlfile import Budget, YamlFileError, loadFile
 
 
 @dataclass
@@ -82,12 +82,10 @@ class ConfigFile:
 
     def load(self) -> Config:
         """Read, expand and validate; raise ConfigurationError listing every problem."""
-        self.problems, self.warnings = [], []
-        raw: dict[str, Any] | None
-        if self._data is not None:
-            raw = self._tagItems(dict(self._data), self.path)
-        else:
-            raw = self._readTree(self.path, set())
+        return self.check(self.read())
+
+    def check(self, raw: dict[str, Any] | None) -> Config:
+        """Expand and validate what `read` returned; raise ConfigurationError if it cannot run."""
         if raw is None:
             raise ConfigurationError(self.problems)
         settings, _ = self._check(GLOBAL_OPTIONS, raw, self.path, None, strict=True)
@@ -101,7 +99,7 @@ class ConfigFile:
             compat: dict[str, Any] = {"output": f"duct.outputs.riemann.Riemann{proto}"}
             compat.update(server=settings["server"], port=settings["port"])
             outputs.append(Item(self.path, "server", compat))
-        outputNames = self._outputs(outputs)
+        outputNames = self._outputs(outputs, settings.get("state_dir") or STATE_DIR)
         if settings.get("web") is not None:
             settings["web"] = self._web(settings["web"])
         if settings.get("self_events"):
@@ -121,24 +119,30 @@ class ConfigFile:
     def _problem(self, file: str, item: str | None, key: str | None, message: str) -> None:
         self.problems.append(Problem(file, item, key, message))
 
-    def _readTree(self, path: str, seen: set[str]) -> dict[str, Any] | None:
+    def read(self) -> dict[str, Any] | None:
+        """The raw tree of the file and its includes, or None (see ``problems``).
+
+        It touches only this object and the files, within the limits of
+        `duct.yamlfile`: a SIGHUP reload calls it off the reactor thread.
+        """
+        self.problems, self.warnings = [], []
+        if self._data is not None:
+            return self._tagItems(dict(self._data), self.path)
+        return self._readTree(self.path, set(), Budget())
+
+    def _readTree(self, path: str, seen: set[str], budget: Budget) -> dict[str, Any] | None:
+        if budget.files < 0:  # a shared limit was reached: the load fails already
+            return None
         real = os.path.realpath(path)
         if real in seen:
             return {}
         seen.add(real)
         try:
-            with open(path, encoding="utf-8") as f:
-                doc = yaml.safe_load(f)
-        except OSError as e:
-            self._problem(path, None, None, f"cannot read: {e.strerror or e}")
-            return None
-        except yaml.MarkedYAMLError as e:
-            mark = e.problem_mark or e.context_mark
-            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-            self._problem(path, None, None, f"YAML syntax error at {where}{e.problem or e}")
-            return None
-        except yaml.YAMLError as e:
-            self._problem(path, None, None, f"YAML error: {e}")
+            doc = loadFile(path, budget)
+        except YamlFileError as e:
+            self._problem(path, None, None, str(e))
+            if e.total:
+                budget.files = -1
             return None
         if doc is None:
             doc = {}
@@ -148,7 +152,7 @@ class ConfigFile:
         doc = self._tagItems(doc, path)
         for key in ("include", "include_path"):
             for included in self._includedFiles(doc.get(key), path, key):
-                sub = self._readTree(included, seen)
+                sub = self._readTree(included, seen, budget)
                 if sub is not None:
                     doc = _merge(doc, sub)
         return doc
@@ -180,7 +184,7 @@ class ConfigFile:
                     for name in sorted(os.listdir(full))
                     if name.endswith((".yml", ".yaml"))
                 ]
-            elif os.path.isfile(full):
+            elif os.path.lexists(full):  # read only if a regular file: duct.yamlfile
                 found.append(full)
             else:
                 self._problem(path, None, key, f"{target} is neither a file nor a directory")
@@ -232,18 +236,30 @@ class ConfigFile:
                 )
         item.cls = cls
 
-    def _outputs(self, outputs: list[Item]) -> set[str]:
+    def _bufferDirectory(
+        self, item: Item, name: str, buffer: Mapping[str, Any], stateDir: str
+    ) -> None:
+        """A disk buffer's directory must be one the agent can make, as at start."""
+        why = directoryProblem(bufferDirectory(name, buffer, stateDir))
+        if why is not None:
+            key = "buffer.path" if buffer.get("path") else "state_dir"
+            self._problem(item.file, item.label, key, why)
+
+    def _outputs(self, outputs: list[Item], stateDir: str) -> set[str]:
         names: set[str] = set()
         for item in outputs:
             cls = self._plugin(item, "output", Output)
             if cls is None:
                 continue
             self._configure(item, cls, Output)
+            name = item.config.get("name") or cls.__name__
             try:
-                checkBufferSettings(item.config)
+                buffer = checkBufferSettings(item.config)
             except ValueError as e:
                 self._problem(item.file, item.label, "buffer", str(e).removeprefix("buffer: "))
-            name = item.config.get("name") or cls.__name__
+            else:
+                if buffer.get("type") == "disk":
+                    self._bufferDirectory(item, str(name), buffer, stateDir)
             if name in names:
                 self._problem(item.file, item.label, "name", f"another output is named {name!r}")
             names.add(name)

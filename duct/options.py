@@ -9,6 +9,7 @@ the README.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,8 +22,11 @@ class OptionError(ValueError):
 
 
 def _number(value: Any) -> float:
+    """An int or a finite float: ``.inf`` and ``.nan`` would stop a timer or never compare."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise OptionError(f"expected a number, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise OptionError(f"expected a finite number, got {value!r}")
     return value
 
 
@@ -80,7 +84,7 @@ def _duration(value: Any) -> float:
             raise OptionError(
                 f"expected seconds or a duration such as 30m, 12h or 7d, got {value!r}"
             ) from None
-        if seconds != seconds or seconds in (float("inf"), float("-inf")):
+        if not math.isfinite(seconds):
             raise OptionError(f"expected a finite duration, got {value!r}")
         return seconds
     return float(_number(value))

@@ -71,11 +71,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from duct.configuration import Config, ConfigFile, Item
+from duct.configuration import Config, Item
 from duct.defaults import STATE_DIR
 from duct.errors import ConfigurationError, Problem
 from duct.handover import handOver, swapDurable
@@ -310,49 +310,7 @@ def _logFailure(failure: Failure) -> None:
     log.failure("configuration reload: unexpected failure", failure)
 
 
-# -- from the configuration file (SIGHUP) ------------------------------------------------
+# The SIGHUP side (reading the file off the reactor thread) is duct.hangup's.
+from duct.hangup import hangup, reloadFromFile  # noqa: E402
 
-
-def reloadFromFile(agent: Agent, path: str) -> Deferred[bool]:
-    """Read and validate ``path``, then apply it; fires True if it was applied.
-
-    An invalid file (or one whose plugins cannot be built) changes nothing:
-    each problem is logged at error level, and the agent keeps running as
-    it was.
-    """
-    try:
-        config = ConfigFile(path).load()
-    except ConfigurationError as e:
-        _logProblems(path, e)
-        return succeed(False)
-    for warning in config.warnings:
-        log.warn("{warning}", warning=warning)
-
-    def failed(failure: Failure) -> bool:
-        if isinstance(failure.value, ConfigurationError):
-            _logProblems(path, failure.value)
-        else:
-            log.failure("configuration reload from {path} failed", failure, path=path)
-        return False
-
-    d = agent.reload(config)
-    return d.addCallbacks(lambda _: True, failed)
-
-
-def _logProblems(path: str, error: ConfigurationError) -> None:
-    log.error(
-        "configuration reload: {path} has {count} problem(s); keeping the running configuration",
-        path=path,
-        count=len(error.problems),
-    )
-    for problem in error.problems:
-        log.error("configuration reload: {problem}", problem=str(problem))
-
-
-def hangup(agent: Agent, path: str | None) -> Deferred[bool]:
-    """What SIGHUP does: reopen files (for logrotate), then reload ``path`` if given."""
-    log.info("SIGHUP: reopening files; reloading {path}", path=path or "(no file)")
-    agent.reopen()
-    if path is None:
-        return succeed(False)
-    return reloadFromFile(agent, path)
+__all__ = ["Agent", "Plan", "applyConfig", "diff", "hangup", "reloadFromFile"]

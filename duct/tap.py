@@ -10,7 +10,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from duct.configuration import ConfigFile, ConfigurationError
-from duct.reload import hangup
+from duct.hangup import HangupReloader
 from duct.service import DuctService
 
 log = Logger()
@@ -63,7 +63,8 @@ def installSignalHandlers(
 ) -> None:
     """SIGTERM stops the agent cleanly (exit status 0); SIGHUP reopens files
     and, given ``configPath``, reloads the configuration from it
-    (`duct.reload.hangup`: an invalid file is logged and changes nothing).
+    (`duct.hangup.HangupReloader`: the file is read off the reactor thread,
+    one reload at a time, and an invalid file is logged and changes nothing).
 
     Installed once the reactor runs, replacing its own SIGTERM handler,
     which would end the process by re-raising the signal: for a service
@@ -74,8 +75,10 @@ def installSignalHandlers(
         log.info("SIGTERM received; stopping")
         reactor.callFromThread(reactor.stop)
 
+    reloader = HangupReloader(service, configPath)
+
     def onHangup(signum: int, frame: Any) -> None:
-        reactor.callFromThread(hangup, service, configPath)
+        reactor.callFromThread(reloader.hangup)
 
     signal.signal(signal.SIGTERM, onTerminate)
     signal.signal(signal.SIGHUP, onHangup)

@@ -179,5 +179,7 @@ async def test_an_output_that_cannot_be_built_stops_startup_cleanly(
     code = await proto.ended
     output = proto.output.decode()
     assert code == 1
-    assert f"{config}: outputs[0] (output: duct.outputs.null.Null): cannot be built" in output
+    # Found by the loader, as `duct check` finds it, with the key at fault.
+    item = "outputs[0] (output: duct.outputs.null.Null)"
+    assert f"{config}: {item}: buffer.path: cannot make the directory" in output
     assert "Traceback" not in output

@@ -13,6 +13,7 @@ for.  The disk buffer (and protobuf with it) is imported only when used.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -30,8 +31,10 @@ __all__ = [
     "Batch",
     "BufferBase",
     "MemoryBuffer",
+    "bufferDirectory",
     "bufferFromConfig",
     "checkBufferSettings",
+    "directoryProblem",
 ]
 
 SYNC_MODES = ("always", "interval", "never")
@@ -62,10 +65,39 @@ def checkBufferSettings(config: Mapping[str, Any]) -> Mapping[str, Any]:
     sync = settings.get("sync", "interval")
     _check(sync in SYNC_MODES, "sync", " or ".join(SYNC_MODES), sync)
     interval = settings.get("sync_interval", 1.0)
-    _check(type(interval) in (int, float) and interval > 0, "sync_interval", "seconds", interval)
+    ok = type(interval) in (int, float) and math.isfinite(interval) and interval > 0
+    _check(ok, "sync_interval", "a finite number of seconds", interval)
     path = settings.get("path")
     _check(path is None or (isinstance(path, str) and path != ""), "path", "a directory", path)
     return settings
+
+
+def bufferDirectory(name: str, settings: Mapping[str, Any], stateDir: str) -> str:
+    """Where the disk buffer of the output ``name`` keeps its files."""
+    path = settings.get("path")
+    if isinstance(path, str):
+        return path
+    return os.path.join(stateDir, "buffers", name.replace(os.sep, "_").lstrip(".") or "out")
+
+
+def directoryProblem(directory: str) -> str | None:
+    """Why ``directory`` cannot be made or written to, or None if it can.
+
+    What a disk buffer will do at start (make it, then write in it), checked
+    without making anything: `duct check` and the loader report the same.
+    """
+    path = os.path.abspath(directory)
+    while not os.path.lexists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    if not os.path.isdir(path):
+        return f"cannot make the directory {directory}: {path} is not a directory"
+    if not os.access(path, os.W_OK | os.X_OK):
+        verb = "write in" if path == os.path.abspath(directory) else "make"
+        return f"cannot {verb} the directory {directory}: {path} is not writable"
+    return None
 
 
 def bufferFromConfig(
@@ -102,13 +134,10 @@ def bufferFromConfig(
         )
     from duct.buffers.disk import DiskBuffer
 
-    path = settings.get("path")
-    if path is None:
-        path = os.path.join(stateDir, "buffers", name.replace(os.sep, "_").lstrip(".") or "out")
     return DiskBuffer(
         name,
         clock,
-        path,
+        bufferDirectory(name, settings, stateDir),
         maxsize=maxsize,
         max_bytes=maxBytes or MAX_DISK_BYTES,
         overflow=overflow,
