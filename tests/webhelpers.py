@@ -54,6 +54,13 @@ def strictJson(body: bytes) -> Any:
     return json.loads(body, parse_constant=refuse)
 
 
+class Request(DummyRequest):
+    """A DummyRequest that keeps a producer as a transport would, without pumping it."""
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        self.producer = producer
+
+
 def render(
     resource: Resource,
     args: dict[bytes, list[bytes]],
@@ -64,7 +71,7 @@ def render(
 
     A stream that starts is ended as a client that leaves would end it.
     """
-    request = DummyRequest([b""])
+    request = Request([b""])
     request.method = method
     request.args = args
     for name, value in (headers or {}).items():
