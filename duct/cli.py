@@ -250,6 +250,7 @@ def tail(args: argparse.Namespace) -> int:
             service=args.service,
             host=args.host,
             state=args.state,
+            description=args.description,
             token=args.token,
             raw=args.json,
         )
@@ -273,6 +274,9 @@ def _tailArguments(sub: argparse.ArgumentParser) -> None:
     start.add_argument("--since", type=_count, metavar="N", help="start after event number N")
     start.add_argument("--recent", type=_count, metavar="N", help="start with the last N events")
     sub.add_argument("--service", metavar="REGEX", help="only services matching REGEX")
+    sub.add_argument(
+        "--description", metavar="REGEX", help="only events whose description matches REGEX"
+    )
     sub.add_argument("--host", help="only events from this host")
     sub.add_argument("--state", help="only events in this state (ok, warning, critical...)")
     sub.add_argument("--token", help="the web server's token, if it requires one")

@@ -88,6 +88,9 @@ class Tail:
     :param since: print the events after this number (default: new ones only).
     :param recent: or start with the last ``recent`` events that match.
     :param raw: print each event's JSON as received instead of `describe`.
+    :param service: a regex the service must match, and ``description`` one
+        for the description: the agent runs them, and answers 400 with the
+        reason (printed, exit status 2) for one it refuses.
     """
 
     def __init__(
@@ -100,6 +103,7 @@ class Tail:
         host: str | None = None,
         state: str | None = None,
         token: str | None = None,
+        description: str | None = None,
         raw: bool = False,
         out: IO[str] | None = None,
         err: IO[str] | None = None,
@@ -112,7 +116,12 @@ class Tail:
         self.url = url
         self.since = since
         self.recent = recent
-        self.filters = {"service": service, "host": host, "state": state}
+        self.filters = {
+            "service": service,
+            "host": host,
+            "state": state,
+            "description": description,
+        }
         self.headers: dict[bytes | str, bytes | str] = {}
         if token:
             self.headers["Authorization"] = f"Bearer {token}"

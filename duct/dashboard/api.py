@@ -107,10 +107,11 @@ class _Query(Resource):
             self.store.badRequests += 1
             writeJson(request, http.BAD_REQUEST, {"error": str(e), "parameter": e.parameter})
             return NOT_DONE_YET
+        # A client that leaves cancels its answer: nothing is written for it.
+        # Asked before the answer is written, which may be at once.
+        request.notifyFinish().addErrback(lambda _: d.cancel())
         d.addCallback(lambda body: writeJson(request, http.OK, body))
         d.addErrback(self._failed, request)
-        # A client that leaves cancels its answer: nothing is written for it.
-        request.notifyFinish().addErrback(lambda _: d.cancel())
         return NOT_DONE_YET
 
     def answer(self, request: Request) -> Deferred[Any]:

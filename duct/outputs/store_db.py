@@ -13,8 +13,10 @@ itself.  WAL mode lets the reader run while the writer commits.
 
 from __future__ import annotations
 
+import math
 import os
 import sqlite3
+import sys
 import urllib.parse
 from collections.abc import Iterable
 from typing import Any
@@ -55,12 +57,36 @@ WHERE excluded.time >= series.time
 # Bucket i of n covers [since + i*width, since + (i+1)*width); the last one
 # also takes points at `until` itself.  Each bucket gives its mean time and
 # mean metric, so a bucket holding one point gives that point unchanged.
-_BUCKETED = """
-SELECT AVG(time), AVG(metric) FROM points
-WHERE series = :series AND time >= :since AND time <= :until
-GROUP BY MIN(CAST((time - :since) / :width AS INTEGER), :last)
+# AVG sums first, so large metrics (1e308 twice) overflow to inf, or to NaN,
+# which SQLite returns as NULL: such a bucket is averaged again by `_mean`.
+_BUCKET = "MIN(CAST((time - :since) / :width AS INTEGER), :last)"
+_RANGE = "series = :series AND time >= :since AND time <= :until"
+_BUCKETED = f"""
+SELECT AVG(time), AVG(metric), {_BUCKET} AS bucket FROM points
+WHERE {_RANGE}
+GROUP BY bucket
 ORDER BY 1
 """
+_BUCKET_METRICS = f"SELECT metric FROM points WHERE {_RANGE} AND {_BUCKET} = :bucket"
+
+
+def _mean(values: list[float]) -> float:
+    """The mean of finite ``values``, finite itself however large they are.
+
+    Each value is divided by the count before they are added, exactly
+    (`math.fsum`), so the sum cannot pass the largest value's magnitude
+    but by rounding, which is clamped.
+    """
+    if not values:
+        return math.nan
+    count = len(values)
+    try:
+        mean = math.fsum(value / count for value in values)
+    except OverflowError:
+        mean = math.copysign(math.inf, values[0])
+    if math.isinf(mean):
+        mean = math.copysign(sys.float_info.max, mean)
+    return mean
 
 
 class StoreError(Exception):
@@ -265,9 +291,15 @@ class StoreDatabase:
                 ).fetchall()
             else:
                 width = (until - since) / points
-                rows = db.execute(
-                    _BUCKETED, {**where, "width": width, "last": points - 1}
-                ).fetchall()
+                if not math.isfinite(width):  # the range is wider than a float
+                    width = until / points - since / points
+                bucketed = {**where, "width": width, "last": points - 1}
+                rows = []
+                for t, v, bucket in db.execute(_BUCKETED, bucketed).fetchall():
+                    if v is None or not math.isfinite(v):
+                        found = db.execute(_BUCKET_METRICS, {**bucketed, "bucket": bucket})
+                        v = _mean([metric for (metric,) in found])
+                    rows.append((t, v))
         finally:
             db.execute("COMMIT")
         return [(t, v) for t, v in rows]

@@ -1,6 +1,7 @@
 """What an /events client asked for, and how its stream is written.
 
-`EventFilter` is the query's service regex, hosts and states; `Formatter`
+`EventFilter` is the query's service and description regexes, hosts and
+states; `Formatter`
 writes events, gaps, errors and heartbeats as Server-Sent Events or as JSON
 lines, always as bytes; `eventJson` is one event's JSON with its ``seq``.
 Nothing here knows of requests or the ring.
@@ -8,17 +9,30 @@ Nothing here knows of requests or the ring.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
-from typing import overload
+from typing import Any, overload
+
+import re2
 
 from duct.event import Event
 from duct.lib.json import dumps, eventJson
 
-__all__ = ["FORMATS", "MAX_REGEX", "BadRequest", "EventFilter", "Formatter", "count", "eventJson"]
+__all__ = [
+    "FORMATS",
+    "MAX_REGEX",
+    "BadRequest",
+    "EventFilter",
+    "Formatter",
+    "count",
+    "eventJson",
+    "requestPattern",
+]
 
 MAX_REGEX = 1000
-"""The longest service regex accepted, in characters."""
+"""The longest regex a request may give, in characters."""
+
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # a bad pattern is the client's error, answered 400
 
 FORMATS = {
     "sse": b"text/event-stream; charset=utf-8",
@@ -55,32 +69,63 @@ def count(value: str | None, name: str) -> int | None:
     return number
 
 
-class EventFilter:
-    """Which events a client asked for: service regex, hosts, states."""
+def requestPattern(pattern: str | None, name: str) -> Any:
+    """The regex a request gave as ``name``, compiled by RE2; None if empty.
 
-    __slots__ = ("service", "hosts", "states")
+    A pattern from a request runs on RE2, whose matching takes time linear
+    in the text, so that no pattern can hold the reactor (Python's `re`
+    backtracks: ``(a+)+$`` takes seconds on 30 characters).  The syntax is
+    Python's, less what needs backtracking (backreferences, lookarounds)
+    and with ASCII-only ``\\d``, ``\\w`` and ``\\s``; ``$`` matches only at the
+    very end, and ``\\z`` is the end (not ``\\Z``).  Raises `BadRequest`,
+    naming ``name`` and why, for a pattern RE2 refuses or one longer than
+    `MAX_REGEX`.
+    """
+    if not pattern:
+        return None
+    if len(pattern) > MAX_REGEX:
+        raise BadRequest(f"{name} regex is longer than {MAX_REGEX} characters")
+    try:
+        return re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as e:
+        why = e.args[0] if e.args else "cannot be compiled"
+        if isinstance(why, bytes):
+            why = why.decode("utf-8", "replace")
+        raise BadRequest(f"bad {name} regex {pattern!r}: {why}") from None
+
+
+class EventFilter:
+    """Which events a client asked for: service and description regexes, hosts, states.
+
+    Each regex is searched anywhere in its field (see `requestPattern`).
+    """
+
+    __slots__ = ("service", "description", "hosts", "states")
 
     def __init__(
-        self, service: str | None = None, hosts: Iterable[str] = (), states: Iterable[str] = ()
+        self,
+        service: str | None = None,
+        hosts: Iterable[str] = (),
+        states: Iterable[str] = (),
+        description: str | None = None,
     ) -> None:
-        if service is not None and len(service) > MAX_REGEX:
-            raise BadRequest(f"service regex is longer than {MAX_REGEX} characters")
-        try:
-            self.service = re.compile(service) if service else None
-        except re.error as e:
-            raise BadRequest(f"bad service regex {service!r}: {e}") from None
+        self.service = requestPattern(service, "service")
+        self.description = requestPattern(description, "description")
         self.hosts = frozenset(hosts)
         self.states = frozenset(states)
 
     def __bool__(self) -> bool:
-        return bool(self.service or self.hosts or self.states)
+        return bool(self.service or self.description or self.hosts or self.states)
 
     def __call__(self, event: Event) -> bool:
         if self.hosts and event.hostname not in self.hosts:
             return False
         if self.states and event.state not in self.states:
             return False
-        return self.service is None or self.service.search(str(event.service)) is not None
+        if self.service is not None and self.service.search(str(event.service)) is None:
+            return False
+        description = self.description
+        return description is None or description.search(str(event.description or "")) is not None
 
 
 class Formatter:

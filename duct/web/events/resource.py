@@ -50,8 +50,9 @@ class EventsResource(Resource):
     """``GET /events``: a live, resumable stream of the ring's events.
 
     Query: ``format`` (``sse``, the default, or ``jsonl``); ``since=N`` or
-    ``recent=N``; ``service`` (a regular expression searched in the service
-    name), ``host`` and ``state`` (exact; each may be repeated).  Other
+    ``recent=N``; ``service`` and ``description`` (regular expressions, run
+    by RE2, searched in the service name and the description), ``host`` and
+    ``state`` (exact; each may be repeated).  Other
     parameters are ignored; a bad one is answered 400 with ``{"error": why}``.
 
     :param ring: the `EventRing` the pipeline feeds.
@@ -135,7 +136,9 @@ class EventsResource(Resource):
             return values[0] if values else None
 
         formatter = Formatter(one("format") or "sse")
-        match = EventFilter(one("service"), args.get("host", []), args.get("state", []))
+        match = EventFilter(
+            one("service"), args.get("host", []), args.get("state", []), one("description")
+        )
         since, recent = count(one("since"), "since"), count(one("recent"), "recent")
         if since is not None and recent is not None:
             raise BadRequest("give since or recent, not both")
