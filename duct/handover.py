@@ -15,8 +15,9 @@ from twisted.logger import Logger
 
 from duct.buffers.memory import MemoryBuffer
 from duct.configuration import ConfigurationError, Item
+from duct.lib.deferreds import within
 from duct.objects import Output
-from duct.roster import Roster, stopOutputs, within
+from duct.roster import Roster, stopOutputs
 
 log = Logger()
 

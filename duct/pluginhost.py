@@ -29,25 +29,12 @@ from twisted.python.failure import Failure
 from duct.configuration import Item
 from duct.errors import ConfigurationError, Problem
 from duct.event import Event
+from duct.lib.deferreds import within
 from duct.lib.lograte import RateLimitedLog
 from duct.plugin import EventPlugin, Plugin, callHook
 from duct.protocol.riemann import EncodedEvents
 
 log = Logger()
-
-
-def within(clock: Any, d: Deferred[Any], seconds: float) -> Deferred[bool]:
-    """Fire True when ``d`` fires, or False after ``seconds``; ``d`` is not cancelled."""
-    waiter: Deferred[bool] = Deferred()
-
-    def fired(result: object) -> object:
-        if not waiter.called:
-            waiter.callback(True)
-        return result
-
-    d.addBoth(fired)
-    waiter.addTimeout(max(0.0, seconds), clock, onTimeoutCancel=lambda *_: False)
-    return waiter
 
 
 class EventFeed:
@@ -219,15 +206,15 @@ class PluginRunner:
             return
         deadline = clock.seconds() + seconds
         if self._starting is not None:
-            await within(clock, self._starting, seconds)
+            await within(self._starting, seconds, clock)
         if self.feed is not None:
-            if not await within(clock, self.feed.whenIdle(), deadline - clock.seconds()):
+            if not await within(self.feed.whenIdle(), deadline - clock.seconds(), clock):
                 log.warn("plugin {plugin}: still busy at close", plugin=self.plugin.name)
             self.feed.shut()
         self.state = "closing"
         closing = callHook(self.plugin.close)
         closing.addErrback(self._closeFailed)
-        if not await within(clock, closing, deadline - clock.seconds()):
+        if not await within(closing, deadline - clock.seconds(), clock):
             log.warn("plugin {plugin}: close() has not finished; going on", plugin=self.plugin.name)
         self.state = "closed"
         log.info("plugin {plugin} closed", plugin=self.plugin.name)

@@ -16,6 +16,8 @@ from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.logger import Logger
 
 from duct.configuration import Item
+from duct.defaults import STATE_DIR
+from duct.lib.deferreds import within
 from duct.objects import Output, Source
 from duct.pipeline import Pipeline
 
@@ -34,21 +36,7 @@ class Running:
 
     outputs: Mapping[str, Item] = field(default_factory=dict)
     sources: list[tuple[Any, Item, str]] = field(default_factory=list)
-    stateDir: str = "/var/lib/duct"
-
-
-def within(d: Deferred[Any], seconds: float, clock: Any) -> Deferred[bool]:
-    """Fire True when ``d`` fires, or False after ``seconds``; ``d`` is not cancelled."""
-    waiter: Deferred[bool] = Deferred()
-
-    def fired(result: object) -> object:
-        if not waiter.called:
-            waiter.callback(True)
-        return result
-
-    d.addBoth(fired)
-    waiter.addTimeout(seconds, clock, onTimeoutCancel=lambda *_: False)
-    return waiter
+    stateDir: str = STATE_DIR
 
 
 class Roster:

@@ -9,9 +9,10 @@ from twisted.internet.task import Clock
 from twisted.logger import LogLevel, formatEvent
 
 from duct.configuration import Item
+from duct.lib.deferreds import within
 from duct.objects import Source
 from duct.pipeline import Pipeline, SourceFeed
-from duct.roster import Roster, within
+from duct.roster import Roster
 from duct.testing import FakeDuct, RecordingOutput, configure
 
 
