@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -76,13 +75,12 @@ def logged() -> Iterator[list[dict[str, Any]]]:
 def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nginx]:
     """Debian's nginx serving ``/nginx_status`` on 127.0.0.1, one for the whole session.
 
-    As root the suite installs nginx if it is missing; otherwise a missing
-    nginx skips the tests that use it.
+    `make test` installs nginx (scripts/test-deps.sh); a missing one fails
+    the tests that use it, since they would otherwise prove nothing.
     """
     binary = findNginx()
     if binary is None:
-        assert os.geteuid() != 0, "nginx is missing and could not be installed"
-        pytest.skip("nginx is not installed (apt-get install nginx, as root)")
+        pytest.fail("nginx is not installed: run scripts/test-deps.sh (as root) or make test")
     server = startNginx(binary, tmp_path_factory.mktemp("nginx"))
     try:
         yield server

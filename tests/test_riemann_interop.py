@@ -26,15 +26,22 @@ INTEROP = Path(__file__).resolve().parent / "interop"
 NODE = shutil.which("node")
 DEADLINE = 30.0  # seconds the node client may take
 
-if NODE is None:
-    pytest.skip(
-        "node is not installed (needed for the Riemann interop tests)", allow_module_level=True
-    )
-if not (INTEROP / "node_modules" / "riemann").is_dir():
-    pytest.skip(
-        "tests/interop/node_modules is missing: run npm ci --prefix tests/interop",
-        allow_module_level=True,
-    )
+# `make test` installs node (scripts/test-deps.sh) and the client (npm ci): a
+# missing one is a broken set-up, so these tests fail rather than skip.
+MISSING = (
+    "node is not installed: run scripts/test-deps.sh (as root) or make test"
+    if NODE is None
+    else "tests/interop/node_modules is missing: run npm ci --prefix tests/interop"
+    if not (INTEROP / "node_modules" / "riemann").is_dir()
+    else None
+)
+
+
+@pytest.fixture(autouse=True)
+def _interopClient() -> None:
+    if MISSING is not None:
+        pytest.fail(MISSING)
+
 
 EVENTS: list[dict[str, Any]] = [
     {
