@@ -36,6 +36,7 @@ __all__ = [
     "frame",
     "msgFromEncoded",
     "pb",
+    "repairs",
     "sizesOf",
     "splitPayload",
 ]
@@ -195,7 +196,10 @@ def eventFromProto(message: pb.Event) -> Event:
     """A duct Event from a protobuf Event, keeping every field.
 
     ``time_micros`` wins over ``time``; the metric is read from
-    ``metric_sint64``, then ``metric_d``, then ``metric_f``.
+    ``metric_sint64``, then ``metric_d``, then ``metric_f``.  Text that
+    is not valid UTF-8 (the parser hands it over as bytes) is repaired,
+    each bad sequence becoming U+FFFD, as Riemann's own server reads it;
+    `repairs` counts the events that needed it.
     """
     if message.HasField("time_micros"):
         when: float | None = message.time_micros / 1_000_000
@@ -213,7 +217,7 @@ def eventFromProto(message: pb.Event) -> Event:
     else:
         metric = None
     attributes = {a.key: a.value for a in message.attributes} if message.attributes else None
-    return Event(
+    event = Event(
         message.state if message.HasField("state") else None,
         message.service,
         message.description if message.HasField("description") else None,
@@ -224,6 +228,59 @@ def eventFromProto(message: pb.Event) -> Event:
         evtime=when,
         attributes=attributes,
     )
+    # Cheap when all is text: one C-level type test per field.
+    if (
+        type(event.service) is bytes
+        or type(event.hostname) is bytes
+        or type(event.description) is bytes
+        or type(event.state) is bytes
+        or (event.tags and _hasBytes(event.tags))
+        or (attributes and (_hasBytes(attributes) or _hasBytes(attributes.values())))
+    ):
+        _repair(event)
+    return event
+
+
+def _hasBytes(values: Iterable[Any]) -> bool:
+    try:
+        "".join(values)
+    except TypeError:
+        return True
+    return False
+
+
+class Repairs:
+    """How many decoded events had text that was not UTF-8 (see `eventFromProto`).
+
+    One count for the process: a reader takes the difference across its
+    own decoding (`EncodedEvents.decode` does, for its events).
+    """
+
+    __slots__ = ("events",)
+
+    def __init__(self) -> None:
+        self.events = 0
+
+
+repairs = Repairs()
+
+
+def _text(value: Any) -> Any:
+    if type(value) is bytes:
+        return value.decode("utf-8", "replace")
+    return value
+
+
+def _repair(event: Event) -> None:
+    repairs.events += 1
+    event.service = _text(event.service)
+    event.hostname = _text(event.hostname)
+    event.description = _text(event.description)
+    event.state = _text(event.state)
+    if event.tags:
+        event.tags = [_text(tag) for tag in event.tags]
+    if event.attributes:
+        event.attributes = {_text(k): _text(v) for k, v in event.attributes.items()}
 
 
 def decodeEvent(encoded: bytes) -> Event:
@@ -243,13 +300,15 @@ class EncodedEvents(Sequence[bytes]):
     objects.
     """
 
-    __slots__ = ("_payload", "_encoded", "_count", "_decoded")
+    __slots__ = ("_payload", "_encoded", "_count", "_decoded", "repaired")
 
     def __init__(self, encoded: list[bytes]) -> None:
         self._encoded: list[bytes] | None = encoded
         self._payload: bytes | None = None
         self._count = len(encoded)
         self._decoded: list[Event] | None = None
+        self.repaired = 0
+        """How many of these events had text repaired when `decode` decoded them."""
 
     @classmethod
     def fromPayload(cls, payload: bytes, count: int) -> EncodedEvents:
@@ -259,6 +318,7 @@ class EncodedEvents(Sequence[bytes]):
         self._encoded = None
         self._count = count
         self._decoded = None
+        self.repaired = 0
         return self
 
     @classmethod
@@ -273,6 +333,7 @@ class EncodedEvents(Sequence[bytes]):
         self._payload = data
         self._encoded = self._decoded = None
         self._count = len(msg.events)
+        self.repaired = 0
         return self
 
     @property
@@ -306,7 +367,9 @@ class EncodedEvents(Sequence[bytes]):
     def decode(self) -> list[Event]:
         """The events as `Event` objects, decoded once and kept."""
         if self._decoded is None:
+            before = repairs.events
             self._decoded = self.decodeNow()
+            self.repaired = repairs.events - before
         return self._decoded
 
     def decodeNow(self) -> list[Event]:

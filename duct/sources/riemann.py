@@ -59,6 +59,8 @@ class _RiemannListener(Source):
                 "frames or datagrams over the size limit"),
         counter("held", "held", "held_messages",
                 "messages whose events waited for room in a full output"),
+        counter("repaired", "repaired", "repaired_events",
+                "events whose text was not UTF-8, repaired when decoded"),
         gauge("waiting", "sum", "waiting", "waiting_messages",
               "messages whose events wait for room now"),
     )
@@ -78,6 +80,9 @@ class _RiemannListener(Source):
         """Msgs whose events had to wait in the pipeline for room in a full output."""
         self.waiting = 0
         """Msgs whose events are waiting in the pipeline now."""
+        self.repaired = 0
+        """Events whose text was not UTF-8, repaired to U+FFFD when the pipeline
+        decoded them; bytes relayed undecoded are passed on as they came."""
         self.rateLog = RateLimitedLog(self.log, self.clock)
         self.port: Any = None
         """The listening port once bound: ``port.getHost().port`` is its number."""
@@ -135,13 +140,16 @@ class _RiemannListener(Source):
             self.log.failure("riemann listener {source}: events refused", source=self.service)
             return REFUSED
         if not isinstance(result, Deferred):
+            if events.repaired:
+                self.repaired += events.repaired
             return OK
         self.held += 1
         self.waiting += 1
-        return result.addBoth(self._settled)
+        return result.addBoth(self._settled, events)
 
-    def _settled(self, result: object) -> bytes:
+    def _settled(self, result: object, events: EncodedEvents) -> bytes:
         self.waiting -= 1
+        self.repaired += events.repaired
         if isinstance(result, Failure):
             self.errors += 1
             self.log.failure(
