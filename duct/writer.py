@@ -255,7 +255,7 @@ class Writer:
         stopped being empty if that is later: an output idle for an hour is
         not stalled the moment a new event arrives.
         """
-        if not self.stallAfter or not self.buffer.depth:
+        if not self.stallAfter or not self.buffer.depth or not self._hasWriter():
             return False
         since = self.lastDelivery
         if self._waitingSince is not None and self._waitingSince > since:
