@@ -17,9 +17,9 @@ from duct.lib.lograte import RateLimitedLog
 from duct.lib.pluginhttp import PluginHTTP
 from duct.options import REQUIRED, Option, withDefaults
 from duct.stats import OUTPUT_STATS, Stat
-from duct.writer import Flight, Refused, Writer
+from duct.writer import Flight, Refused, Unencodable, Writer
 
-__all__ = ["Flight", "Output", "Refused"]
+__all__ = ["Flight", "Output", "Refused", "Unencodable"]
 
 
 @implementer(IDuctOutput)
@@ -37,10 +37,27 @@ class Output(Writer):
     in full batches at once.  A failed batch goes back to the head of the
     buffer, in order with any other batch that failed, once the batches
     still in flight have settled; writing resumes after `retry_initial`,
-    doubling up to `retry_max`.  A batch the destination `Refused` is
-    written again as it was, at most `maxRetries` times.  An output whose
-    connection drops calls `requeueInFlight`, and `resumeWriting` once the
-    destination can take batches again (`canWrite`).
+    doubling up to `retry_max`, without end: such a failure is taken to be
+    transient (the destination is down, the disk is full).
+
+    A failure that retrying cannot fix is a `Refused` (or `Unencodable`)
+    one: `writeBatch` raises it only when the content is at fault, naming
+    the items at fault if it can.  Those items are dropped (counted as
+    ``rejected`` and logged with what they were) and the rest of the
+    batch is written again at once; when the items are not named the
+    batch is split in halves until each refused item stands alone (see
+    `duct.writer.Writer`).  So one event an output can never write costs a
+    few writes, not the output.  A single refused item is dropped at once,
+    or written again `maxRetries` times first if the output sets it.  A
+    destination that refuses every batch (bad credentials) must raise an
+    ordinary error: it is retried without end, and once events have waited
+    `stall_after` seconds with nothing delivered ``/health`` says the
+    output is stalled.  `encodeEach` encodes a batch item by item and
+    raises `Unencodable` for the items that fail.
+
+    An output whose connection drops calls `requeueInFlight`, and
+    `resumeWriting` once the destination can take batches again
+    (`canWrite`).
 
     :param config: this output's validated configuration.
     :param duct: the running service (or a test double from `duct.testing`).
@@ -67,6 +84,13 @@ class Output(Writer):
         Option("max_in_flight", "integer", 1, "batches written and not yet confirmed", minimum=1),
         Option("retry_initial", "number", 0.5, "seconds before the first retry", minimum=0.01),
         Option("retry_max", "number", 30.0, "longest wait between retries", minimum=0.01),
+        Option(
+            "stall_after",
+            "number",
+            60.0,
+            "seconds events may wait with nothing delivered before /health says stalled (0: never)",
+            minimum=0,
+        ),
         Option("debug", "boolean", False, "log each batch written"),
         Option(
             "buffer",
@@ -103,12 +127,15 @@ class Output(Writer):
         self.maxInFlight: int = config["max_in_flight"]
         self.retryInitial = float(config["retry_initial"])
         self.retryMax = float(config["retry_max"])
+        self.stallAfter = float(config["stall_after"])
         self.received = 0
         self.sent = 0
         self.failures = 0
         """Batches whose write failed."""
         self.rejected = 0
-        """Batches the destination refused."""
+        """Writes refused for their content (each refused piece of a batch counts)."""
+        self.eventsRejected = 0
+        """Events dropped because the destination refused them or they could not be encoded."""
         self.acked = 0
         """Batches the destination confirmed."""
         self.lastAckLatency: float | None = None

@@ -16,7 +16,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.logger import LogLevel, formatEvent
+from twisted.logger import formatEvent
 from twisted.protocols.basic import Int32StringReceiver
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides
@@ -387,7 +387,21 @@ async def test_stop_while_the_server_is_unreachable(reactor: Any) -> None:
 # -- on a Clock ---------------------------------------------------------------------
 
 
-def test_refused_msgs_are_retried_with_backoff_then_dropped(
+def serveRefusing(server: FakeConnection, refused: str) -> list[list[str]]:
+    """Answer every Msg sent, ``ok: false`` for those holding event ``refused``, until none."""
+    seen = []
+    while msgs := server.msgs():
+        for msg in msgs:
+            names = [event.service for event in msg.events]
+            seen.append(names)
+            if refused in names:
+                server.reply(ok=False, error="stream error: bad event")
+            else:
+                server.reply()
+    return seen
+
+
+def test_a_refused_msg_is_split_until_the_event_at_fault_is_dropped(
     logged: list[dict[str, Any]],
 ) -> None:
     output, reactor = clockOutput(
@@ -396,24 +410,54 @@ def test_refused_msgs_are_retried_with_backoff_then_dropped(
     server = FakeConnection(reactor)
     output.eventsReceived(makeEvents(5))
     output.eventsReceived(makeEvents(1, start=5))  # waits: one Msg in flight at a time
-    for backoff in (0.0, 0.5, 1.0):  # retry_initial, doubling
-        if backoff:
-            reactor.advance(backoff - 0.01)
-            assert not server.transport.value()
-            reactor.advance(0.02)
-        assert services(server.msgs()) == ["0", "1", "2", "3", "4"]
-        server.reply(ok=False, error="overloaded: try later")
-    assert output.rejected == 3
-    assert output.buffer.drops["rejected"] == 5
-    assert services(server.msgs()) == ["5"]  # the next Msg goes at once
-    server.reply()
-    assert output.buffer.depth == 0 and output.sent == 1
-    warnings = [
-        formatEvent(e)
-        for e in logged
-        if e["log_level"] == LogLevel.warn and "overloaded: try later" in formatEvent(e)
+    seen = serveRefusing(server, "2")
+    # Halves, written again at once; the event at fault waits aside for its retry.
+    assert seen == [
+        ["0", "1", "2", "3", "4"],
+        ["0", "1"],
+        ["2", "3", "4"],
+        ["2"],
+        ["3", "4"],
+        ["5"],
     ]
-    assert warnings
+    assert output.sent == 5 and output.buffer.depth == 1
+    for backoff in (0.5, 1.0):  # retry_initial, doubling
+        reactor.advance(backoff - 0.01)
+        assert not server.transport.value()
+        reactor.advance(0.01)
+        assert serveRefusing(server, "2") == [["2"]]
+    assert output.rejected == 5 and output.eventsRejected == 1
+    assert output.buffer.drops["rejected"] == 1
+    assert output.buffer.depth == 0 and output.buffer.nbytes == 0
+    dropped = [formatEvent(e) for e in logged if "dropped: h1.example 2" in formatEvent(e)]
+    assert dropped and "stream error: bad event" in dropped[0]
+    stopClocked(output, server)
+
+
+def test_by_default_an_event_riemann_refuses_is_dropped_at_once() -> None:
+    output, reactor = clockOutput(flush_interval=0, max_in_flight=1)
+    server = FakeConnection(reactor)
+    output.eventsReceived(makeEvents(4))
+    assert serveRefusing(server, "1") == [
+        ["0", "1", "2", "3"],
+        ["0", "1"],
+        ["0"],
+        ["1"],
+        ["2", "3"],
+    ]
+    assert output.sent == 3 and output.buffer.drops["rejected"] == 1
+    assert output.buffer.depth == 0 and output.eventsRejected == 1
+    stopClocked(output, server)
+
+
+def test_an_event_that_cannot_be_encoded_is_dropped_as_it_arrives() -> None:
+    output, reactor = clockOutput(flush_interval=0)
+    server = FakeConnection(reactor)
+    events = makeEvents(3)
+    events[1].description = "\udcff"  # not valid Unicode: protobuf refuses it
+    assert output.eventsReceived(events) == 2
+    assert output.buffer.drops["rejected"] == 1 and output.eventsRejected == 1
+    assert serveRefusing(server, "none") == [["0", "2"]]
     stopClocked(output, server)
 
 

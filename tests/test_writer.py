@@ -107,35 +107,42 @@ def test_a_failed_middle_batch_goes_back_in_order_once_the_window_settles() -> N
 def test_a_dropped_connection_requeues_every_batch_in_order_and_ignores_late_results() -> None:
     output, clock = build(Pending, batch_size=2, flush_interval=0, max_in_flight=3)
     output.eventsReceived(makeEvents(8))
-    output.fail(1, Refused("busy"))  # the middle batch waits for its retry
+    output.fail(1, Refused("busy"))  # the middle batch is cut in two, its first half sent
+    assert output.batches()[3:] == [names(2, 3)]
     output.up = False
     assert output.requeueInFlight() == 6
     assert services(output.buffer.waiting()) == names(0, 8)
     assert output.inFlight == 0 and output.buffer.depth == 8
     output.ack(0)  # a late confirmation of a batch already back in the buffer
     output.fail(2)
+    output.ack(3)
     assert output.sent == 0 and output.failures == 0 and output.buffer.depth == 8
     output.up = True
     output.resumeWriting()
-    assert output.batches()[3:] == [names(0, 2), names(2, 4), names(4, 6)]
+    assert output.batches()[4:] == [names(0, 2), names(2, 4), names(4, 6)]
 
 
-def test_a_refused_batch_is_written_again_as_it_was_then_dropped() -> None:
+def test_a_refused_single_event_is_written_again_aside_then_dropped() -> None:
     output, clock = build(
-        Pending, batch_size=3, flush_interval=0, max_in_flight=2, retry_initial=1.0
+        Pending, batch_size=1, flush_interval=0, max_in_flight=2, retry_initial=1.0
     )
     output.maxRetries = 1
-    output.eventsReceived(makeEvents(4))
+    output.eventsReceived(makeEvents(2))
     output.fail(0, Refused("no", "riemann:5555"))
+    # It waits aside for its retry: the events behind it do not.
+    assert output.batches()[2:] == []
     output.ack(1)
-    output.eventsReceived(makeEvents(2, start=4))
-    assert len(output.calls) == 2  # backing off: new events wait too
+    output.eventsReceived(makeEvents(2, start=2))
+    assert output.batches()[2:] == [names(2, 3), names(3, 4)]
     clock.advance(1.0)
-    assert output.batches()[2:] == [names(0, 3), names(4, 6)]  # the same batch, first
-    output.fail(2, Refused("no", "riemann:5555"))
-    assert output.rejected == 2 and output.buffer.drops["rejected"] == 3
+    assert output.batches()[4:] == []  # the window is full: it waits its turn
+    output.ack(2)
+    assert output.batches()[4:] == [names(0, 1)]  # the same event, again, first in line
+    output.fail(4, Refused("no", "riemann:5555"))
+    assert output.rejected == 2 and output.buffer.drops["rejected"] == 1
+    assert output.eventsRejected == 1
     output.ack(3)
-    assert output.buffer.depth == 0 and output.sent == 3
+    assert output.buffer.depth == 0 and output.buffer.nbytes == 0 and output.sent == 3
 
 
 def test_a_deep_backlog_leaves_in_full_batches_without_timers() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from operator import itemgetter
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -18,7 +19,7 @@ from twisted.logger import Logger
 
 from duct.lib.lograte import RateLimitedLog
 
-__all__ = ["OVERFLOW_POLICIES", "Batch", "BufferBase"]
+__all__ = ["OVERFLOW_POLICIES", "Batch", "BufferBase", "pick"]
 
 OVERFLOW_POLICIES = ("block", "drop_oldest", "drop_newest")
 
@@ -29,6 +30,11 @@ class Batch:
     ``counts``, when given, says how many events each item holds (an item
     of a grouped buffer is a Msg's worth); otherwise each item is one event.
     ``len()`` is the number of events.
+
+    A batch the destination refused in part is cut into pieces (`split`,
+    `select`) of the same kind; each piece is then acked, requeued or
+    discarded on its own, in any order, and the pieces together account
+    for exactly the events and bytes of the whole.
     """
 
     __slots__ = ("counts", "deadlines", "events", "nbytes", "sizes", "count")
@@ -49,6 +55,31 @@ class Batch:
 
     def __len__(self) -> int:
         return self.count
+
+    def split(self, n: int) -> tuple[Batch, Batch]:
+        """The first ``n`` items and the rest, as two batches of this kind."""
+        size = len(self.events)
+        return self.select(range(n)), self.select(range(n, size))
+
+    def select(self, indices: Sequence[int]) -> Batch:
+        """A batch of the items at ``indices`` (ascending), of this kind."""
+        return Batch(
+            pick(self.events, indices),
+            pick(self.sizes, indices),
+            None if self.deadlines is None else pick(self.deadlines, indices),
+            None if self.counts is None else pick(self.counts, indices),
+        )
+
+
+def pick(values: list[Any], indices: Sequence[int]) -> list[Any]:
+    """``values`` at ``indices``: a slice when they are a range."""
+    if isinstance(indices, range) and indices.step == 1:
+        return values[indices.start : indices.stop]
+    if not indices:
+        return []
+    if len(indices) == 1:
+        return [values[indices[0]]]
+    return list(itemgetter(*indices)(values))
 
 
 class BufferBase:

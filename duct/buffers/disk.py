@@ -22,6 +22,7 @@ from typing import Any
 from twisted.internet.task import LoopingCall
 
 from duct.buffers import SYNC_MODES
+from duct.buffers.base import pick
 from duct.buffers.memory import Batch, BufferBase
 from duct.buffers.readahead import ReadAhead, Unacked
 from duct.buffers.recovery import openSegments
@@ -35,6 +36,7 @@ from duct.buffers.segments import (
 )
 from duct.defaults import MAX_DISK_BYTES
 from duct.event import Event
+from duct.lib.encodeeach import describeError, encodeEach
 from duct.protocol.riemann import decodeEvent, encodeEvent
 
 __all__ = ["CODECS", "DiskBatch", "DiskBuffer"]
@@ -50,6 +52,11 @@ def _encode(item: Any) -> bytes:
     raise TypeError(f"a disk buffer stores Events or bytes, not {type(item).__name__}")
 
 
+def describeEvent(event: Any) -> str:
+    """An event's host and service, for the log."""
+    return f"{getattr(event, 'hostname', '?')} {getattr(event, 'service', '?')}"
+
+
 class DiskBatch(Batch):
     """A batch taken from a DiskBuffer, with its records' bytes and sequence numbers."""
 
@@ -59,6 +66,12 @@ class DiskBatch(Batch):
         super().__init__(events, [HEADER_SIZE + len(p) for p in payloads])
         self.payloads = payloads
         self.seqs = seqs
+
+    def select(self, indices: Sequence[int]) -> DiskBatch:
+        """A batch of the records at ``indices`` (ascending), with their payloads and seqs."""
+        return DiskBatch(
+            pick(self.events, indices), pick(self.payloads, indices), pick(self.seqs, indices)
+        )
 
 
 class DiskBuffer(BufferBase):
@@ -165,7 +178,12 @@ class DiskBuffer(BufferBase):
         """
         if counts is not None:
             raise ValueError("a disk buffer holds one event per item")
-        payloads = [_encode(item) for item in items]
+        if not isinstance(items, list):
+            items = list(items)
+        try:
+            payloads = [_encode(item) for item in items]
+        except Exception:
+            payloads = self._encodeEach(items)
         if not payloads:
             return 0
         if self._closed:
@@ -189,6 +207,25 @@ class DiskBuffer(BufferBase):
         else:
             payloads = self._makeRoom(payloads)
         return self._append(payloads) if payloads else 0
+
+    def _encodeEach(self, items: list[Any]) -> list[bytes]:
+        """Encode what can be; drop the Events that cannot (``unencodable``)."""
+        for item in items:
+            if not isinstance(item, (Event, bytes, bytearray, memoryview)):
+                _encode(item)  # raises the TypeError: a caller's mistake, not an odd event
+        payloads, failed, error = encodeEach(items, _encode)
+        if failed:
+            self._dropLog.emit(
+                "unencodable",
+                "disk buffer {output}: cannot encode {count} events ({error}); "
+                "dropped, the first for {event}",
+                output=self.name,
+                count=len(failed),
+                error=describeError(error),
+                event=describeEvent(items[failed[0]]),
+            )
+            self.recordDrop("unencodable", len(failed))
+        return payloads
 
     def _makeRoom(self, payloads: list[bytes]) -> list[bytes]:
         """drop_oldest: drop waiting records, then the oldest new ones, to fit."""

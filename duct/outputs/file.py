@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import IO, Any
 
-from duct.lib.json import eventLines
+from duct.lib.json import eventJson
 from duct.objects import Event, Output
 from duct.options import Option
 
@@ -19,7 +19,9 @@ class JSONLines(Output):
     open; `reopen` (on SIGHUP) closes it so that the next batch opens the
     path anew, which is all logrotate needs.  A file that cannot be opened
     or written fails the batch, and the events stay buffered and are
-    retried.
+    retried.  An event that cannot be written as JSON (an attribute with
+    a key that is not text) is dropped, counted as ``rejected``, and the
+    others are written.
 
     Not durable: a batch counts as delivered once it has been handed to the
     operating system (written and flushed, not fsynced), so a power failure
@@ -50,7 +52,9 @@ class JSONLines(Output):
         return self._file
 
     def writeBatch(self, events: list[Event]) -> None:
-        data = eventLines(events)
+        lines = self.encodeEach(events, eventJson)
+        lines.append("")
+        data = "\n".join(lines)
         out = self._open()
         try:
             out.write(data)

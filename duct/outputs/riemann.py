@@ -41,10 +41,16 @@ class RiemannTCP(Output):
     their events counted).  Up to `max_in_flight` Msgs may wait for their
     reply at once; Riemann answers in order, so each reply settles the
     oldest.  An event leaves the
-    buffer only when the server replied `ok: true`.  A Msg refused with
-    `ok: false` is logged with the server's error and sent again after
-    `retry_initial`, doubling up to `retry_max`, at most `max_retries`
-    times; then its events are dropped (counted as `rejected`).  When the
+    buffer only when the server replied `ok: true`.  Riemann answers
+    `ok: false` when it could not process what a Msg holds, so a refused
+    Msg is split in halves, each sent again at once, until the events (or
+    relayed Msgs) it refuses stand alone; those are dropped, counted as
+    `rejected` and logged with the server's error, and every other event
+    is delivered.  With `max_retries` above 0, each is first sent again
+    that many times, after `retry_initial` doubling up to `retry_max`,
+    while the events behind it go on.  An event that cannot be encoded
+    (text that is not valid Unicode) is dropped as it arrives, counted as
+    `rejected` too.  When the
     connection is lost, every Msg still waiting goes back to the head of the
     buffer, in order, and is sent again once connected: delivery is at least
     once, and a reconnection may repeat up to `max_in_flight` Msgs (each of
@@ -76,7 +82,14 @@ class RiemannTCP(Output):
         Option("batch_size", "integer", 1000, "most events in one Msg", minimum=1),
         Option("flush_interval", "number", 0.1, "seconds a partial Msg may wait", minimum=0),
         Option("max_in_flight", "integer", 8, "Msgs sent and not yet acknowledged", minimum=1),
-        Option("max_retries", "integer", 5, "resends of a Msg refused with ok: false", minimum=0),
+        Option(
+            "max_retries",
+            "integer",
+            0,
+            "resends of a single event refused with ok: false before it is dropped "
+            "(0: dropped at once; the rest of its Msg is delivered either way)",
+            minimum=0,
+        ),
         Option(
             "ack_timeout",
             "number",
@@ -189,11 +202,13 @@ class RiemannTCP(Output):
             kept = self.buffer.putItem(payload, len(payload) + ENCODED_OVERHEAD, count)
             self.resumeWriting()
             return kept
-        encoded, deadlines, invalid = encodeForQueue(
+        encoded, deadlines, invalid, failed, error = encodeForQueue(
             events, self.allowNaN, self.expire, self.clock.seconds()
         )
         if invalid:
             self.buffer.recordDrop("invalid", invalid)
+        if failed:
+            self.dropUnencodable(events, failed, error)
         if not encoded:
             return 0
         if self.grouped:
@@ -223,6 +238,21 @@ class RiemannTCP(Output):
     def _replied(self, msg: pb.Msg, connection: RiemannClientProtocol) -> None:
         if not msg.ok:
             raise Refused(msg.error or "no error given", connection.label)
+
+    def describeItem(self, item: Any) -> str:
+        """An encoded event (or a relayed Msg) as host and service, for the log."""
+        try:
+            if self.grouped:
+                msg = pb.Msg.FromString(item)
+                if not msg.events:
+                    return f"a Msg of {len(item)} bytes"
+                first, count = msg.events[0], len(msg.events)
+                more = f" and {count - 1} more" if count > 1 else ""
+                return f"{first.host} {first.service}{more}"
+            event = pb.Event.FromString(item)
+            return f"{event.host} {event.service}"
+        except Exception:
+            return super().describeItem(item)
 
     # -- the connection ----------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from duct.event import Event
 from duct.protocol.riemann import DecodeError, EncodedEvents, encodeEvent, msgFromEncoded, pb
@@ -42,42 +42,86 @@ def _deadline(message: pb.Event, now: float) -> float:
     return when + message.ttl
 
 
+class Queued(NamedTuple):
+    """Events encoded for a buffer, and what was left out."""
+
+    encoded: list[bytes]
+    deadlines: list[float] | None
+    invalid: int
+    """`Event` objects left out for a NaN or infinite metric."""
+    failed: list[int]
+    """Indices of the `Event` objects that could not be encoded."""
+    error: Exception | None
+    """The first encoding error, when ``failed`` is not empty."""
+
+
 def encodeForQueue(
     events: Sequence[Event] | EncodedEvents,
     allowNaN: bool = True,
     withDeadlines: bool = False,
     now: float = 0.0,
-) -> tuple[list[bytes], list[float] | None, int]:
-    """Encode events for a buffer: ``(encoded, deadlines, invalid)``.
+) -> Queued:
+    """Encode events for a buffer: `Queued`.
 
     `EncodedEvents` pass through as they are; they are decoded (time and
     ttl only) when deadlines are asked for.  Their metrics are not checked
     for NaN: that would cost a decode per relayed event.  ``invalid`` counts
     the `Event` objects left out because their metric is NaN or infinite
-    and ``allowNaN`` is false.
+    and ``allowNaN`` is false, and ``failed`` lists those `encodeEvent`
+    refused (text that is not valid Unicode, a metric that is not a
+    number): each is left out, never the whole list.
     """
     if isinstance(events, EncodedEvents):
         encoded = events.encoded
         if not withDeadlines:
-            return encoded, None, 0
+            return Queued(encoded, None, 0, [], None)
         deadlines = []
         for data in encoded:
             try:
                 deadlines.append(_deadline(pb.Event.FromString(data), now))
             except DecodeError:
                 deadlines.append(math.inf)
-        return encoded, deadlines, 0
+        return Queued(encoded, deadlines, 0, [], None)
     out: list[bytes] = []
     kept: list[float] | None = [] if withDeadlines else None
     invalid = 0
-    for event in events:
+    try:
+        for event in events:
+            if not allowNaN and isNaNMetric(event):
+                invalid += 1
+                continue
+            out.append(encodeEvent(event))
+            if kept is not None:
+                kept.append(event.time + event.ttl if event.ttl is not None else math.inf)
+    except Exception:
+        return _encodeOneByOne(events, allowNaN, withDeadlines)
+    return Queued(out, kept, invalid, [], None)
+
+
+def _encodeOneByOne(events: Sequence[Event], allowNaN: bool, withDeadlines: bool) -> Queued:
+    """`encodeForQueue` for a list where some event does not encode: find which."""
+    out: list[bytes] = []
+    kept: list[float] | None = [] if withDeadlines else None
+    invalid = 0
+    failed: list[int] = []
+    error: Exception | None = None
+    for index, event in enumerate(events):
         if not allowNaN and isNaNMetric(event):
             invalid += 1
             continue
-        out.append(encodeEvent(event))
+        try:
+            data = encodeEvent(event)
+            deadline = (
+                event.time + event.ttl if withDeadlines and event.ttl is not None else math.inf
+            )
+        except Exception as e:
+            failed.append(index)
+            error = error or e
+            continue
+        out.append(data)
         if kept is not None:
-            kept.append(event.time + event.ttl if event.ttl is not None else math.inf)
-    return out, kept, invalid
+            kept.append(deadline)
+    return Queued(out, kept, invalid, failed, error)
 
 
 def entrySize(length: int) -> int:

@@ -40,7 +40,8 @@ class RiemannUDP(Output):
 
     Each datagram is one Msg of at most `max_datagram` bytes; an event too
     large for a datagram of its own is dropped (counted as `too_large`),
-    never cut.  UDP has no acknowledgement: a batch counts as sent once the
+    never cut; so is one that cannot be encoded (counted as `rejected`).
+    UDP has no acknowledgement: a batch counts as sent once the
     operating system took its datagrams, so events are lost if the server
     is down or the network drops them.  `server` is an IP address, or a
     name looked up once at start (IPv4; retried on the next write if that
@@ -106,7 +107,9 @@ class RiemannUDP(Output):
     def eventsReceived(self, events: list[Event] | EncodedEvents) -> int:
         """Encode and queue events; return how many the buffer kept."""
         self.received += len(events)
-        encoded, _, _ = encodeForQueue(events)
+        encoded, _, _, failed, error = encodeForQueue(events)
+        if failed:
+            self.dropUnencodable(events, failed, error)
         fitting = [data for data in encoded if entrySize(len(data)) <= self.maxDatagram]
         if len(fitting) < len(encoded):
             self.buffer.recordDrop("too_large", len(encoded) - len(fitting))

@@ -14,8 +14,10 @@ from twisted.python.threadpool import ThreadPool
 
 from duct.defaults import stateDir
 from duct.graphs import GraphMap
+from duct.lib.encodeeach import describeError
 from duct.objects import Event, Output
 from duct.options import Option
+from duct.output import Unencodable
 from duct.outputs.store_db import StoreDatabase, StoreError, StoreUnavailable
 from duct.stats import counter
 
@@ -45,7 +47,9 @@ class Store(Output):
     A file that cannot be opened or written (damaged, not a database,
     read-only) is logged as an error naming the path; the batch waits in
     the buffer and is retried with backoff, so the store resumes once the
-    file is fixed or moved aside.  By default a full buffer drops its
+    file is fixed or moved aside.  An event with a value SQLite cannot
+    store (text that is not valid Unicode, say) is dropped, counted as
+    ``rejected``, and the rest of its batch written.  By default a full buffer drops its
     oldest events rather than holding back the sources.
 
     With the web server on, the store serves the dashboard at ``/`` and
@@ -236,9 +240,19 @@ class Store(Output):
         assert self._writer is not None
         try:
             return self._writer.write(events)
-        except StoreError:
-            self._closeWriter()  # the next try opens the file afresh
+        except Exception as e:
+            bad = self._unbindableInThread(events)
+            if bad:  # the events are at fault, not the file
+                raise Unencodable(describeError(e.__cause__ or e), bad) from e
+            if isinstance(e, StoreError):
+                self._closeWriter()  # the next try opens the file afresh
             raise
+
+    def _unbindableInThread(self, events: list[Event]) -> list[int]:
+        try:
+            return self._writer.unbindable(events) if self._writer is not None else []
+        except Exception:
+            return []
 
     def _cleanupInThread(self, before: float) -> tuple[int, int]:
         self._openWriter()

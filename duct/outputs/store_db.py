@@ -18,7 +18,7 @@ import os
 import sqlite3
 import sys
 import urllib.parse
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from duct.lib.json import finiteNumber
@@ -170,6 +170,14 @@ class StoreDatabase:
                     pass
             self._ids.clear()
             raise self._explain(e) from e
+        except Exception:  # a value that cannot be bound, say: no transaction left open
+            if self.db.in_transaction:
+                try:
+                    self.db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            self._ids.clear()
+            raise
 
     # -- writing -----------------------------------------------------------------
 
@@ -182,14 +190,26 @@ class StoreDatabase:
         """
         return int(self._run(self._write, events))
 
+    def unbindable(self, events: Sequence[Any]) -> list[int]:
+        """The indices of the events whose values SQLite cannot take; nothing is written.
+
+        Each event's row is bound to a SELECT on its own: slow, for finding
+        the events at fault once a batch failed.
+        """
+        bad = []
+        for index, event in enumerate(events):
+            try:
+                self.db.execute("SELECT ?, ?, ?, ?, ?, ?, ?", _row(event)).fetchone()
+            except Exception:
+                bad.append(index)
+        return bad
+
     def _write(self, events: Iterable[Any]) -> int:
         latest: dict[tuple[str, str], tuple[Any, ...]] = {}
         points: list[tuple[tuple[str, str], float, float]] = []
         for event in events:
-            key = (event.hostname, event.service)
-            when = float(event.time)
-            metric = finiteNumber(event.metric)
-            row = (key[0], key[1], event.state, metric, when, event.description, event.ttl)
+            row = _row(event)
+            key, when, metric = (row[0], row[1]), row[4], row[3]
             previous = latest.get(key)
             if previous is None or when >= previous[4]:
                 latest[key] = row
@@ -303,3 +323,16 @@ class StoreDatabase:
         finally:
             db.execute("COMMIT")
         return [(t, v) for t, v in rows]
+
+
+def _row(event: Any) -> tuple[Any, ...]:
+    """The series row of an event: host, service, state, metric, time, description, ttl."""
+    return (
+        event.hostname,
+        event.service,
+        event.state,
+        finiteNumber(event.metric),
+        float(event.time),
+        event.description,
+        event.ttl,
+    )

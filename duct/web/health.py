@@ -9,7 +9,17 @@ buffer is below the high-water mark: 80% (`HIGH_WATER`) of its
 ``maxsize`` in events and of its ``max_bytes`` in bytes.  So a brief
 disconnection is not an alarm, and a backlog that keeps growing while
 disconnected is.  Outputs without a connection (a file, the logger)
-count as connected.  ``/health`` needs no token.
+count as connected.
+
+An output is also unhealthy while it is stalled: events wait in its
+buffer and it has delivered nothing for its ``stall_after`` seconds (60
+by default), counted from its last confirmed batch or from when its
+buffer last stopped being empty, whichever is later.  A destination that
+refuses every write, or a write that fails again and again, shows here
+instead of stalling the output in silence; an idle output with an empty
+buffer is never stalled.  The detail shows ``stalled``,
+``seconds_since_delivery`` and ``last_error``.  ``/health`` needs no
+token.
 """
 
 from __future__ import annotations
@@ -29,13 +39,38 @@ def outputHealth(output: Any) -> tuple[bool, dict[str, Any]]:
     buffer = output.buffer
     fill = max(buffer.depth / buffer.maxsize, buffer.nbytes / buffer.max_bytes)
     connected = output.connected is not False
+    stalled = bool(getattr(output, "stalled", False))
+    since = getattr(output, "secondsSinceDelivery", None)
     detail: dict[str, Any] = {
         "connected": output.connected,
         "buffer_events": buffer.depth,
         "buffer_bytes": buffer.nbytes,
         "buffer_fill": round(fill, 4),
+        "stalled": stalled,
+        "seconds_since_delivery": None if since is None else round(since, 3),
+        "last_error": getattr(output, "lastError", None),
     }
-    return connected or fill < HIGH_WATER, detail
+    return (connected or fill < HIGH_WATER) and not stalled, detail
+
+
+def outputReasons(name: str, output: Any, detail: dict[str, Any]) -> list[str]:
+    """Why an unhealthy output is unhealthy, one line per rule it breaks."""
+    reasons = []
+    if output.connected is False and detail["buffer_fill"] >= HIGH_WATER:
+        reasons.append(
+            f"output {name}: not connected, and its buffer is "
+            f"{detail['buffer_fill']:.0%} full ({detail['buffer_events']} of "
+            f"{output.buffer.maxsize} events, {detail['buffer_bytes']} of "
+            f"{output.buffer.max_bytes} bytes)"
+        )
+    if detail["stalled"]:
+        error = detail["last_error"]
+        reasons.append(
+            f"output {name}: stalled: {detail['buffer_events']} events waiting, "
+            f"nothing delivered for {detail['seconds_since_delivery']:.0f} s"
+            + (f" (last error: {error})" if error else "")
+        )
+    return reasons
 
 
 def health(service: Any) -> tuple[bool, dict[str, Any]]:
@@ -57,12 +92,7 @@ def health(service: Any) -> tuple[bool, dict[str, Any]]:
         ok, detail = outputHealth(output)
         outputs[name] = detail
         if not ok:
-            reasons.append(
-                f"output {name}: not connected, and its buffer is "
-                f"{detail['buffer_fill']:.0%} full ({detail['buffer_events']} of "
-                f"{output.buffer.maxsize} events, {detail['buffer_bytes']} of "
-                f"{output.buffer.max_bytes} bytes)"
-            )
+            reasons.extend(outputReasons(name, output, detail))
     body: dict[str, Any] = {"status": "unhealthy" if reasons else "ok", "outputs": outputs}
     if listeners:
         body["listeners"] = listeners
