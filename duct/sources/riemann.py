@@ -25,18 +25,51 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import DatagramProtocol
 from twisted.python.failure import Failure
 
+from duct.errors import TooLarge
 from duct.lib.lograte import RateLimitedLog
 from duct.listening import CannotListen, listenNow
 from duct.objects import Source
 from duct.options import Option
 from duct.protocol.riemann import MAX_DATAGRAM, EncodedEvents, ack, decodeMsg
+from duct.sources.riemann_budget import Budget
+from duct.sources.riemann_large import LARGE_FRAME, PIECE_EVENTS, receiveInSteps
 from duct.sources.riemann_protocol import RiemannTCPProtocol, _TCPFactory
 from duct.stats import Stat, counter, gauge, size
 
-__all__ = ["DEFAULT_MAX_FRAME", "RiemannTCP", "RiemannTCPProtocol", "RiemannUDP"]
+__all__ = [
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_MAX_EVENTS",
+    "DEFAULT_MAX_FRAME",
+    "DEFAULT_MAX_PENDING_BYTES",
+    "RiemannTCP",
+    "RiemannTCPProtocol",
+    "RiemannUDP",
+]
 
 DEFAULT_MAX_FRAME = 16 * 1024 * 1024
 """The largest Msg a TCP client may send, in bytes, unless ``max_frame`` says otherwise."""
+
+DEFAULT_MAX_EVENTS = 100_000
+"""The most events one Msg may carry, unless ``max_events`` says otherwise: a
+hundred times more than clients batch, and the default ``maxsize`` of a buffer."""
+
+DEFAULT_MAX_PENDING_BYTES = 64 * 1024 * 1024
+"""The most bytes a TCP listener holds in large frames, across its connections."""
+
+DEFAULT_MAX_CONNECTIONS = 1000
+"""The most client connections a TCP listener keeps open."""
+
+DEFAULT_IDLE_TIMEOUT = 300.0
+"""Seconds without a byte from a client before its connection is closed."""
+
+MAX_EVENTS_OPTION = Option(
+    "max_events",
+    "integer",
+    DEFAULT_MAX_EVENTS,
+    "most events one Msg may carry; a Msg with more is refused (ok: false)",
+    minimum=1,
+)
 
 OK = ack()
 QUERY_REFUSED = ack(
@@ -61,6 +94,14 @@ class _RiemannListener(Source):
                 "messages whose events waited for room in a full output"),
         gauge("waiting", "sum", "waiting", "waiting_messages",
               "messages whose events wait for room now"),
+        counter("too_many_events", "tooMany", "too_many_events_messages",
+                "messages refused for carrying more than max_events events"),
+        counter("too_large", "tooLarge", "too_large_messages",
+                "messages refused for being larger than a blocking output's buffer"),
+        counter("stepped", "stepped", "stepped_messages",
+                "large messages checked and handed on in steps"),
+        counter("decode_steps", "decodeSteps", "decode_steps",
+                "reactor turns taken by large messages"),
     )
     # fmt: on
 
@@ -77,7 +118,16 @@ class _RiemannListener(Source):
         self.held = 0
         """Msgs whose events had to wait in the pipeline for room in a full output."""
         self.waiting = 0
-        """Msgs whose events are waiting in the pipeline now."""
+        """Msgs whose events are waiting in the pipeline now, or are handed on in steps."""
+        self.tooMany = 0
+        """Msgs refused for carrying more than ``max_events`` events."""
+        self.tooLarge = 0
+        """Msgs refused for being larger than a blocking output's buffer can ever hold."""
+        self.stepped = 0
+        """Large Msgs checked and handed on in steps (`duct.sources.riemann_large`)."""
+        self.decodeSteps = 0
+        """Reactor turns those steps took."""
+        self.maxEvents: int = self.config["max_events"]
         self.rateLog = RateLimitedLog(self.log, self.clock)
         self.port: Any = None
         """The listening port once bound: ``port.getHost().port`` is its number."""
@@ -108,41 +158,78 @@ class _RiemannListener(Source):
 
         Returns the reply to send at once or, while the events wait for room
         in a full output, a Deferred that fires with the reply once they are
-        in every routed buffer.
+        in every routed buffer.  A Msg above `LARGE_FRAME` bytes or
+        `PIECE_EVENTS` events is checked and handed on in steps
+        (`duct.sources.riemann_large`), and always answered by a Deferred.
         """
+        if len(data) > LARGE_FRAME:
+            return receiveInSteps(self, data)
         try:
             msg = decodeMsg(data)
             if msg.HasField("query"):
                 self.queries += 1
                 return QUERY_REFUSED
+            count = len(msg.events)
+            if count > PIECE_EVENTS and count <= self.maxEvents:
+                return receiveInSteps(self, data)
             events = EncodedEvents.fromMsg(msg, data)  # the client's bytes, checked once
         except ProtobufError as e:  # DecodeError, or EncodeError for a missing required field
             self.malformed += 1
             return ack(False, f"malformed message: {e}")
-        count = len(events)
         if not count:
             return OK
-        self.frames += 1
-        self.emitted += count
-        self.lastEventTime = self.clock.seconds()
+        if count > self.maxEvents:
+            return self.refuse(
+                "tooMany",
+                f"too many events: {count} in one message, above max_events ({self.maxEvents})",
+                count,
+            )
         if self.debug:
-            for event in events.decode():
-                self.log.info("{source}: {event!r}", source=self.service, event=event)
+            self.logEvents(events)
         try:
             result = self.queueBack(events)
+        except TooLarge as e:
+            return self.refuse("tooLarge", str(e), count)
         except Exception:
+            self.countMsg(count)
             self.errors += 1
             self.log.failure("riemann listener {source}: events refused", source=self.service)
             return REFUSED
+        self.countMsg(count)
         if not isinstance(result, Deferred):
             return OK
         self.held += 1
         self.waiting += 1
-        return result.addBoth(self._settled)
+        return result.addBoth(self._settled, count)
 
-    def _settled(self, result: object) -> bytes:
+    def countMsg(self, count: int) -> None:
+        """Count a Msg of ``count`` events on its way to the pipeline."""
+        self.frames += 1
+        self.emitted += count
+        self.lastEventTime = self.clock.seconds()
+
+    def logEvents(self, events: EncodedEvents) -> None:
+        """With ``debug``, log each event."""
+        for event in events.decode():
+            self.log.info("{source}: {event!r}", source=self.service, event=event)
+
+    def refuse(self, stat: str, reason: str, count: int) -> bytes:
+        """Count a Msg refused for ``reason`` under the counter ``stat``; its reply."""
+        setattr(self, stat, getattr(self, stat) + 1)
+        self.rateLog.emit(
+            stat,
+            "riemann listener {source}: a message of {count} events was refused: {reason}",
+            source=self.service,
+            count=count,
+            reason=reason,
+        )
+        return ack(False, reason)
+
+    def _settled(self, result: object, count: int) -> bytes:
         self.waiting -= 1
         if isinstance(result, Failure):
+            if result.check(TooLarge):  # routed anew, to a smaller output, while it waited
+                return self.refuse("tooLarge", result.getErrorMessage(), count)
             self.errors += 1
             self.log.failure(
                 "riemann listener {source}: events lost in the pipeline",
@@ -180,9 +267,19 @@ class RiemannTCP(_RiemannListener):
     ``tags``, ``attributes`` and ``hostname`` do not apply to them.
     """
 
+    # fmt: off
     stats = (
         gauge("connections", "sum", size("connections"), "connections", "client connections open"),
+        counter("refused_connections", "refusedConnections", "refused_connections",
+                "connections refused beyond max_connections"),
+        counter("idle_closed", "idleClosed", "idle_closed_connections",
+                "connections closed after idle_timeout without a byte"),
+        counter("budget_pauses", "budgetPauses", "budget_pauses",
+                "times a connection waited for max_pending_bytes to have room"),
+        gauge("pending_bytes", "sum", "budget.used", "pending_bytes",
+              "bytes reserved by large frames being read or handed on"),
     )
+    # fmt: on
 
     options = (
         Option(
@@ -198,12 +295,59 @@ class RiemannTCP(_RiemannListener):
             "largest Msg a client may send, in bytes; a larger one closes its connection",
             minimum=1,
         ),
+        MAX_EVENTS_OPTION,
+        Option(
+            "max_pending_bytes",
+            "integer",
+            DEFAULT_MAX_PENDING_BYTES,
+            "most bytes held in large frames across connections (at least max_frame);"
+            " beyond it, connections wait",
+            minimum=1,
+        ),
+        Option(
+            "max_connections",
+            "integer",
+            DEFAULT_MAX_CONNECTIONS,
+            "most client connections open at once; one more is refused and closed",
+            minimum=1,
+        ),
+        Option(
+            "idle_timeout",
+            "duration",
+            DEFAULT_IDLE_TIMEOUT,
+            "close a connection that sends nothing for this long (0: never)",
+            minimum=0,
+        ),
     )
+
+    @classmethod
+    def optionProblems(cls, config: dict[str, Any]) -> list[tuple[str, str]]:
+        """What is wrong between options, once each is valid: (key, message) pairs."""
+        pending = config.get("max_pending_bytes", DEFAULT_MAX_PENDING_BYTES)
+        frame = config.get("max_frame", DEFAULT_MAX_FRAME)
+        if isinstance(pending, int) and isinstance(frame, int) and pending < frame:
+            return [
+                (
+                    "max_pending_bytes",
+                    f"must be at least max_frame ({frame}), got {pending}: a frame of"
+                    " max_frame bytes could never be read",
+                )
+            ]
+        return []
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        for key, message in self.optionProblems(self.config):
+            raise ValueError(f"{key}: {message}")
         self.listen: str = self.config["listen"]
         self.maxFrame: int = self.config["max_frame"]
+        self.maxConnections: int = self.config["max_connections"]
+        self.idleTimeout: float = self.config["idle_timeout"]
+        self.budget = Budget(self.config["max_pending_bytes"])
+        """Bytes of large frames held across connections (`duct.sources.riemann_budget`)."""
+        self.refusedConnections = 0
+        self.idleClosed = 0
+        self.budgetPauses = 0
         self.factory = _TCPFactory(self)
         self.listening: Deferred[Any] | None = None
         """Fires with the port once bound, or with None if listening failed later (logged)."""
@@ -318,6 +462,7 @@ class RiemannUDP(_RiemannListener):
         Option("interface", "string", "127.0.0.1", "address to listen on, 0.0.0.0 for every one"),
         Option("port", "integer", 5555, "UDP port to listen on (0: any free port)", minimum=0),
         Option("max_waiting", "integer", 1000, "datagrams held while outputs are full", minimum=1),
+        MAX_EVENTS_OPTION,
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
