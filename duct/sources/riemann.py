@@ -9,9 +9,12 @@ them: the common options ``ttl``, ``tags``, ``attributes`` and
 ``critical`` do.
 
 Over TCP a Msg is acknowledged once its events are in the buffer of every
-output it is routed to.  While an output with ``overflow: block`` is full,
-the ack is held and the connection stops reading, so a client that waits
-for its acks slows down instead of losing events.
+output it is routed to.  While an output with ``overflow: block`` lacks
+room for all of a Msg's events, the ack is held and the connection stops
+reading, so a client that waits for its acks slows down instead of losing
+events.  A Msg above 64 KiB or 1,000 events is checked and handed on in
+steps (`duct.sources.riemann_large`), so that no Msg holds the reactor for
+more than a few milliseconds at a time.
 """
 
 from __future__ import annotations
@@ -257,6 +260,32 @@ class RiemannTCP(_RiemannListener):
     16 MiB, is far above what clients batch (a hundred events take about
     10 KiB) and bounds the memory one connection can hold.
 
+    Limits, each answered so that the client knows why:
+
+    - ``max_events`` (default 100000): a Msg with more events is answered
+      ``ok: false`` and counted in ``too_many_events``; the connection
+      stays usable.
+    - A Msg with more events than the ``maxsize`` of an output it is routed
+      to with ``overflow: block``, or more bytes than its ``max_bytes``,
+      could never fit: it is answered ``ok: false`` naming the output and
+      the limit, and counted in ``too_large``.  One that fits, but not yet,
+      waits for room for all its events; no buffer goes over its bounds.
+    - A Msg above 64 KiB or 1,000 events is checked a step at a time and
+      handed on in pieces of at most 1,000 events, one per reactor turn;
+      it is answered once every piece is in every routed buffer
+      (``stepped``, ``decode_steps``).
+    - ``max_pending_bytes`` (default 64 MiB, at least ``max_frame``):
+      the bytes held in frames above 64 KiB, from when their length is
+      read until their events are handed on, across every connection.
+      Past it, a connection starting such a frame waits, paused, for room
+      (``budget_pauses``; ``pending_bytes`` is what is held now).
+    - ``max_connections`` (default 1000): one more connection is answered
+      with one ``ok: false`` Msg saying why and closed
+      (``refused_connections``).
+    - ``idle_timeout`` (default 300 seconds; 0 for none): a connection that
+      sends nothing for that long, while it is free to send, is closed
+      (``idle_closed``); while its ack is held it is never idle.
+
     ``listen`` takes any Twisted server endpoint string, for example
     ``tcp:5555:interface=0.0.0.0`` or
     ``ssl:5556:privateKey=key.pem:certKey=cert.pem``.  On stop, duct stops
@@ -448,6 +477,12 @@ class RiemannUDP(_RiemannListener):
     pipeline until there is room (``waiting`` counts those datagrams), up to
     ``max_waiting`` datagrams; beyond that, datagrams are dropped, counted
     in ``shed`` and logged at a limited rate, so memory stays bounded.
+
+    As over TCP, a datagram with more than ``max_events`` events (default
+    100000) is dropped and counted in ``too_many_events``; one larger than
+    the buffer of an output with ``overflow: block`` can ever hold, in
+    ``too_large``; and one of more than 1,000 events is handed on in pieces,
+    one per reactor turn.
 
     It listens on ``interface`` (``0.0.0.0`` or ``::`` for every
     interface) and ``port``.  As over TCP, events pass on as the clients
