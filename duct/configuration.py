@@ -19,7 +19,7 @@ from duct.buffers import bufferDirectory, checkBufferSettings, directoryProblem
 from duct.defaults import STATE_DIR
 from duct.errors import ConfigurationError, Problem
 from duct.graphs import checkGraphs
-from duct.options import REQUIRED, Option, declaredOptions, validate
+from duct.options import REQUIRED, Option, declaredOptions, optionProblems, validate
 from duct.output import Output
 from duct.plugins import PluginError, isStrict, loadClass
 from duct.schema import GLOBAL_OPTIONS, SELF_STATS_SOURCE, WEB_OPTIONS
@@ -223,9 +223,12 @@ class ConfigFile:
 
     def _configure(self, item: Item, cls: type, base: type) -> None:
         strict = isStrict(cls)
-        item.config, _ = self._check(
+        item.config, valid = self._check(
             declaredOptions(cls), item.config, item.file, item.label, strict
         )
+        if valid:
+            for key, message in optionProblems(cls, item.config):
+                self._problem(item.file, item.label, key, message)
         if not strict:
             known = declaredOptions(base)
             extra = sorted(k for k in item.config if k not in known)

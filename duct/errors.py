@@ -1,14 +1,15 @@
-"""The problems a configuration can have, and the error that carries them.
+"""The problems a configuration can have, the error that carries them, and `TooLarge`.
 
 They live apart from the YAML loader so that the web server and plugins
-can report problems without importing it.
+can report problems without importing it.  `TooLarge` is the pipeline's
+refusal of events that no wait would ever let into an output's buffer.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["ConfigurationError", "Problem"]
+__all__ = ["ConfigurationError", "Problem", "TooLarge"]
 
 
 @dataclass(frozen=True)
@@ -31,3 +32,24 @@ class ConfigurationError(Exception):
     def __init__(self, problems: list[Problem]) -> None:
         super().__init__("\n".join(str(problem) for problem in problems))
         self.problems = problems
+
+
+class TooLarge(Exception):
+    """Events that can never fit in the buffer of an output they are routed to.
+
+    Raised by the pipeline for a batch with more events than a blocking
+    output's buffer holds (``maxsize``), or more bytes (``max_bytes``):
+    waiting for room would wait for ever.  A listener answers ``ok: false``
+    with this message.
+    """
+
+    def __init__(self, output: str, limit: str, allowed: int, asked: int) -> None:
+        unit = "events" if limit == "maxsize" else "bytes"
+        super().__init__(
+            f"{asked} {unit} cannot fit output {output}: its buffer holds at most"
+            f" {allowed} {unit} ({limit})"
+        )
+        self.output = output
+        self.limit = limit
+        self.allowed = allowed
+        self.asked = asked

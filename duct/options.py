@@ -197,6 +197,17 @@ def withDefaults(cls: type, config: Mapping[str, Any]) -> dict[str, Any]:
     return filled
 
 
+def optionProblems(cls: type, config: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """What is wrong between a plugin's options, each valid alone: ``(key, message)`` pairs.
+
+    A plugin whose options constrain one another (a budget that must hold
+    the largest frame) says so in a classmethod ``optionProblems(config)``;
+    the loader reports what it returns with the other problems.
+    """
+    check = getattr(cls, "optionProblems", None)
+    return list(check(config)) if callable(check) else []
+
+
 def declaresOwnOptions(cls: type, bases: Iterable[type]) -> bool:
     """True when a plugin says which keys it takes, beyond its base class's.
 

@@ -7,9 +7,10 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList
 
+from duct.errors import TooLarge
 from duct.event import Event
 from duct.output import Output
-from duct.protocol.riemann import EncodedEvents
+from duct.protocol.riemann import ENCODED_OVERHEAD, EVENT_OVERHEAD, EncodedEvents
 from duct.source import Source
 from duct.triggers import Triggers
 from duct.web.events.ring import EventRing
@@ -106,12 +107,27 @@ class Pipeline:
     def _isHeld(self, route: Route) -> bool:
         return bool(self.held) and any(o in self.held for o in route.outputs)
 
-    def accepting(self, source: Source) -> bool:
-        """False while any output this source feeds, with ``overflow: block``, is full."""
+    def accepting(self, source: Source, count: int = 1, nbytes: int | None = None) -> bool:
+        """False while any output this source feeds, with ``overflow: block``, lacks room.
+
+        Room for one event by default; for ``count`` events of ``nbytes``
+        bytes (as `EncodedEvents.nbytes` measures them) when given.
+        """
         route = self.routes.get(source)
         if route is None:
             return True
-        return not self._isHeld(route) and all(o.buffer.writable for o in route.blocking)
+        if self._isHeld(route):
+            return False
+        return all(o.buffer.hasRoom(count, _cost(o, count, nbytes)) for o in route.blocking)
+
+    def checkFits(self, source: Source, count: int, nbytes: int | None = None) -> None:
+        """Raise `TooLarge` if ``count`` events (``nbytes`` bytes) could never enter
+        an output ``source`` is routed to with ``overflow: block``: more events than
+        its ``maxsize``, or more bytes than its ``max_bytes``."""
+        route = self.routes.get(source)
+        if route is None:
+            route = self.register(source)
+        _checkFits(route, count, nbytes)
 
     def aggregate(self, events: Iterable[Event]) -> list[Event]:
         result = []
@@ -135,9 +151,11 @@ class Pipeline:
         """Take events from ``source`` and hand them to its outputs.
 
         Returns None when every routed buffer took them at once.  While an
-        output with ``overflow: block`` is full, the events wait here
-        instead, and the Deferred returned fires once they are in every
-        buffer: a listener holds its client's ack until then.
+        output with ``overflow: block`` lacks room for all of them, the
+        events wait here instead, and the Deferred returned fires once they
+        are in every buffer: a listener holds its client's ack until then.
+        Events that could never fit such an output's buffer (see
+        `checkFits`) raise `TooLarge`, and nothing is delivered.
 
         Events that arrived encoded (`EncodedEvents`) stay encoded for
         outputs that accept them, and are decoded once for the others, or
@@ -146,7 +164,9 @@ class Pipeline:
         route = self.routes.get(source)
         if route is None:
             route = self.register(source)
+        nbytes: int | None = None
         if isinstance(events, EncodedEvents):
+            nbytes = events.nbytes
             if route.triggers:
                 events = events.decode()
                 route.triggers.apply(events)
@@ -157,14 +177,24 @@ class Pipeline:
                 route.triggers.apply(events)
         if not events:
             return None
+        count = len(events)
         if not self.held or not self._isHeld(route):
             for output in route.blocking:
-                if not output.buffer.writable:
+                # _cost, inlined: this is every Msg's path.
+                cost = (
+                    nbytes
+                    if nbytes is None or output.acceptsEncoded
+                    else _cost(output, count, nbytes)
+                )
+                if not output.buffer.hasRoom(count, cost):
                     break
             else:
                 self._deliver(route, events)
                 return None
-        return Deferred.fromCoroutine(self._deliverWhenWritable(source, route, events))
+        _checkFits(route, count, nbytes)
+        return Deferred.fromCoroutine(
+            self._deliverWhenWritable(source, route, events, count, nbytes)
+        )
 
     def _deliver(self, route: Route, events: list[Event] | EncodedEvents) -> None:
         if self.ring is not None:
@@ -178,18 +208,31 @@ class Pipeline:
             self.plugins.eventsRouted(events)  # queues for event plugins; never waits
 
     async def _deliverWhenWritable(
-        self, source: Source, route: Route, events: list[Event] | EncodedEvents
+        self,
+        source: Source,
+        route: Route,
+        events: list[Event] | EncodedEvents,
+        count: int,
+        nbytes: int | None,
     ) -> None:
         while True:
             route = self.routes.get(source, route)  # a reload may have routed it anew
-            full = [output for output in route.blocking if not output.buffer.writable]
+            _checkFits(route, count, nbytes)
+            full = [
+                (output, _cost(output, count, nbytes))
+                for output in route.blocking
+                if not output.buffer.hasRoom(count, _cost(output, count, nbytes))
+            ]
             if not full and not self._isHeld(route):
                 break
             changed = self._whenChanged()
-            waits = [output.buffer.whenWritable() for output in full]
-            await DeferredList([*waits, changed], fireOnOneCallback=True)
+            waits = [(output, output.buffer.whenRoom(count, cost)) for output, cost in full]
+            await DeferredList([d for _, d in waits] + [changed], fireOnOneCallback=True)
             if not changed.called:  # woken by room: forget the waiter
                 self._changeWaiters.remove(changed)
+            for output, d in waits:
+                if not d.called:
+                    output.buffer.forgetWaiter(d)
         self._deliver(route, events)
 
     def forget(self, olderThan: float) -> int:
@@ -198,6 +241,28 @@ class Pipeline:
         for key in stale:
             del self.previous[key]
         return len(stale)
+
+
+def _cost(output: Output, count: int, nbytes: int | None) -> int | None:
+    """What ``count`` events measured at ``nbytes`` encoded will take in ``output``'s buffer.
+
+    An output that does not take encoded events holds them decoded, each
+    an `Event` of at least `EVENT_OVERHEAD` bytes.
+    """
+    if nbytes is None or output.acceptsEncoded:
+        return nbytes
+    return nbytes + count * (EVENT_OVERHEAD - ENCODED_OVERHEAD)
+
+
+def _checkFits(route: Route, count: int, nbytes: int | None) -> None:
+    for output in route.blocking:
+        cost = _cost(output, count, nbytes)
+        limit = output.buffer.canEverHold(count, cost)
+        if limit is not None:
+            buffer = output.buffer
+            if limit == "maxsize":
+                raise TooLarge(output.name, limit, buffer.maxsize, count)
+            raise TooLarge(output.name, limit, buffer.max_bytes, cost or 0)
 
 
 class SourceFeed:
@@ -214,3 +279,8 @@ class SourceFeed:
             events = [events]
         assert self.source is not None, "SourceFeed used before its source was attached"
         return self.pipeline.receive(self.source, events)
+
+    def checkFits(self, count: int, nbytes: int | None = None) -> None:
+        """Raise `TooLarge` if so many events could never enter a routed output."""
+        assert self.source is not None, "SourceFeed used before its source was attached"
+        self.pipeline.checkFits(self.source, count, nbytes)

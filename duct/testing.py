@@ -60,7 +60,7 @@ from zope.interface import implementer
 from duct._testinghttp import RecordedRequest, StubHTTP
 from duct.interfaces import IDuct
 from duct.objects import Event, Output, Source
-from duct.options import declaredOptions, validate
+from duct.options import declaredOptions, optionProblems, validate
 from duct.pipeline import Pipeline, Route, SourceFeed
 from duct.protocol.riemann import EncodedEvents
 from duct.stats import declaredStats, read
@@ -117,6 +117,8 @@ def configure(cls: type, config: dict[str, Any]) -> dict[str, Any]:
     key = "source" if issubclass(cls, Source) else "output"
     config = {key: f"{cls.__module__}.{cls.__qualname__}", **config}
     checked, problems = validate(declaredOptions(cls), config)
+    if not problems:
+        problems = optionProblems(cls, checked)
     if problems:
         raise ValueError("; ".join(f"{k}: {message}" for k, message in problems))
     return checked

@@ -322,11 +322,11 @@ async def test_frames_in_one_write_are_answered_in_order(reactor: Any) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_full_output_delays_the_ack_and_drops_nothing(reactor: Any) -> None:
-    relay = tcpRelay(reactor, output={"maxsize": 3, "overflow": "block", "batch_size": 100})
+    relay = tcpRelay(reactor, output={"maxsize": 5, "overflow": "block", "batch_size": 100})
     relay.output.failing = True
     try:
         client = await relay.connect()
-        # Taken whole by the empty buffer, which is then over its bound.
+        # Fills the buffer to its bound: the next Msg waits for room for all its events.
         client.sendMsg(numbered(0, 5))
         await waitUntil(reactor, lambda: len(client.replies) == 1, "the first ack")
         await waitUntil(reactor, lambda: relay.output.failures, "a failed write")
@@ -531,6 +531,7 @@ def test_a_large_frame_over_many_reads_is_gathered_once() -> None:
     data = frame(msgOf(big)) + frame(numbered(0, 1))
     for start in range(0, len(data), 65536):
         protocol.dataReceived(data[start : start + 65536])
+    source.clock.advance(0)  # a large Msg is checked and handed on in reactor turns
     assert [decodeEvent(e).service for e in received] == ["big", "n.0"]
     assert decodeEvent(received[0]).description == big.description
     assert [r.ok for r in replies(transport.value())] == [True, True]

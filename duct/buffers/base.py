@@ -102,7 +102,7 @@ class BufferBase:
         self.max_bytes = max_bytes
         self.overflow = overflow
         self.drops: Counter[str] = Counter()
-        self._waiters: list[Deferred[None]] = []
+        self._waiters: list[tuple[int, int | None, Deferred[None]]] = []
         self._dropLog = RateLimitedLog(self.log, clock)
 
     # -- what a subclass provides --------------------------------------------
@@ -162,23 +162,62 @@ class BufferBase:
 
     @property
     def writable(self) -> bool:
-        """Whether a producer may add events now."""
+        """Whether a producer may add events now: room for one more."""
         return self.depth < self.maxsize and self.nbytes < self.max_bytes
 
+    def hasRoom(self, count: int = 1, nbytes: int | None = None) -> bool:
+        """Whether ``count`` events, of ``nbytes`` bytes when known, fit within both limits now.
+
+        Without ``nbytes`` (events not yet measured) the byte limit is checked
+        as `writable` does: some room left.
+        """
+        if self.depth + count > self.maxsize:
+            return False
+        held = self.nbytes
+        return held < self.max_bytes if nbytes is None else held + nbytes <= self.max_bytes
+
+    def canEverHold(self, count: int, nbytes: int | None = None) -> str | None:
+        """None if ``count`` events (``nbytes`` bytes) fit the empty buffer, else the limit."""
+        if count > self.maxsize:
+            return "maxsize"
+        if nbytes is not None and nbytes > self.max_bytes:
+            return "max_bytes"
+        return None
+
     def whenWritable(self) -> Deferred[None]:
-        """A Deferred that fires once the buffer has room."""
+        """A Deferred that fires once the buffer has room for one event."""
+        return self.whenRoom(1)
+
+    def whenRoom(self, count: int, nbytes: int | None = None) -> Deferred[None]:
+        """A Deferred that fires once `hasRoom` is true for ``count`` and ``nbytes``.
+
+        Waiters are woken in the order they came, each as soon as it fits;
+        `forgetWaiter` drops one no longer wanted.
+        """
         d: Deferred[None] = Deferred()
-        if self.writable:
+        if self.hasRoom(count, nbytes):
             d.callback(None)
         else:
-            self._waiters.append(d)
+            self._waiters.append((count, nbytes, d))
         return d
 
+    def forgetWaiter(self, d: Deferred[None]) -> None:
+        """Stop waiting with ``d`` (from `whenRoom`), if it still waits."""
+        self._waiters = [w for w in self._waiters if w[2] is not d]
+
     def _wake(self) -> None:
-        if self._waiters and self.writable:
-            waiters, self._waiters = self._waiters, []
-            for d in waiters:
-                d.callback(None)
+        # A woken producer puts at once, which may wake (or fill) this buffer
+        # again: look afresh after each one.
+        waiters = self._waiters
+        while waiters:
+            for i, (count, nbytes, d) in enumerate(waiters):
+                if self.hasRoom(count, nbytes):
+                    del waiters[i]
+                    d.callback(None)
+                    break
+            else:
+                return
+            waiters = self._waiters
 
     def recordDrop(self, reason: str, count: int) -> None:
         """Count ``count`` dropped events under ``reason``, and log at a limited rate."""

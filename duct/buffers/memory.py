@@ -80,6 +80,13 @@ class MemoryBuffer(BufferBase):
             and self.pendingBytes + self.inFlightBytes < self.max_bytes
         )
 
+    def hasRoom(self, count: int = 1, nbytes: int | None = None) -> bool:
+        """Whether ``count`` events, of ``nbytes`` bytes when known, fit within both limits now."""
+        if self.pendingEvents + self.inFlightEvents + count > self.maxsize:
+            return False
+        held = self.pendingBytes + self.inFlightBytes
+        return held < self.max_bytes if nbytes is None else held + nbytes <= self.max_bytes
+
     # -- producer side ----------------------------------------------------
 
     def putItem(self, item: Any, size: int, count: int = 1) -> int:

@@ -9,9 +9,12 @@ them: the common options ``ttl``, ``tags``, ``attributes`` and
 ``critical`` do.
 
 Over TCP a Msg is acknowledged once its events are in the buffer of every
-output it is routed to.  While an output with ``overflow: block`` is full,
-the ack is held and the connection stops reading, so a client that waits
-for its acks slows down instead of losing events.
+output it is routed to.  While an output with ``overflow: block`` lacks
+room for all of a Msg's events, the ack is held and the connection stops
+reading, so a client that waits for its acks slows down instead of losing
+events.  A Msg above 64 KiB or 1,000 events is checked and handed on in
+steps (`duct.sources.riemann_large`), so that no Msg holds the reactor for
+more than a few milliseconds at a time.
 """
 
 from __future__ import annotations
@@ -25,18 +28,51 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import DatagramProtocol
 from twisted.python.failure import Failure
 
+from duct.errors import TooLarge
 from duct.lib.lograte import RateLimitedLog
 from duct.listening import CannotListen, listenNow
 from duct.objects import Source
 from duct.options import Option
 from duct.protocol.riemann import MAX_DATAGRAM, EncodedEvents, ack, decodeMsg
+from duct.sources.riemann_budget import Budget
+from duct.sources.riemann_large import LARGE_FRAME, PIECE_EVENTS, receiveInSteps
 from duct.sources.riemann_protocol import RiemannTCPProtocol, _TCPFactory
 from duct.stats import Stat, counter, gauge, size
 
-__all__ = ["DEFAULT_MAX_FRAME", "RiemannTCP", "RiemannTCPProtocol", "RiemannUDP"]
+__all__ = [
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_MAX_EVENTS",
+    "DEFAULT_MAX_FRAME",
+    "DEFAULT_MAX_PENDING_BYTES",
+    "RiemannTCP",
+    "RiemannTCPProtocol",
+    "RiemannUDP",
+]
 
 DEFAULT_MAX_FRAME = 16 * 1024 * 1024
 """The largest Msg a TCP client may send, in bytes, unless ``max_frame`` says otherwise."""
+
+DEFAULT_MAX_EVENTS = 100_000
+"""The most events one Msg may carry, unless ``max_events`` says otherwise: a
+hundred times more than clients batch, and the default ``maxsize`` of a buffer."""
+
+DEFAULT_MAX_PENDING_BYTES = 64 * 1024 * 1024
+"""The most bytes a TCP listener holds in large frames, across its connections."""
+
+DEFAULT_MAX_CONNECTIONS = 1000
+"""The most client connections a TCP listener keeps open."""
+
+DEFAULT_IDLE_TIMEOUT = 300.0
+"""Seconds without a byte from a client before its connection is closed."""
+
+MAX_EVENTS_OPTION = Option(
+    "max_events",
+    "integer",
+    DEFAULT_MAX_EVENTS,
+    "most events one Msg may carry; a Msg with more is refused (ok: false)",
+    minimum=1,
+)
 
 OK = ack()
 QUERY_REFUSED = ack(
@@ -63,6 +99,14 @@ class _RiemannListener(Source):
                 "events whose text was not UTF-8, repaired when decoded"),
         gauge("waiting", "sum", "waiting", "waiting_messages",
               "messages whose events wait for room now"),
+        counter("too_many_events", "tooMany", "too_many_events_messages",
+                "messages refused for carrying more than max_events events"),
+        counter("too_large", "tooLarge", "too_large_messages",
+                "messages refused for being larger than a blocking output's buffer"),
+        counter("stepped", "stepped", "stepped_messages",
+                "large messages checked and handed on in steps"),
+        counter("decode_steps", "decodeSteps", "decode_steps",
+                "reactor turns taken by large messages"),
     )
     # fmt: on
 
@@ -79,10 +123,19 @@ class _RiemannListener(Source):
         self.held = 0
         """Msgs whose events had to wait in the pipeline for room in a full output."""
         self.waiting = 0
-        """Msgs whose events are waiting in the pipeline now."""
+        """Msgs whose events are waiting in the pipeline now, or are handed on in steps."""
         self.repaired = 0
         """Events whose text was not UTF-8, repaired to U+FFFD when the pipeline
         decoded them; bytes relayed undecoded are passed on as they came."""
+        self.tooMany = 0
+        """Msgs refused for carrying more than ``max_events`` events."""
+        self.tooLarge = 0
+        """Msgs refused for being larger than a blocking output's buffer can ever hold."""
+        self.stepped = 0
+        """Large Msgs checked and handed on in steps (`duct.sources.riemann_large`)."""
+        self.decodeSteps = 0
+        """Reactor turns those steps took."""
+        self.maxEvents: int = self.config["max_events"]
         self.rateLog = RateLimitedLog(self.log, self.clock)
         self.port: Any = None
         """The listening port once bound: ``port.getHost().port`` is its number."""
@@ -113,8 +166,12 @@ class _RiemannListener(Source):
 
         Returns the reply to send at once or, while the events wait for room
         in a full output, a Deferred that fires with the reply once they are
-        in every routed buffer.
+        in every routed buffer.  A Msg above `LARGE_FRAME` bytes or
+        `PIECE_EVENTS` events is checked and handed on in steps
+        (`duct.sources.riemann_large`), and always answered by a Deferred.
         """
+        if len(data) > LARGE_FRAME:
+            return receiveInSteps(self, data)
         try:
             msg = decodeMsg(data)
             if msg.HasField("query"):
@@ -127,18 +184,29 @@ class _RiemannListener(Source):
         count = len(events)
         if not count:
             return OK
-        self.frames += 1
-        self.emitted += count
-        self.lastEventTime = self.clock.seconds()
+        if count > PIECE_EVENTS and count <= self.maxEvents:
+            return receiveInSteps(self, data)
+        if count > self.maxEvents:
+            return self.refuse(
+                "tooMany",
+                f"too many events: {count} in one message, above max_events ({self.maxEvents})",
+                count,
+            )
         if self.debug:
-            for event in events.decode():
-                self.log.info("{source}: {event!r}", source=self.service, event=event)
+            self.logEvents(events)
         try:
             result = self.queueBack(events)
+        except TooLarge as e:
+            return self.refuse("tooLarge", str(e), count)
         except Exception:
+            self.countMsg(count)
             self.errors += 1
             self.log.failure("riemann listener {source}: events refused", source=self.service)
             return REFUSED
+        # countMsg, inlined: this is every Msg's path.
+        self.frames += 1
+        self.emitted += count
+        self.lastEventTime = self.clock.seconds()
         if not isinstance(result, Deferred):
             if events.repaired:
                 self.repaired += events.repaired
@@ -147,10 +215,35 @@ class _RiemannListener(Source):
         self.waiting += 1
         return result.addBoth(self._settled, events)
 
+    def countMsg(self, count: int) -> None:
+        """Count a Msg of ``count`` events on its way to the pipeline."""
+        self.frames += 1
+        self.emitted += count
+        self.lastEventTime = self.clock.seconds()
+
+    def logEvents(self, events: EncodedEvents) -> None:
+        """With ``debug``, log each event."""
+        for event in events.decode():
+            self.log.info("{source}: {event!r}", source=self.service, event=event)
+
+    def refuse(self, stat: str, reason: str, count: int) -> bytes:
+        """Count a Msg refused for ``reason`` under the counter ``stat``; its reply."""
+        setattr(self, stat, getattr(self, stat) + 1)
+        self.rateLog.emit(
+            stat,
+            "riemann listener {source}: a message of {count} events was refused: {reason}",
+            source=self.service,
+            count=count,
+            reason=reason,
+        )
+        return ack(False, reason)
+
     def _settled(self, result: object, events: EncodedEvents) -> bytes:
         self.waiting -= 1
         self.repaired += events.repaired
         if isinstance(result, Failure):
+            if result.check(TooLarge):  # routed anew, to a smaller output, while it waited
+                return self.refuse("tooLarge", result.getErrorMessage(), len(events))
             self.errors += 1
             self.log.failure(
                 "riemann listener {source}: events lost in the pipeline",
@@ -178,6 +271,32 @@ class RiemannTCP(_RiemannListener):
     16 MiB, is far above what clients batch (a hundred events take about
     10 KiB) and bounds the memory one connection can hold.
 
+    Limits, each answered so that the client knows why:
+
+    - ``max_events`` (default 100000): a Msg with more events is answered
+      ``ok: false`` and counted in ``too_many_events``; the connection
+      stays usable.
+    - A Msg with more events than the ``maxsize`` of an output it is routed
+      to with ``overflow: block``, or more bytes than its ``max_bytes``,
+      could never fit: it is answered ``ok: false`` naming the output and
+      the limit, and counted in ``too_large``.  One that fits, but not yet,
+      waits for room for all its events; no buffer goes over its bounds.
+    - A Msg above 64 KiB or 1,000 events is checked a step at a time and
+      handed on in pieces of at most 1,000 events, one per reactor turn;
+      it is answered once every piece is in every routed buffer
+      (``stepped``, ``decode_steps``).
+    - ``max_pending_bytes`` (default 64 MiB, at least ``max_frame``):
+      the bytes held in frames above 64 KiB, from when their length is
+      read until their events are handed on, across every connection.
+      Past it, a connection starting such a frame waits, paused, for room
+      (``budget_pauses``; ``pending_bytes`` is what is held now).
+    - ``max_connections`` (default 1000): one more connection is answered
+      with one ``ok: false`` Msg saying why and closed
+      (``refused_connections``).
+    - ``idle_timeout`` (default 300 seconds; 0 for none): a connection that
+      sends nothing for that long, while it is free to send, is closed
+      (``idle_closed``); while its ack is held it is never idle.
+
     ``listen`` takes any Twisted server endpoint string, for example
     ``tcp:5555:interface=0.0.0.0`` or
     ``ssl:5556:privateKey=key.pem:certKey=cert.pem``.  On stop, duct stops
@@ -188,9 +307,19 @@ class RiemannTCP(_RiemannListener):
     ``tags``, ``attributes`` and ``hostname`` do not apply to them.
     """
 
+    # fmt: off
     stats = (
         gauge("connections", "sum", size("connections"), "connections", "client connections open"),
+        counter("refused_connections", "refusedConnections", "refused_connections",
+                "connections refused beyond max_connections"),
+        counter("idle_closed", "idleClosed", "idle_closed_connections",
+                "connections closed after idle_timeout without a byte"),
+        counter("budget_pauses", "budgetPauses", "budget_pauses",
+                "times a connection waited for max_pending_bytes to have room"),
+        gauge("pending_bytes", "sum", "budget.used", "pending_bytes",
+              "bytes reserved by large frames being read or handed on"),
     )
+    # fmt: on
 
     options = (
         Option(
@@ -206,12 +335,59 @@ class RiemannTCP(_RiemannListener):
             "largest Msg a client may send, in bytes; a larger one closes its connection",
             minimum=1,
         ),
+        MAX_EVENTS_OPTION,
+        Option(
+            "max_pending_bytes",
+            "integer",
+            DEFAULT_MAX_PENDING_BYTES,
+            "most bytes held in large frames across connections (at least max_frame);"
+            " beyond it, connections wait",
+            minimum=1,
+        ),
+        Option(
+            "max_connections",
+            "integer",
+            DEFAULT_MAX_CONNECTIONS,
+            "most client connections open at once; one more is refused and closed",
+            minimum=1,
+        ),
+        Option(
+            "idle_timeout",
+            "duration",
+            DEFAULT_IDLE_TIMEOUT,
+            "close a connection that sends nothing for this long (0: never)",
+            minimum=0,
+        ),
     )
+
+    @classmethod
+    def optionProblems(cls, config: dict[str, Any]) -> list[tuple[str, str]]:
+        """What is wrong between options, once each is valid: (key, message) pairs."""
+        pending = config.get("max_pending_bytes", DEFAULT_MAX_PENDING_BYTES)
+        frame = config.get("max_frame", DEFAULT_MAX_FRAME)
+        if isinstance(pending, int) and isinstance(frame, int) and pending < frame:
+            return [
+                (
+                    "max_pending_bytes",
+                    f"must be at least max_frame ({frame}), got {pending}: a frame of"
+                    " max_frame bytes could never be read",
+                )
+            ]
+        return []
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        for key, message in self.optionProblems(self.config):
+            raise ValueError(f"{key}: {message}")
         self.listen: str = self.config["listen"]
         self.maxFrame: int = self.config["max_frame"]
+        self.maxConnections: int = self.config["max_connections"]
+        self.idleTimeout: float = self.config["idle_timeout"]
+        self.budget = Budget(self.config["max_pending_bytes"])
+        """Bytes of large frames held across connections (`duct.sources.riemann_budget`)."""
+        self.refusedConnections = 0
+        self.idleClosed = 0
+        self.budgetPauses = 0
         self.factory = _TCPFactory(self)
         self.listening: Deferred[Any] | None = None
         """Fires with the port once bound, or with None if listening failed later (logged)."""
@@ -313,6 +489,12 @@ class RiemannUDP(_RiemannListener):
     ``max_waiting`` datagrams; beyond that, datagrams are dropped, counted
     in ``shed`` and logged at a limited rate, so memory stays bounded.
 
+    As over TCP, a datagram with more than ``max_events`` events (default
+    100000) is dropped and counted in ``too_many_events``; one larger than
+    the buffer of an output with ``overflow: block`` can ever hold, in
+    ``too_large``; and one of more than 1,000 events is handed on in pieces,
+    one per reactor turn.
+
     It listens on ``interface`` (``0.0.0.0`` or ``::`` for every
     interface) and ``port``.  As over TCP, events pass on as the clients
     sent them.
@@ -326,6 +508,7 @@ class RiemannUDP(_RiemannListener):
         Option("interface", "string", "127.0.0.1", "address to listen on, 0.0.0.0 for every one"),
         Option("port", "integer", 5555, "UDP port to listen on (0: any free port)", minimum=0),
         Option("max_waiting", "integer", 1000, "datagrams held while outputs are full", minimum=1),
+        MAX_EVENTS_OPTION,
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

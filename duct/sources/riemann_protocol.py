@@ -3,7 +3,10 @@
 `RiemannTCPProtocol` cuts frames out of what it reads with a buffer of its
 own, hands each Msg to its listener (`duct.sources.riemann.RiemannTCP`),
 and holds the ack, and stops reading, while the listener's outputs have no
-room for the events.
+room for the events.  It also keeps the listener's limits on connections:
+a large frame waits for room in the listener's `Budget` before it is read
+on, a connection beyond ``max_connections`` is refused, and one that sends
+nothing for ``idle_timeout`` seconds while it is free to is closed.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 
 from duct.protocol.riemann import ack
+from duct.sources.riemann_budget import SMALL_FRAME, Reservation
 from duct.writenow import writeNow
 
 if TYPE_CHECKING:
@@ -32,6 +36,11 @@ class RiemannTCPProtocol(Protocol):
     While a Msg's ack is held, the transport is paused, and frames the
     receiver had already read wait in a queue; they are handled one at a
     time once the ack is written.
+
+    A frame above `SMALL_FRAME` bytes holds a reservation of its length in
+    the listener's budget from the moment its length is read until its
+    events are handed on; while the budget lacks room the transport is
+    paused too.
     """
 
     transport: Any  # a TCP or TLS transport: also a producer we pause and resume
@@ -39,6 +48,14 @@ class RiemannTCPProtocol(Protocol):
     def __init__(self, source: RiemannTCP) -> None:
         self.source = source
         self.maxFrame = source.maxFrame
+        self._refused = False
+        self._paused = False
+        # The reservation of the frame being read, once its length is known
+        # and it is above SMALL_FRAME; granted, or waiting for room.
+        self._reservation: Reservation | None = None
+        self._idleCall: Any = None
+        self._seconds = source.clock.seconds
+        self._lastRead = 0.0
         self._held: Deferred[bytes] | None = None
         self._queue: deque[bytes] = deque()
         self._draining = False
@@ -54,13 +71,41 @@ class RiemannTCPProtocol(Protocol):
     # -- the connection ---------------------------------------------------------
 
     def connectionMade(self) -> None:
-        self.source.connections.add(self)
+        source = self.source
+        if len(source.connections) >= source.maxConnections:
+            self._refuseConnection()
+            return
+        source.connections.add(self)
+        self._lastRead = source.clock.seconds()
+        self._watchIdle(source.idleTimeout)
+
+    def _refuseConnection(self) -> None:
+        source = self.source
+        source.refusedConnections += 1
+        source.rateLog.emit(
+            "refused_connections",
+            "riemann listener {source}: {count} connections open, the most max_connections"
+            " allows; a new one is refused",
+            source=source.service,
+            count=len(source.connections),
+        )
+        self._refused = True
+        self._closeWith = b""
+        self.transport.write(
+            ack(
+                False,
+                f"too many connections: this listener takes at most {source.maxConnections}"
+                " at once (max_connections); try again later",
+            )
+        )
+        self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         # Frames already read still go to the pipeline, in order, as held
         # acks are released: their events were received.  No reply is written.
         self._lost = True
-        self._partial = bytearray()
+        self._dropPartial()
+        self._stopWatchingIdle()
         self.source.connections.discard(self)
 
     def closeWhenIdle(self) -> None:
@@ -75,8 +120,74 @@ class RiemannTCPProtocol(Protocol):
         if self._closeWith:
             self._reply(self._closeWith)
         self._closeWith = b""
+        self._dropPartial()
+        self._stopWatchingIdle()
         if not self._lost:
             self.transport.loseConnection()
+
+    def _dropPartial(self) -> None:
+        """Forget the frame being read, and give its reservation back."""
+        self._partial = bytearray()
+        self._need = 4
+        reservation, self._reservation = self._reservation, None
+        if reservation is not None:
+            if reservation.granted:
+                self.source.budget.release(reservation.nbytes)
+            else:
+                reservation.cancel()
+
+    # -- pausing, and the idle timeout ----------------------------------------------
+
+    def _pause(self) -> None:
+        """Stop reading: an ack is held, or the budget lacks room.  No idle timeout then."""
+        if not self._lost:
+            self.transport.pauseProducing()
+        if not self._paused:
+            self._paused = True
+            self._stopWatchingIdle()
+
+    def _resume(self) -> None:
+        """Read again, unless an ack is still held or the budget still lacks room."""
+        if self._held is not None or self._waitingForBudget or self._lost:
+            return
+        self.transport.resumeProducing()
+        if self._paused:
+            self._paused = False
+            self._lastRead = self.source.clock.seconds()
+            self._watchIdle(self.source.idleTimeout)
+
+    @property
+    def _waitingForBudget(self) -> bool:
+        return self._reservation is not None and not self._reservation.granted
+
+    def _watchIdle(self, delay: float) -> None:
+        if self.source.idleTimeout and self._idleCall is None and not self._lost:
+            self._idleCall = self.source.clock.callLater(delay, self._idleCheck)
+
+    def _stopWatchingIdle(self) -> None:
+        call, self._idleCall = self._idleCall, None
+        if call is not None and call.active():
+            call.cancel()
+
+    def _idleCheck(self) -> None:
+        self._idleCall = None
+        if self._lost or self._paused or self._closeWith is not None:
+            return
+        source = self.source
+        idle = source.clock.seconds() - self._lastRead
+        if idle < source.idleTimeout:
+            self._watchIdle(source.idleTimeout - idle)
+            return
+        source.idleClosed += 1
+        source.rateLog.emit(
+            "idle_closed",
+            "riemann listener {source}: a connection sent nothing for {timeout}s"
+            " (idle_timeout) and is closed",
+            source=source.service,
+            timeout=source.idleTimeout,
+        )
+        self._closeWith = b""
+        self._close()
 
     # -- frames in ----------------------------------------------------------------
 
@@ -84,13 +195,17 @@ class RiemannTCPProtocol(Protocol):
         """Split the stream into frames: each a 4-byte big-endian length and a Msg."""
         if self._closeWith is not None:
             return
+        self._lastRead = self._seconds()
         partial = self._partial
         if partial:
             partial += data
-            if len(partial) < self._need:
+            if len(partial) < self._need or self._waitingForBudget:
                 return
             data = bytes(partial)
             partial.clear()
+        self._frames(data)
+
+    def _frames(self, data: bytes) -> None:
         end = len(data)
         offset = 0
         maxFrame = self.maxFrame
@@ -102,13 +217,52 @@ class RiemannTCPProtocol(Protocol):
             stop = offset + 4 + length
             if stop > end:
                 break
+            if length > SMALL_FRAME:
+                # Its reservation goes on with it, given back once it is handed on.
+                if self._reservation is not None:
+                    self._reservation = None  # made while it was being read
+                else:
+                    self.source.budget.take(length)  # read whole at once
             self.stringReceived(data[offset + 4 : stop])
             if self._closeWith is not None:
                 return
             offset = stop
         if offset < end:
+            partial = self._partial
             partial += data[offset:] if offset else data
-            self._need = 4 + _LENGTH.unpack_from(partial)[0] if len(partial) >= 4 else 4
+            if len(partial) < 4:
+                self._need = 4
+                return
+            length = _LENGTH.unpack_from(partial)[0]
+            self._need = 4 + length
+            if length > SMALL_FRAME and self._reservation is None:
+                self._reserve(length)
+
+    def _reserve(self, length: int) -> None:
+        """Reserve room for a large frame before reading on; wait, paused, if there is none."""
+        source = self.source
+        reservation = source.budget.reserve(length, self._budgetGranted)
+        self._reservation = reservation
+        if not reservation.granted:
+            source.budgetPauses += 1
+            source.rateLog.emit(
+                "budget",
+                "riemann listener {source}: {pending} bytes held in large frames, near"
+                " max_pending_bytes ({limit}); a connection waits to read one of {length}",
+                source=source.service,
+                pending=source.budget.used,
+                limit=source.budget.limit,
+                length=length,
+            )
+            self._pause()
+
+    def _budgetGranted(self) -> None:
+        self._resume()
+        partial = self._partial
+        if len(partial) >= self._need and self._closeWith is None:
+            data = bytes(partial)  # read while paused: a TLS record's rest
+            partial.clear()
+            self._frames(data)
 
     def lengthLimitExceeded(self, length: int) -> None:
         source = self.source
@@ -121,7 +275,7 @@ class RiemannTCPProtocol(Protocol):
             length=length,
             limit=self.maxFrame,
         )
-        self._partial = bytearray()
+        self._dropPartial()
         # Frames before this one are still answered, then this error, then close.
         self._closeWith = ack(
             False, f"frame of {length} bytes is above max_frame ({self.maxFrame} bytes)"
@@ -130,22 +284,33 @@ class RiemannTCPProtocol(Protocol):
             self._close()
 
     def stringReceived(self, string: bytes) -> None:
-        if self._held is not None:
+        # Queued behind a held ack, or behind frames being drained (a frame
+        # whose room in the budget a drained one just gave back).
+        if self._held is not None or self._queue:
             self._queue.append(string)
         elif self._closeWith is None:
             self._handle(string)
+        elif len(string) > SMALL_FRAME:
+            self.source.budget.release(len(string))
 
     def _handle(self, data: bytes) -> None:
         result = self.source.receive(data)
         if isinstance(result, bytes):
             if not self._lost:
                 writeNow(self.transport, result)
+            if len(data) > SMALL_FRAME:  # after the reply: a frame this frees comes later
+                self.source.budget.release(len(data))
             return
         # The events wait in the pipeline for room: hold the ack, stop reading.
         self._held = result
-        if not self._lost:
-            self.transport.pauseProducing()
+        self._pause()
+        if len(data) > SMALL_FRAME:
+            result.addBoth(self._handedOn, len(data))
         result.addCallback(self._answer)
+
+    def _handedOn(self, result: bytes, length: int) -> bytes:
+        self.source.budget.release(length)
+        return result
 
     def _reply(self, reply: bytes) -> None:
         if not self._lost:
@@ -172,7 +337,7 @@ class RiemannTCPProtocol(Protocol):
         if self._closeWith is not None:
             self._close()
         else:
-            self.transport.resumeProducing()
+            self._resume()
 
 
 class _TCPFactory(Factory):
