@@ -464,14 +464,18 @@ async def peek(
     path: str,
     until: Callable[[bytes], bool] = lambda data: b"\r\n\r\n" in data,
     timeout: float = 10.0,
+    meanwhile: Callable[[], object] = lambda: None,
 ) -> HTTPPeek:
-    """GET ``path``; once ``until`` holds for what arrived (or it closes), hang up."""
+    """GET ``path``; once ``until`` holds for what arrived (or it closes), hang up.
+
+    ``meanwhile`` is called at each poll: `Harness.check`, to fail at once.
+    """
     request = HTTPPeek(path)
     await connectClient(reactor, port, request)
     try:
         await waitFor(
             reactor,
-            lambda: until(bytes(request.data)) or request.lost.called,
+            lambda: meanwhile() or until(bytes(request.data)) or request.lost.called,
             f"an answer to GET {path}",
             timeout,
         )
@@ -580,6 +584,7 @@ class Harness:
         self.maxDepth: dict[str, int] = {}
         self._monitors: list[LoopingCall] = []
         self._polling = False
+        self._scanned, self._tail = 0, b""
 
     # -- running ------------------------------------------------------------------
 
@@ -670,6 +675,17 @@ class Harness:
     @property
     def log(self) -> str:
         return self.agent.log if self.agent is not None else ""
+
+    def written(self, needle: bytes) -> bool:
+        """Whether the JSON lines file holds ``needle`` yet (read on from the last call)."""
+        if not self.jsonPath.exists():
+            return False
+        with self.jsonPath.open("rb") as f:
+            f.seek(self._scanned)
+            data = self._tail + f.read()
+        self._scanned += len(data) - len(self._tail)
+        self._tail = data[-len(needle) :]
+        return needle in data
 
     def jsonLines(self) -> list[dict[str, Any]]:
         text = self.jsonPath.read_text(encoding="utf-8") if self.jsonPath.exists() else ""

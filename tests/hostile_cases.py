@@ -36,6 +36,7 @@ from agents import (
 )
 
 from duct.protocol.riemann import pb
+from duct.web.events.format import MAX_REGEX
 
 MAX_FRAME = 16 * MB  # the listeners' default max_frame
 LIMITED = """
@@ -93,13 +94,17 @@ async def nonUtf8(h: Harness, over: str = "tcp") -> int:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
             udp.sendto(rawMsg(raw), ("127.0.0.1", h.udp))
         await h.waitStat(lambda s: stat(s, "sources", listener, "messages") >= 1, "the datagram")
-    await h.serving(50)  # the outputs took the event and go on
+    # The file output wrote it (the service's ASCII start is enough to tell).
+    needle = f'"hostile.{over}.'.encode()
+    await waitFor(h.reactor, lambda: h.check() or h.written(needle), "the event in the file")
+    await h.serving(50)
 
     stream = await peek(
         h.reactor,
         h.web,
         f"/events?format=jsonl&recent=100&service={quote('^hostile[.]')}",
         until=lambda data: b"hostile." in data.partition(b"\r\n\r\n")[2],
+        meanwhile=h.check,
     )
     assert stream.status == 200, bytes(stream.data[:300])
     body = bytes(stream.data).partition(b"\r\n\r\n")[2].decode("utf-8")  # strict: valid UTF-8
@@ -258,10 +263,14 @@ async def idleTimeout(h: Harness) -> int:
 
 REDOS = "(a+)+$"
 LONG = "a" * 5000 + "!"
+LONG_PATTERN = "(a+)+" + "a" * MAX_REGEX + "!"  # longer than /events takes
 
 
 async def regex(h: Harness) -> int:
-    """``(a+)+$`` over services of 5,000 ``a`` and a ``!``: answered at once (RE2)."""
+    """``(a+)+$`` over services of 5,000 ``a`` and a ``!``: answered at once (RE2).
+
+    So is a pattern longer than ``/events`` takes (a 400).
+    """
     await h.start()
     msg = pb.Msg()
     for i in range(20):
@@ -272,13 +281,19 @@ async def regex(h: Harness) -> int:
     answer = await reply(h, client, "the ack of the long services")
     assert answer.ok, answer.error
     pattern = quote(REDOS)
-    for query in (f"service={pattern}", f"description={pattern}&service={pattern}"):
+    queries = (
+        f"service={pattern}",
+        f"description={pattern}&service={pattern}",
+        f"service={quote(LONG_PATTERN)}",
+    )
+    for query in queries:
         began = h.reactor.seconds()
         stream = await peek(
             h.reactor,
             h.web,
             f"/events?format=jsonl&recent=100&{query}",
             until=lambda data: b"\r\n\r\n" in data,
+            meanwhile=h.check,
         )
         took = h.reactor.seconds() - began
         assert stream.status in (200, 400), bytes(stream.data[:300])
