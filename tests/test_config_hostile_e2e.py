@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest_twisted
+from agents import Agents, freePort, waitFor
 from test_config_hostile import aliasBomb
-from test_durability_e2e import Agents, freePort, waitFor
 from twisted.internet.defer import Deferred
 from twisted.web.client import Agent as WebClient
 

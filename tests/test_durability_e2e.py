@@ -13,286 +13,32 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import struct
 import sys
 import zlib
-from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 import pytest_twisted
-from twisted.internet import error, protocol
-from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from agents import (
+    BATCH,
+    MB,
+    Agents,
+    Client,
+    Sink,
+    closeClient,
+    connectClient,
+    freePort,
+    waitFor,
+)
 from twisted.internet.task import LoopingCall
-from twisted.protocols.basic import Int32StringReceiver
 
-from duct import testing
-from duct.protocol.riemann import ack, pb
+from duct.protocol.riemann import pb
 from duct.testing import pause
 
-BIN = Path(sys.executable).parent
-ROOT = Path(__file__).resolve().parent.parent
-DEADLINE = 30.0  # seconds a real process or socket may take before a test gives up
-BATCH = 100  # events per Msg, from the clients and from the agent's output
 MAX_IN_FLIGHT = 4  # the output's max_in_flight: Msgs a reconnection may repeat
-MB = 1024 * 1024
-
-
-# -- waiting, without blocking the reactor -----------------------------------------------
-
-
-def waitFor(
-    reactor: Any, check: Callable[[], Any], what: str, timeout: float = DEADLINE
-) -> Deferred[Any]:
-    """Poll ``check`` on the real reactor until it is true, for at most ``timeout`` s."""
-    return testing.waitFor(reactor, check, what, timeout, interval=0.05)
-
-
-def freePort() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-# -- the sink: a Riemann server that counts events by service ---------------------------
-
-
-class SinkConnection(Int32StringReceiver):
-    MAX_LENGTH = 64 * MB
-
-    def connectionMade(self) -> None:
-        self.sink: Sink = self.factory  # type: ignore[assignment]
-        self.sink.connections.add(self)
-        self.pending: list[Any] = []
-        self.due = 0.0
-        self.lost: Deferred[None] = Deferred()
-
-    def stringReceived(self, data: bytes) -> None:
-        sink = self.sink
-        msg = pb.Msg.FromString(data)
-        sink.counts.update(event.service for event in msg.events)
-        sink.received += len(msg.events)
-        sink.msgs += 1
-        if not sink.ackDelay:
-            self.transport.write(ack())  # type: ignore[union-attr]
-            return
-        # A slow server: one Msg at a time, each ``ackDelay`` after the last.
-        now = sink.reactor.seconds()
-        self.due = max(now, self.due) + sink.ackDelay
-        self.pending.append(sink.reactor.callLater(self.due - now, self._ack))
-
-    def _ack(self) -> None:
-        self.pending = [call for call in self.pending if call.active()]
-        self.transport.write(ack())  # type: ignore[union-attr]
-
-    def connectionLost(self, reason: Any = None) -> None:
-        for call in self.pending:
-            if call.active():
-                call.cancel()
-        self.sink.connections.discard(self)
-        self.lost.callback(None)
-
-
-class Sink(protocol.Factory):
-    """Counts events by service and acks each Msg; stops and starts on one port."""
-
-    protocol = SinkConnection
-    noisy = False
-
-    def __init__(self, reactor: Any, portNumber: int, ackDelay: float = 0.0) -> None:
-        self.reactor = reactor
-        self.portNumber = portNumber
-        self.ackDelay = ackDelay
-        self.counts: Counter[str] = Counter()
-        self.received = 0
-        self.msgs = 0
-        self.connections: set[SinkConnection] = set()
-        self.port: Any = None
-
-    @property
-    def duplicates(self) -> int:
-        return self.received - len(self.counts)
-
-    def start(self) -> None:
-        self.port = self.reactor.listenTCP(self.portNumber, self, interface="127.0.0.1")
-
-    async def stop(self) -> None:
-        port, self.port = self.port, None
-        if port is not None:
-            await port.stopListening()
-        lost = [c.lost for c in self.connections]
-        for connection in list(self.connections):
-            connection.transport.abortConnection()  # type: ignore[union-attr]
-        await DeferredList(lost)
-
-
-# -- clients ------------------------------------------------------------------------------
-
-
-def makeMsg(prefix: str, first: int, count: int, pad: int = 0) -> bytes:
-    """A Msg of ``count`` events, services ``<prefix>.<first>`` onwards."""
-    msg = pb.Msg()
-    for i in range(first, first + count):
-        event = msg.events.add()
-        event.host = "durability.example"
-        event.service = f"{prefix}.{i}"
-        event.state = "ok"
-        event.metric_d = float(i)
-        event.ttl = 60.0
-        event.time = 1_700_000_000
-        event.tags.append("durability")
-        if pad:
-            event.description = "d" * pad
-    return msg.SerializeToString()
-
-
-class Client(Int32StringReceiver):
-    """Sends ``msgs`` Msgs of ``BATCH`` events, at most ``window`` awaiting their acks.
-
-    Replies come in order, so the n-th reply acks the n-th Msg: the events of
-    the first ``acked`` Msgs are the ones the agent has confirmed.
-    """
-
-    MAX_LENGTH = 1 << 24
-
-    def __init__(
-        self,
-        prefix: str,
-        msgs: int,
-        window: int = 1,
-        pad: int = 0,
-        onAck: Callable[[Client], None] | None = None,
-    ) -> None:
-        self.prefix, self.msgs, self.window, self.pad, self.onAck = prefix, msgs, window, pad, onAck
-        self.sent = self.acked = self.refused = 0
-        self.open = False
-        self.done: Deferred[None] = Deferred()
-        self.lost: Deferred[None] = Deferred()
-
-    def services(self, msgs: int) -> set[str]:
-        """The services of the events in the first ``msgs`` Msgs."""
-        return {f"{self.prefix}.{i}" for i in range(msgs * BATCH)}
-
-    def connectionMade(self) -> None:
-        self.open = True
-        self._fill()
-
-    def _fill(self) -> None:
-        while self.open and self.sent < self.msgs and self.sent - self.acked < self.window:
-            self.sendString(makeMsg(self.prefix, self.sent * BATCH, BATCH, self.pad))
-            self.sent += 1
-
-    def stringReceived(self, data: bytes) -> None:
-        if not pb.Msg.FromString(data).ok:
-            self.refused += 1
-            return  # the test sees it: acked stops short of msgs
-        self.acked += 1
-        if self.onAck is not None:
-            self.onAck(self)
-        if self.acked == self.msgs:
-            self.done.callback(None)
-        self._fill()
-
-    def connectionLost(self, reason: Any = None) -> None:
-        self.open = False
-        self.lost.callback(None)
-
-
-async def connectClient(reactor: Any, port: int, client: Client) -> Client:
-    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
-    return client
-
-
-async def closeClient(reactor: Any, client: Client) -> None:
-    if client.open:
-        client.transport.loseConnection()  # type: ignore[union-attr]
-    await waitFor(reactor, lambda: client.lost.called, "the client's connection to close")
-
-
-# -- the agent: a real twistd process -------------------------------------------------------
-
-
-class Agent(protocol.ProcessProtocol):
-    """One twistd process: its output (the log) and how it ended."""
-
-    def __init__(self) -> None:
-        self.output = bytearray()
-        self.ended: Deferred[None] = Deferred()
-        self.code: int | None = None
-        self.signal: int | None = None
-
-    def outReceived(self, data: bytes) -> None:
-        self.output += data
-
-    errReceived = outReceived
-
-    @property
-    def log(self) -> str:
-        return self.output.decode(errors="replace")
-
-    @property
-    def pid(self) -> int:
-        return int(self.transport.pid)  # type: ignore[union-attr]
-
-    @property
-    def running(self) -> bool:
-        return not self.ended.called
-
-    def processEnded(self, reason: Any) -> None:
-        value = reason.value
-        if isinstance(value, (error.ProcessDone, error.ProcessTerminated)):
-            self.code, self.signal = value.exitCode, getattr(value, "signal", None)
-        self.ended.callback(None)
-
-
-class Agents:
-    """Starts agents on a config and makes sure none outlives the test."""
-
-    def __init__(self, reactor: Any, config: Path) -> None:
-        self.reactor, self.config = reactor, config
-        self.started: list[Agent] = []
-
-    def start(self) -> Agent:
-        agent = Agent()
-        argv = [str(BIN / "twistd"), "--nodaemon", "--pidfile=", "duct", "-c", str(self.config)]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.reactor.spawnProcess(agent, argv[0], argv, env=env, path=str(ROOT))
-        self.started.append(agent)
-        return agent
-
-    async def startListening(self, listener: str = "relay") -> Agent:
-        agent = self.start()
-        await waitFor(
-            self.reactor,
-            lambda: f"riemann listener {listener} listening on" in agent.log or not agent.running,
-            "the agent's listener",
-        )
-        assert agent.running, agent.log
-        return agent
-
-    async def terminate(self, agent: Agent) -> None:
-        agent.transport.signalProcess("TERM")  # type: ignore[union-attr]
-        await waitFor(self.reactor, lambda: agent.ended.called, "the agent to stop")
-
-    async def kill(self, agent: Agent) -> None:
-        if agent.running:
-            agent.transport.signalProcess("KILL")  # type: ignore[union-attr]
-        await waitFor(self.reactor, lambda: agent.ended.called, "the agent to die")
-
-    async def cleanup(self) -> None:
-        for agent in self.started:
-            if agent.running:
-                try:
-                    agent.transport.signalProcess("KILL")  # type: ignore[union-attr]
-                except error.ProcessExitedAlready:
-                    pass
-        for agent in self.started:
-            await waitFor(self.reactor, lambda a=agent: a.ended.called, "a leftover agent")
 
 
 def relayConfig(
