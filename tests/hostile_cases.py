@@ -11,6 +11,7 @@ agent counted for it.  ``tests/test_hostile.py`` runs them as tests and
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -108,8 +109,8 @@ async def nonUtf8(h: Harness, over: str = "tcp") -> int:
     )
     assert stream.status == 200, bytes(stream.data[:300])
     body = bytes(stream.data).partition(b"\r\n\r\n")[2].decode("utf-8")  # strict: valid UTF-8
-    seen = [line for line in body.splitlines() if "hostile." in line]
-    assert seen and repaired["service"] in seen[0], seen
+    seen = [json.loads(line) for line in body.splitlines() if "hostile." in line]
+    assert seen and seen[0]["service"] == repaired["service"], seen
     await getJSON(h.reactor, h.web, "/api/services")  # answers 200 with JSON
     await h.waitStat(lambda s: stat(s, "sources", listener, "repaired") > 0, "a repair counted")
     await h.finish()
@@ -159,12 +160,12 @@ async def tooBig(h: Harness) -> int:
     answer = await reply(h, client, "a reply to a Msg above maxsize")
     assert not answer.ok, "a Msg above every buffer's maxsize was accepted"
     stats = await h.waitStat(
-        lambda s: stat(s, "sources", "relay", "oversized") >= 1, "the refusal counted"
+        lambda s: stat(s, "sources", "relay", "too_large") >= 1, "the refusal counted"
     )
     await h.serving(50)
     await h.finish()
     assert not any(line["service"].startswith("toobig.") for line in h.jsonLines())
-    return int(stat(stats, "sources", "relay", "oversized"))
+    return int(stat(stats, "sources", "relay", "too_large"))
 
 
 NOT_NOW = 15_000  # events in a Msg that fits an empty buffer, not one a third full
@@ -186,6 +187,7 @@ async def notYet(h: Harness) -> int:
     client.send(bulkMsg("later", NOT_NOW))
     await h.fetchStats()  # a round trip through the agent: the Msg is read by now
     assert not client.replies, "answered before there was room"
+    held = await h.waitStat(lambda s: stat(s, "sources", "relay", "held") >= 1, "the Msg held")
     h.sink.start()
     answer = await reply(h, client, "the ack once there is room")
     assert answer.ok, answer.error
@@ -194,7 +196,7 @@ async def notYet(h: Harness) -> int:
     later = {f"later.{i}" for i in range(NOT_NOW)}
     assert later <= {line["service"] for line in h.jsonLines()}
     assert later <= h.sink.counts.keys()
-    return int(stat(h.stats, "sources", "relay", "held"))
+    return int(stat(held, "sources", "relay", "held"))
 
 
 # -- d. too many connections, and one that goes quiet --------------------------------------
