@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from twisted.internet import task
@@ -13,10 +13,12 @@ from zope.interface import implementer
 
 from duct.event import Event, defaultHostname
 from duct.interfaces import IDuctSource
+from duct.lib.commands import CommandOutput, Commands
 from duct.lib.lograte import RateLimitedLog
 from duct.lib.pluginhttp import PluginHTTP
+from duct.lib.sshconfig import DEFAULT_TIMEOUT, SSH_OPTIONS
 from duct.options import REQUIRED, Option, withDefaults
-from duct.stats import SOURCE_STATS, Stat
+from duct.stats import SOURCE_STATS, Stat, counter
 
 FAILED_POLL_LOG_INTERVAL = 60.0
 """Seconds between log lines about one source's failed polls; those between are counted."""
@@ -79,12 +81,26 @@ class Source:
         Option("start_delay", "number", None, "seconds to wait before the first poll", minimum=0),
         Option("watchdog", "boolean", False, "recreate the source after 10 silent intervals"),
         Option("debug", "boolean", False, "log every event this source emits"),
+        Option(
+            "timeout",
+            "number",
+            DEFAULT_TIMEOUT,
+            "seconds a command (run) or a remote file read may take",
+            above=0,
+        ),
+        *SSH_OPTIONS,
     )
 
     http = PluginHTTP()
     """An HTTP client with this source's HTTP and TLS options (`duct.lib.pluginhttp`)."""
 
-    stats: tuple[Stat, ...] = SOURCE_STATS
+    stats: tuple[Stat, ...] = (
+        *SOURCE_STATS,
+        counter("ssh_failures", "commands.sshFailures", "ssh_failures",
+                "commands and file reads that could not reach the SSH host"),
+        counter("ssh_host_key_failures", "commands.sshHostKeyFailures", "ssh_host_key_failures",
+                "of those, the ones whose host key did not check"),
+    )  # fmt: skip
     """What ``/stats``, ``/metrics`` and self events report of this source.
 
     A subclass lists its own statistics (`duct.stats.counter`,
@@ -105,6 +121,11 @@ class Source:
             config["hostname"] or getattr(duct, "hostname", None) or defaultHostname()
         )
         self.debug: bool = config["debug"]
+        self.commands = Commands(config, self.hostname, duct)
+        """How `run` and `readFile` reach the machine: here, or over SSH (``use_ssh``)."""
+        self.useSSH = self.commands.useSSH
+        if self.useSSH and not config["hostname"]:
+            self.hostname = self.commands.host or self.hostname  # events name the remote host
         self.running = False
         self.polls = 0
         self.errors = 0
@@ -175,6 +196,29 @@ class Source:
             attributes=dict(self.attributes) if self.attributes else None,
             type="log",
         )
+
+    # -- commands and files --------------------------------------------------
+
+    def run(self, argv: Sequence[str], timeout: float | None = None) -> Deferred[CommandOutput]:
+        """Run ``argv`` here, or on ``ssh_host`` with ``use_ssh``; fires with a `CommandOutput`.
+
+        ``(code, stdout, stderr)``: the exit status (minus the signal
+        number if a signal killed it) and the output as text.  A nonzero
+        status is a result, not a failure.  Past ``timeout`` seconds
+        (default: the ``timeout`` option) the command is killed and the
+        Deferred fails with `duct.lib.process.ProcessTimeout`; over SSH,
+        one that cannot reach the host fails with
+        `duct.lib.sshhostkeys.SSHError` (`HostKeyError` for a key that did
+        not check).
+        """
+        return self.commands.run(argv, timeout)
+
+    def readFile(self, path: str) -> Deferred[bytes]:
+        """The bytes of ``path``, here or on ``ssh_host``; OSError if it cannot be read.
+
+        Meant for small files such as ``/proc/loadavg`` (see `duct.lib.commands`).
+        """
+        return self.commands.readFile(path)
 
     # -- polling -------------------------------------------------------------
 
