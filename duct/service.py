@@ -92,7 +92,7 @@ class DuctService(MultiService):
         self.housekeeping.clock = self.clock
         self.housekeeping.setServiceParent(self)
         self.ssh = SSHPool(reactor, self.clock)
-        """The SSH connections of ``use_ssh`` sources, one per host; closed after the sources stop."""
+        """The SSH connections of ``use_ssh`` sources, one per host; closed after the sources."""
         self.ssh.setServiceParent(self)
         self.sourceService = SourcesService(self)
         self.sourceService.setServiceParent(self)

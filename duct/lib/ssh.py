@@ -3,9 +3,10 @@
 `SSHPool` is a service the agent owns (``duct.ssh``).  It keeps one
 connection per ``(host, port, username)``, opened the first time a source
 needs it, kept open between polls, and reopened with backoff when it
-drops (`duct.lib.sshhost`).  Every source on that host runs its commands
-on that one connection, each in a channel of its own.  Stopping the
-service closes the connections.
+drops (`duct.lib.sshhost`).  A server limits the channels open at once on
+one connection (OpenSSH: ``MaxSessions``, 10); at most `MAX_CHANNELS`
+commands run at once on each connection, each in a channel of its own;
+the others wait their turn.  Stopping the service closes the connections.
 
 twisted.conch is imported only when the first connection is made.
 """
@@ -15,9 +16,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore, succeed
 
 from duct.lib.sshconfig import SSHTarget
+
+MAX_CHANNELS = 8
+"""Commands run at once on one connection (OpenSSH allows 10 channels; one kills a command)."""
 
 if TYPE_CHECKING:
     from duct.lib.sshcommand import CommandResult
@@ -31,7 +35,7 @@ class SSHPool(Service):
     :param clock: times command limits and reconnection backoff (default: the reactor).
     :param retryPolicy: seconds to wait before reconnection attempt N, as
         `twisted.application.internet.backoffPolicy` makes them (default:
-        ClientService's, from 1 s growing to 60 s).
+        its own, from about 1.5 s growing to 60 s).
     """
 
     name = "ssh"
@@ -50,6 +54,7 @@ class SSHPool(Service):
             from duct.lib.sshhost import SSHHost
 
             host = SSHHost(target, self.reactor, self.clock, self.retryPolicy)
+            host.channels = DeferredSemaphore(MAX_CHANNELS)
             self.hosts[target.key] = host
         return host
 
@@ -70,11 +75,16 @@ class SSHPool(Service):
         if self.closed:
             raise SSHError(f"ssh {target}: the agent is stopping")
         started = self.clock.seconds()
-        connection = await self.host(target).connection(timeout)
-        remaining = None
-        if timeout:
-            remaining = max(timeout - (self.clock.seconds() - started), 0.001)
-        return await execute(connection, command, remaining, self.clock, str(target))
+        host = self.host(target)
+        await host.channels.acquire()
+        try:
+            connection = await host.connection(timeout)
+            remaining = None
+            if timeout:
+                remaining = max(timeout - (self.clock.seconds() - started), 0.001)
+            return await execute(connection, command, remaining, self.clock, str(target), timeout)
+        finally:
+            host.channels.release()
 
     def stopService(self) -> Deferred[Any]:
         """Close every connection; the Deferred fires once they are closed."""

@@ -11,6 +11,7 @@ before that, and with `SSHError` for any other reason.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.conch.ssh.agent import SSHAgentClient
@@ -106,7 +107,11 @@ class SSHClient(SSHClientTransport):
         self.policy = policy
         self.reactor = reactor
         self.ready: Deferred[SSHConnection] = Deferred()
+        self.closed: Deferred[None] = Deferred()
+        """Fires once the TCP connection has closed."""
         self.connection: SSHConnection | None = None
+        self.onLost: Callable[[Failure], None] | None = None
+        """Called when the connection drops after it was ready."""
         self._failure: Failure | None = None
         self._userauth: _UserAuth | None = None
         self._agent: SSHAgentClient | None = None
@@ -116,6 +121,10 @@ class SSHClient(SSHClientTransport):
             self.policy.check(self.target.host, self.target.port, Key.fromString(hostKey))
         except HostKeyError:
             self._failure = Failure()
+            return fail(self._failure)
+        except Exception as e:  # a key conch cannot read, a known_hosts it cannot parse
+            error = HostKeyError(f"ssh {self.target}: cannot check the host key: {e}")
+            self._failure = Failure(error)
             return fail(self._failure)
         return succeed(True)
 
@@ -162,15 +171,21 @@ class SSHClient(SSHClientTransport):
         self._agent = None
 
     def connectionLost(self, reason: Failure | None = None) -> None:
+        why = reason if reason is not None else Failure(SSHError("closed"))
+        if self.ready.called and self.connection is not None:
+            # First, so that no one is handed this connection while its channels close.
+            self.log.info(
+                "ssh {target}: connection lost: {why}",
+                target=str(self.target),
+                why=why.getErrorMessage(),
+            )
+            if self.onLost is not None:
+                self.onLost(why)
         super().connectionLost(reason)
         self._closeAgent()
+        if not self.closed.called:
+            self.closed.callback(None)
         if self.ready.called:
-            if self.connection is not None:
-                self.log.info(
-                    "ssh {target}: connection lost: {why}",
-                    target=str(self.target),
-                    why=reason.getErrorMessage() if reason is not None else "closed",
-                )
             return
         if self._failure is not None:
             failure = self._failure
@@ -180,8 +195,10 @@ class SSHClient(SSHClientTransport):
                 AuthenticationFailed(f"ssh {self.target}: authentication failed (tried: {tried})")
             )
         else:
-            why = reason.getErrorMessage() if reason is not None else "connection closed"
-            failure = Failure(SSHError(f"ssh {self.target}: connection lost while opening: {why}"))
+            message = why.getErrorMessage()
+            failure = Failure(
+                SSHError(f"ssh {self.target}: connection lost while opening: {message}")
+            )
         self.ready.errback(failure)
 
 

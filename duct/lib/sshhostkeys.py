@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from twisted.conch.client.knownhosts import KnownHostsFile
 from twisted.conch.error import HostKeyChanged
-from twisted.conch.ssh.keys import Key
+from twisted.conch.ssh.keys import FingerprintFormats, Key
 from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 
@@ -42,8 +42,8 @@ def knownHostsName(host: str, port: int) -> str:
 
 def describeKey(key: Key) -> str:
     """``ssh-ed25519 SHA256:...``, as ``ssh-keygen -l`` shows a key."""
-    fingerprint = key.fingerprint(format="sha256-base64")
-    return f"{key.sshType().decode('ascii')} {fingerprint}"
+    fingerprint = key.fingerprint(format=FingerprintFormats.SHA256_BASE64).rstrip("=")
+    return f"{key.sshType().decode('ascii')} SHA256:{fingerprint}"
 
 
 class HostKeyPolicy:
