@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -282,3 +283,26 @@ def test_duct_check_names_the_key_of_a_use_ssh_source_with_no_way_to_log_in(
     ConfigFile.fromDict({"sources": [source], "ssh_password": "secret"})  # inherited: fine
     with pytest.raises(ConfigurationError, match="ssh_keyfile"):
         ConfigFile.fromDict({"sources": [{**source, "ssh_keyfile": "/nonexistent/key"}]})
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_ssh_agent_logs_in_when_no_key_is_configured(
+    reactor: Any, sshd: SSHD, knownHosts: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    socket = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(socket)], stdout=subprocess.DEVNULL)
+    try:
+        await waitFor(reactor, socket.exists, "the agent's socket")
+        env = {**os.environ, "SSH_AUTH_SOCK": str(socket)}
+        subprocess.run(["ssh-add", "-q", sshd.userKeyFile], env=env, check=True, timeout=30)
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(socket))
+        source = probe(reactor, sshd, knownHosts, ssh_keyfile=None)
+        try:
+            assert await source.run(["echo", "via the agent"]) == (0, "via the agent\n", "")
+            [host] = source.duct.ssh.hosts.values()
+            assert host.client is not None and host.client.loggedInWith == "agent key"
+        finally:
+            await source.duct.ssh.stopService()
+    finally:
+        agent.terminate()
+        agent.wait(timeout=30)

@@ -158,6 +158,12 @@ class SSHClient(SSHClientTransport):
             )
         self.requestService(self._userauth)
 
+    @property
+    def loggedInWith(self) -> str | None:
+        """How the server let us in: ``key``, ``agent key`` or ``password``."""
+        tried = self._userauth.tried if self._userauth is not None else []
+        return tried[-1] if self.connection is not None and tried else None
+
     def connectionReady(self, connection: SSHConnection) -> None:
         self.connection = connection
         self._closeAgent()

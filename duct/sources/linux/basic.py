@@ -15,12 +15,12 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import psutil
-from twisted.internet.defer import Deferred
 
 from duct.aggregators import Counter64
-from duct.objects import Event, Source
+from duct.objects import Event
 from duct.options import Option
 from duct.sources.linux import procfs
+from duct.sources.linux.system import SystemSource
 from duct.stats import counter
 
 # Time the kernel already counts in user and nice (psutil leaves it out of
@@ -40,37 +40,7 @@ def _percent(fraction: float) -> str:
     return f"{fraction * 100:.0f}%"
 
 
-class _SystemSource(Source):
-    """A sample from psutil here, or from the SSH host's /proc, turned into events.
-
-    A subclass gives `localSample`, `remoteSample` (async) and `events`;
-    both samples have the same shape.
-    """
-
-    sync = True  # a remote poll waits on the network: never two at once
-
-    def get(self) -> Any:
-        if self.useSSH:
-            return Deferred.fromCoroutine(self._remoteEvents())
-        return self.events(self.localSample())
-
-    async def _remoteEvents(self) -> Any:
-        return self.events(await self.remoteSample())
-
-    async def _text(self, path: str) -> str:
-        return (await self.readFile(path)).decode("utf-8", errors="replace")
-
-    def localSample(self) -> Any:
-        raise NotImplementedError
-
-    async def remoteSample(self) -> Any:
-        raise NotImplementedError
-
-    def events(self, sample: Any) -> Any:
-        raise NotImplementedError
-
-
-class CPU(_SystemSource):
+class CPU(SystemSource):
     """CPU utilisation, from the change in ``psutil.cpu_times()`` between polls.
 
     Emits nothing on the first poll (there is no previous sample), then:
@@ -121,7 +91,7 @@ class CPU(_SystemSource):
         return events
 
 
-class Memory(_SystemSource):
+class Memory(SystemSource):
     """Memory use, from ``psutil.virtual_memory()``.
 
     - ``{service}``: used fraction (0..1), ``(total - available) / total``;
@@ -153,7 +123,7 @@ class Memory(_SystemSource):
         ]
 
 
-class LoadAverage(_SystemSource):
+class LoadAverage(SystemSource):
     """System load averages, from ``psutil.getloadavg()``.
 
     - ``{service}``: the 1-minute load average;
@@ -188,7 +158,7 @@ class _DiskSample(NamedTuple):
     writeTime: int
 
 
-class DiskIO(_SystemSource):
+class DiskIO(SystemSource):
     """Disk I/O per block device, from ``psutil.disk_io_counters(perdisk=True)``.
 
     For each device ``{name}`` (``loop*`` and ``ram*`` devices are skipped
@@ -293,7 +263,7 @@ class _Usage(NamedTuple):
     free: float
 
 
-class DiskFree(_SystemSource):
+class DiskFree(SystemSource):
     """Disk space per mounted device, from ``psutil.disk_partitions()`` (over SSH, ``df``).
 
     Pseudo filesystems (tmpfs, devtmpfs, squashfs, overlay) are skipped, and
@@ -408,7 +378,7 @@ class DiskFree(_SystemSource):
         return events
 
 
-class Network(_SystemSource):
+class Network(SystemSource):
     """Network traffic per interface, from ``psutil.net_io_counters(pernic=True)``.
 
     For each interface ``{iface}``, raw counters with ``aggregation=Counter64``
