@@ -18,7 +18,7 @@ from duct.lib.lograte import RateLimitedLog
 from duct.lib.pluginhttp import PluginHTTP
 from duct.lib.sshconfig import DEFAULT_TIMEOUT, SSH_OPTIONS
 from duct.options import REQUIRED, Option, withDefaults
-from duct.stats import SOURCE_STATS, Stat, counter
+from duct.stats import SOURCE_STATS, Stat
 
 FAILED_POLL_LOG_INTERVAL = 60.0
 """Seconds between log lines about one source's failed polls; those between are counted."""
@@ -84,8 +84,8 @@ class Source:
         Option(
             "timeout",
             "number",
-            DEFAULT_TIMEOUT,
-            "seconds a command (run) or a remote file read may take",
+            None,
+            f"seconds a command or a remote file read may take (default {DEFAULT_TIMEOUT:g})",
             above=0,
         ),
         *SSH_OPTIONS,
@@ -94,13 +94,7 @@ class Source:
     http = PluginHTTP()
     """An HTTP client with this source's HTTP and TLS options (`duct.lib.pluginhttp`)."""
 
-    stats: tuple[Stat, ...] = (
-        *SOURCE_STATS,
-        counter("ssh_failures", "commands.sshFailures", "ssh_failures",
-                "commands and file reads that could not reach the SSH host"),
-        counter("ssh_host_key_failures", "commands.sshHostKeyFailures", "ssh_host_key_failures",
-                "of those, the ones whose host key did not check"),
-    )  # fmt: skip
+    stats: tuple[Stat, ...] = SOURCE_STATS
     """What ``/stats``, ``/metrics`` and self events report of this source.
 
     A subclass lists its own statistics (`duct.stats.counter`,
