@@ -19,6 +19,8 @@ from duct.buffers import bufferDirectory, checkBufferSettings, directoryProblem
 from duct.defaults import STATE_DIR
 from duct.errors import ConfigurationError, Problem
 from duct.graphs import checkGraphs
+from duct.lib.sshconfig import INHERITED as INHERITED_SSH
+from duct.lib.sshconfig import sshProblems
 from duct.options import REQUIRED, Option, declaredOptions, optionProblems, validate
 from duct.output import Output
 from duct.plugins import PluginError, isStrict, loadClass
@@ -275,10 +277,13 @@ class ConfigFile:
                 self._problem(item.file, item.label, "service", "missing required key")
             return
         config = dict(item.config)
-        for key in ("interval", "ttl"):
-            config.setdefault(key, settings.get(key))
+        for key in ("interval", "ttl", *INHERITED_SSH):
+            if settings.get(key) is not None:
+                config.setdefault(key, settings[key])
         item.config = config
         self._configure(item, cls, Source)
+        for key, message in sshProblems(item.config):
+            self._problem(item.file, item.label, key, message)
         for message in checkGraphs(getattr(cls, "graphs", None) or {}):
             self.warnings.append(
                 f"{item.file}: {item.label}: {cls.__name__}.graphs: {message} (ignored)"

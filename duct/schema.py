@@ -7,6 +7,7 @@ README's reference is generated from them.
 from __future__ import annotations
 
 from duct.defaults import RING_MAX_BYTES, RING_SIZE, STATE_DIR
+from duct.lib.sshconfig import GLOBAL_SSH_OPTIONS
 from duct.options import REQUIRED, Option
 
 GLOBAL_OPTIONS: dict[str, Option] = {
@@ -34,6 +35,7 @@ GLOBAL_OPTIONS: dict[str, Option] = {
         Option("self_events", "boolean", False, "emit duct's own statistics as duct.* events"),
         Option("self_interval", "number", 10.0, "seconds between self events", minimum=0.001),
         Option("self_route", "strings", None, "output name(s) for self events (default: all)"),
+        *GLOBAL_SSH_OPTIONS,  # what every use_ssh source takes unless it sets its own
     )
 }
 WEB_OPTIONS = {

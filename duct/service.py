@@ -1,8 +1,8 @@
 """DuctService: builds the sources, outputs and pipeline, starts and stops them.
 
 The agent is a tree of services: the web server (``web:``) outermost, then
-the plugins enabled by name, the outputs, the housekeeping timer and the
-sources.  Twisted starts the
+the plugins enabled by name, the outputs, the housekeeping timer, the SSH
+connections of remote checks and the sources.  Twisted starts the
 children in that order, so the web server and the listeners bind before
 anything else happens, and a port in use fails the start.  They stop in
 the reverse order, each once the one inside it has finished: sources
@@ -27,6 +27,7 @@ from duct.configuration import Config, ConfigFile, Item
 from duct.errors import ConfigurationError, Problem
 from duct.event import defaultHostname
 from duct.interfaces import IDuct
+from duct.lib.ssh import SSHPool
 from duct.output import Output
 from duct.pipeline import Pipeline, SourceFeed
 from duct.pluginhost import PluginHost, PluginsService
@@ -90,6 +91,9 @@ class DuctService(MultiService):
         self.housekeeping = TimerService(HOUSEKEEPING_INTERVAL, self.forgetStaleSeries)
         self.housekeeping.clock = self.clock
         self.housekeeping.setServiceParent(self)
+        self.ssh = SSHPool(reactor, self.clock)
+        """The SSH connections of ``use_ssh`` sources, one per host; closed after the sources."""
+        self.ssh.setServiceParent(self)
         self.sourceService = SourcesService(self)
         self.sourceService.setServiceParent(self)
         self._deadline = 0.0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from twisted.internet import task
@@ -13,8 +13,10 @@ from zope.interface import implementer
 
 from duct.event import Event, defaultHostname
 from duct.interfaces import IDuctSource
+from duct.lib.commands import CommandOutput, Commands
 from duct.lib.lograte import RateLimitedLog
 from duct.lib.pluginhttp import PluginHTTP
+from duct.lib.sshconfig import DEFAULT_TIMEOUT, SSH_OPTIONS
 from duct.options import REQUIRED, Option, withDefaults
 from duct.stats import SOURCE_STATS, Stat
 
@@ -79,6 +81,14 @@ class Source:
         Option("start_delay", "number", None, "seconds to wait before the first poll", minimum=0),
         Option("watchdog", "boolean", False, "recreate the source after 10 silent intervals"),
         Option("debug", "boolean", False, "log every event this source emits"),
+        Option(
+            "timeout",
+            "number",
+            None,
+            f"seconds a command or a remote file read may take (default {DEFAULT_TIMEOUT:g})",
+            above=0,
+        ),
+        *SSH_OPTIONS,
     )
 
     http = PluginHTTP()
@@ -105,6 +115,11 @@ class Source:
             config["hostname"] or getattr(duct, "hostname", None) or defaultHostname()
         )
         self.debug: bool = config["debug"]
+        self.commands = Commands(config, self.hostname, duct)
+        """How `run` and `readFile` reach the machine: here, or over SSH (``use_ssh``)."""
+        self.useSSH = self.commands.useSSH
+        if self.useSSH and not config["hostname"]:
+            self.hostname = self.commands.host or self.hostname  # events name the remote host
         self.running = False
         self.polls = 0
         self.errors = 0
@@ -175,6 +190,29 @@ class Source:
             attributes=dict(self.attributes) if self.attributes else None,
             type="log",
         )
+
+    # -- commands and files --------------------------------------------------
+
+    def run(self, argv: Sequence[str], timeout: float | None = None) -> Deferred[CommandOutput]:
+        """Run ``argv`` here, or on ``ssh_host`` with ``use_ssh``; fires with a `CommandOutput`.
+
+        ``(code, stdout, stderr)``: the exit status (minus the signal
+        number if a signal killed it) and the output as text.  A nonzero
+        status is a result, not a failure.  Past ``timeout`` seconds
+        (default: the ``timeout`` option) the command is killed and the
+        Deferred fails with `duct.lib.process.ProcessTimeout`; over SSH,
+        one that cannot reach the host fails with
+        `duct.lib.sshhostkeys.SSHError` (`HostKeyError` for a key that did
+        not check).
+        """
+        return self.commands.run(argv, timeout)
+
+    def readFile(self, path: str) -> Deferred[bytes]:
+        """The bytes of ``path``, here or on ``ssh_host``; OSError if it cannot be read.
+
+        Meant for small files such as ``/proc/loadavg`` (see `duct.lib.commands`).
+        """
+        return self.commands.readFile(path)
 
     # -- polling -------------------------------------------------------------
 

@@ -59,6 +59,7 @@ from zope.interface import implementer
 
 from duct._testinghttp import RecordedRequest, StubHTTP
 from duct.interfaces import IDuct
+from duct.lib.ssh import SSHPool
 from duct.objects import Event, Output, Source
 from duct.options import declaredOptions, optionProblems, validate
 from duct.pipeline import Pipeline, Route, SourceFeed
@@ -104,6 +105,8 @@ class FakeDuct:
             config = {"state_dir": self._stateDir.name}
         self.config: dict[str, Any] = config
         self.accept = True
+        self.ssh = SSHPool(self.reactor, self.clock)
+        """The SSH connections of ``use_ssh`` sources; stop it (``stopService``) when done."""
 
     def accepting(self, source: Source) -> bool:
         return self.accept

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from nginxserver import Nginx, findNginx, startNginx, stopNginx
+from sshserver import SSHD, findSSHD, startSSHD, stopSSHD
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, globalLogPublisher
 
@@ -86,3 +87,20 @@ def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nginx]:
         yield server
     finally:
         stopNginx(binary, server)
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHD]:
+    """Debian's OpenSSH server on 127.0.0.1, for the current user, one for the whole session.
+
+    `make test` installs it (scripts/test-deps.sh); a missing one fails the
+    tests that use it.
+    """
+    binary = findSSHD()
+    if binary is None:
+        pytest.fail("sshd is not installed: run scripts/test-deps.sh (as root) or make test")
+    server = startSSHD(binary, tmp_path_factory.mktemp("sshd"))
+    try:
+        yield server
+    finally:
+        stopSSHD(server)

@@ -15,6 +15,7 @@ from twisted.internet.testing import MemoryReactorClock
 
 from duct.children import OutputsService, SourcesService
 from duct.configuration import ConfigurationError
+from duct.lib.ssh import SSHPool
 from duct.objects import Source
 from duct.pluginhost import PluginsService
 from duct.service import DuctService
@@ -52,11 +53,13 @@ def recording(name: str = "out") -> dict[str, Any]:
     return {"output": f"{HERE}.Starting", "name": name, "flush_interval": 0}
 
 
-def test_children_are_web_plugins_outputs_housekeeping_sources_in_that_order() -> None:
+def test_children_are_web_plugins_outputs_housekeeping_ssh_sources_in_that_order() -> None:
     reactor = MemoryReactorClock()
     service = DuctService({"web": {"listen": LOCAL}, "outputs": [recording()]}, reactor=reactor)
     kinds = [type(child) for child in service]
-    assert kinds == [WebServer, PluginsService, OutputsService, TimerService, SourcesService]
+    assert kinds == [
+        WebServer, PluginsService, OutputsService, TimerService, SSHPool, SourcesService,
+    ]  # fmt: skip
     assert all(child.parent is service for child in service)
 
 
@@ -103,7 +106,7 @@ def test_the_stop_goes_inside_out_each_layer_once_the_inner_one_is_done() -> Non
     service = DuctService(config, reactor=reactor, clock=clock)
     service.startService()
     clock.advance(0)
-    web, plugins, outputs, _, sources = list(service)
+    web, plugins, outputs, _, _, sources = list(service)
     stopped: list[None] = []
     service.stopService().addCallback(stopped.append)
     # The source's poll is in flight: the outputs and the web server wait for it.

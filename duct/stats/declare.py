@@ -157,6 +157,11 @@ SOURCE_STATS: tuple[Stat, ...] = (
           "seconds the last poll took"),
     gauge("last_event_time", "max", "lastEventTime", "last_event_timestamp_seconds",
           "clock time of the last event produced"),
+    # only for a use_ssh source
+    counter("ssh_failures", "commands.sshFailures", "ssh_failures",
+            "commands and file reads that could not reach the SSH host"),
+    counter("ssh_host_key_failures", "commands.sshHostKeyFailures", "ssh_host_key_failures",
+            "of those, the ones whose host key did not check"),
 )
 """What every source reports; `duct.objects.Source` declares them as its ``stats``."""
 

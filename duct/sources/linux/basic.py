@@ -1,9 +1,13 @@
-"""Basic host metrics through psutil: CPU, memory, load, disks and network.
+"""Basic host metrics: CPU, memory, load, disks and network.
 
-Every source here polls synchronously: psutil reads a few kernel counters
-and returns in well under a millisecond.  Counters that only grow are
-emitted raw with ``aggregation=Counter64``; the pipeline turns them into
-per-second rates using the previous sample of the same host and service.
+Here, every source polls synchronously through psutil, which reads a few
+kernel counters and returns in well under a millisecond.  With
+``use_ssh``, the same sources read the remote host's ``/proc`` files (and
+run ``df``) over SSH, parse them with `duct.sources.linux.procfs`, and emit
+the same services, with the remote host as their hostname.  Counters that
+only grow are emitted raw with ``aggregation=Counter64``; the pipeline
+turns them into per-second rates using the previous sample of the same
+host and service.
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ from typing import Any, NamedTuple
 import psutil
 
 from duct.aggregators import Counter64
-from duct.objects import Event, Source
+from duct.objects import Event
 from duct.options import Option
+from duct.sources.linux import procfs
+from duct.sources.linux.system import SystemSource
 from duct.stats import counter
 
 # Time the kernel already counts in user and nice (psutil leaves it out of
@@ -34,7 +40,7 @@ def _percent(fraction: float) -> str:
     return f"{fraction * 100:.0f}%"
 
 
-class CPU(Source):
+class CPU(SystemSource):
     """CPU utilisation, from the change in ``psutil.cpu_times()`` between polls.
 
     Emits nothing on the first poll (there is no previous sample), then:
@@ -54,18 +60,22 @@ class CPU(Source):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._previous: Any = None
+        self._previous: dict[str, float] | None = None
 
-    def get(self) -> list[Event] | None:
-        current = psutil.cpu_times()
+    def localSample(self) -> dict[str, float]:
+        times = psutil.cpu_times()
+        return {field: getattr(times, field) for field in times._fields}
+
+    async def remoteSample(self) -> dict[str, float]:
+        return dict(procfs.cpuTimes(await self._text("/proc/stat")))
+
+    def events(self, current: dict[str, float]) -> list[Event] | None:
         previous, self._previous = self._previous, current
         if previous is None:
             return None
 
-        fields: tuple[str, ...] = current._fields
-        deltas = {
-            field: max(getattr(current, field) - getattr(previous, field), 0.0) for field in fields
-        }
+        fields = [field for field in current if field in previous]
+        deltas = {field: max(current[field] - previous[field], 0.0) for field in fields}
         total = sum(delta for field, delta in deltas.items() if field not in _CPU_DOUBLE_COUNTED)
         if total <= 0:
             return None
@@ -81,7 +91,7 @@ class CPU(Source):
         return events
 
 
-class Memory(Source):
+class Memory(SystemSource):
     """Memory use, from ``psutil.virtual_memory()``.
 
     - ``{service}``: used fraction (0..1), ``(total - available) / total``;
@@ -93,22 +103,27 @@ class Memory(Source):
     options = ()
     graphs = {"*": "stack", "total": "line"}  # used + available = total
 
-    def get(self) -> list[Event]:
+    def localSample(self) -> tuple[float, float]:
         memory = psutil.virtual_memory()
-        total = float(memory.total)
-        used = max(total - memory.available, 0.0)
+        return float(memory.total), float(memory.available)
+
+    async def remoteSample(self) -> tuple[float, float]:
+        total, available = procfs.memory(await self._text("/proc/meminfo"))
+        return float(total), float(available)
+
+    def events(self, sample: tuple[float, float]) -> list[Event]:
+        total, available = sample
+        used = max(total - available, 0.0)
         fraction = used / total if total > 0 else 0.0
         return [
             self.createEvent("ok", f"Memory {_percent(fraction)}", fraction),
             self.createEvent("ok", "Memory used (bytes)", used, prefix="used"),
-            self.createEvent(
-                "ok", "Memory available (bytes)", float(memory.available), prefix="available"
-            ),
+            self.createEvent("ok", "Memory available (bytes)", available, prefix="available"),
             self.createEvent("ok", "Memory total (bytes)", total, prefix="total"),
         ]
 
 
-class LoadAverage(Source):
+class LoadAverage(SystemSource):
     """System load averages, from ``psutil.getloadavg()``.
 
     - ``{service}``: the 1-minute load average;
@@ -118,8 +133,15 @@ class LoadAverage(Source):
 
     options = ()
 
-    def get(self) -> list[Event]:
+    def localSample(self) -> tuple[float, float, float]:
         one, five, fifteen = psutil.getloadavg()
+        return one, five, fifteen
+
+    async def remoteSample(self) -> tuple[float, float, float]:
+        return procfs.loadAverage(await self._text("/proc/loadavg"))
+
+    def events(self, sample: tuple[float, float, float]) -> list[Event]:
+        one, five, fifteen = sample
         return [
             self.createEvent("ok", f"Load average {one:.2f}", one),
             self.createEvent("ok", f"5 minute load average {five:.2f}", five, prefix="5min"),
@@ -136,7 +158,7 @@ class _DiskSample(NamedTuple):
     writeTime: int
 
 
-class DiskIO(Source):
+class DiskIO(SystemSource):
     """Disk I/O per block device, from ``psutil.disk_io_counters(perdisk=True)``.
 
     For each device ``{name}`` (``loop*`` and ``ram*`` devices are skipped
@@ -172,8 +194,13 @@ class DiskIO(Source):
             return name in self.devices
         return not name.startswith(_SKIPPED_DISK_PREFIXES)
 
-    def get(self) -> list[Event]:
-        counters = psutil.disk_io_counters(perdisk=True) or {}
+    def localSample(self) -> dict[str, Any]:
+        return dict(psutil.disk_io_counters(perdisk=True) or {})
+
+    async def remoteSample(self) -> dict[str, Any]:
+        return dict(procfs.diskCounters(await self._text("/proc/diskstats")))
+
+    def events(self, counters: dict[str, Any]) -> list[Event]:
         events: list[Event] = []
         seen: dict[str, _DiskSample] = {}
         for name, io in sorted(counters.items()):
@@ -228,8 +255,16 @@ class DiskIO(Source):
         return events
 
 
-class DiskFree(Source):
-    """Disk space per mounted device, from ``psutil.disk_partitions()``.
+class _Usage(NamedTuple):
+    device: str
+    mountpoint: str
+    percent: float
+    used: float
+    free: float
+
+
+class DiskFree(SystemSource):
+    """Disk space per mounted device, from ``psutil.disk_partitions()`` (over SSH, ``df``).
 
     Pseudo filesystems (tmpfs, devtmpfs, squashfs, overlay) are skipped, and
     so is a mount whose usage cannot be read (counted in ``unreadable``).  A
@@ -266,47 +301,84 @@ class DiskFree(Source):
     def _wanted(self, device: str) -> bool:
         return self.disks is None or _deviceName(device) in self.disks
 
-    def get(self) -> list[Event]:
-        events: list[Event] = []
+    def _candidate(self, device: str, fstype: str, reported: set[str]) -> bool:
+        """Whether a mount is one to report: a real filesystem, wanted, not seen yet."""
+        if fstype in _SKIPPED_FSTYPES or device in reported or not self._wanted(device):
+            return False
+        reported.add(device)
+        return True
+
+    def localSample(self) -> list[_Usage]:
+        usages: list[_Usage] = []
         reported: set[str] = set()
         for partition in psutil.disk_partitions(all=False):
-            device = partition.device
-            if partition.fstype in _SKIPPED_FSTYPES or device in reported:
-                continue
-            if not self._wanted(device):
+            if not self._candidate(partition.device, partition.fstype, reported):
                 continue
             try:
                 usage = psutil.disk_usage(partition.mountpoint)
             except OSError as e:  # PermissionError included
-                self.unreadable += 1
-                self.log.debug(
-                    "{source}: cannot read usage of {mount}: {error}",
-                    source=self.service,
-                    mount=partition.mountpoint,
-                    error=e,
-                )
+                reported.discard(partition.device)  # a later mount of it may be readable
+                self._unreadable(partition.mountpoint, e)
                 continue
-            reported.add(device)
+            usages.append(
+                _Usage(
+                    partition.device, partition.mountpoint, usage.percent, usage.used, usage.free
+                )
+            )
+        return usages
+
+    async def remoteSample(self) -> list[_Usage]:
+        df = await self.run(procfs.DF_COMMAND)
+        if df.code != 0:  # df exits 1 when it cannot read a mount, and lists the others
+            for line in df.stderr.splitlines():
+                self._unreadable("(remote)", line.strip())
+            if not df.stdout.strip():
+                raise RuntimeError(f"df failed with status {df.code}: {df.stderr.strip()}")
+        try:
+            kinds: set[str] | None = procfs.deviceFilesystems(await self._text("/proc/filesystems"))
+        except OSError:
+            kinds = None  # no /proc there: every filesystem df lists
+        usages: list[_Usage] = []
+        reported: set[str] = set()
+        for mount in procfs.mounts(df.stdout):
+            if kinds is not None and mount.fstype not in kinds:
+                continue
+            if self._candidate(mount.device, mount.fstype, reported):
+                percent = procfs.usedPercent(mount.used, mount.free)
+                usages.append(
+                    _Usage(mount.device, mount.mountpoint, percent, mount.used, mount.free)
+                )
+        return usages
+
+    def _unreadable(self, mount: str, error: Any) -> None:
+        self.unreadable += 1
+        self.log.debug(
+            "{source}: cannot read usage of {mount}: {error}",
+            source=self.service,
+            mount=mount,
+            error=error,
+        )
+
+    def events(self, usages: list[_Usage]) -> list[Event]:
+        events: list[Event] = []
+        for device, mountpoint, percent, used, free in usages:
             events.extend(
                 [
                     self.createEvent(
-                        "ok",
-                        f"Disk usage {usage.percent}% on {partition.mountpoint}",
-                        usage.percent,
-                        prefix=device,
+                        "ok", f"Disk usage {percent}% on {mountpoint}", percent, prefix=device
                     ),
                     self.createEvent(
-                        "ok", f"Used kB on {device}", usage.used / 1024, prefix=f"{device}.bytes"
+                        "ok", f"Used kB on {device}", used / 1024, prefix=f"{device}.bytes"
                     ),
                     self.createEvent(
-                        "ok", f"Free kB on {device}", usage.free / 1024, prefix=f"{device}.free"
+                        "ok", f"Free kB on {device}", free / 1024, prefix=f"{device}.free"
                     ),
                 ]
             )
         return events
 
 
-class Network(Source):
+class Network(SystemSource):
     """Network traffic per interface, from ``psutil.net_io_counters(pernic=True)``.
 
     For each interface ``{iface}``, raw counters with ``aggregation=Counter64``
@@ -323,8 +395,13 @@ class Network(Source):
         interfaces = self.config["interfaces"]
         self.interfaces: set[str] | None = set(interfaces) if interfaces is not None else None
 
-    def get(self) -> list[Event]:
-        counters = psutil.net_io_counters(pernic=True) or {}
+    def localSample(self) -> dict[str, Any]:
+        return dict(psutil.net_io_counters(pernic=True) or {})
+
+    async def remoteSample(self) -> dict[str, Any]:
+        return dict(procfs.netCounters(await self._text("/proc/net/dev")))
+
+    def events(self, counters: dict[str, Any]) -> list[Event]:
         events: list[Event] = []
         for iface, io in sorted(counters.items()):
             if self.interfaces is not None and iface not in self.interfaces:
