@@ -347,7 +347,11 @@ class EncodedEvents(Sequence[bytes]):
     def encoded(self) -> list[bytes]:
         """Each event's own bytes, in order."""
         if self._encoded is None:
-            self._encoded = splitPayload(self._payload or b"")
+            payload = self._payload or b""
+            try:
+                self._encoded = splitPayload(payload)
+            except DecodeError:  # a client's Msg with fields unknown to us beside its events
+                self._encoded = [event.SerializeToString() for event in decodeMsg(payload).events]
         return self._encoded
 
     @property

@@ -1,4 +1,4 @@
-"""Text that is not UTF-8 in a Riemann event: repaired when decoded, relayed as it came."""
+"""Decoding what Riemann clients send: text that is not UTF-8, and fields unknown here."""
 
 from __future__ import annotations
 
@@ -124,3 +124,11 @@ async def test_a_listener_counts_repairs_and_outputs_get_what_they_can_use(
     relayed = service.outputs["riemann"].buffer.waiting()
     assert b"".join(relayed) == payload
     await service.outputs["file"].stop()
+
+
+def test_a_msg_with_fields_unknown_here_still_splits_into_its_events() -> None:
+    """A newer client's top-level field is kept in the payload and skipped when splitting."""
+    payload = msgOf(field(3, b"one"), field(3, b"two")) + b"\x78\x01"  # field 15, a varint
+    events = EncodedEvents.fromMsg(decodeMsg(payload), payload)
+    assert events.payload == payload
+    assert [decodeMsg(msgOf(e)).events[0].service for e in events.encoded] == ["one", "two"]
