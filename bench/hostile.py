@@ -13,7 +13,7 @@ events and waits for each ack.  Prints one line per case:
 - worst_ack_ms: the longest the good client waited for an ack;
 - peak_rss_mb: the agent's peak resident memory, sampled every 0.1 s;
 - refusals: what the agent counted for the case in ``/stats``
-  (``repaired``, ``too_many_events``, ``oversized``, ``held``,
+  (``repaired``, ``too_many_events``, ``too_large``, ``held``,
   ``refused_connections``, ``idle_closed``; 0 for the pattern case).
 
 Each figure is the median of ``--runs`` runs.
