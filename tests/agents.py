@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from localservers import freePort
 from treq.client import HTTPClient
 from twisted.internet import error, protocol
 from twisted.internet.defer import Deferred, DeferredList
@@ -50,13 +51,6 @@ def waitFor(
 ) -> Deferred[Any]:
     """Poll ``check`` on the real reactor until it is true, for at most ``timeout`` s."""
     return testing.waitFor(reactor, check, what, timeout, interval=0.05)
-
-
-def freePort(kind: int = socket.SOCK_STREAM) -> int:
-    """A port on 127.0.0.1 free right now, for TCP or (``SOCK_DGRAM``) UDP."""
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # -- the sink: a Riemann server that counts events by service ---------------------------

@@ -7,12 +7,11 @@ starts nginx on a free port of 127.0.0.1 and returns once it listens.
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+from localservers import debianBinary, freePort
 
 NGINX = "/usr/sbin/nginx"
 
@@ -53,20 +52,7 @@ class Nginx:
 
 def findNginx() -> str | None:
     """The nginx binary; installed with apt-get first when running as root."""
-    if os.path.exists(NGINX):
-        return NGINX
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "install", "-y", "-qq", "nginx"], check=True, env=env)
-        return NGINX if os.path.exists(NGINX) else None
-    return None
-
-
-def freePort() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    return debianBinary(NGINX, "nginx")
 
 
 def startNginx(binary: str, root: Path) -> Nginx:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import getpass
 import os
-import shutil
-import socket
 import subprocess
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+
+from localservers import debianBinary, freePort
 
 SSHD_BINARY = "/usr/sbin/sshd"
 
@@ -80,20 +80,7 @@ class SSHD:
 
 def findSSHD() -> str | None:
     """The sshd binary; installed with apt-get first when running as root."""
-    if os.path.exists(SSHD_BINARY):
-        return SSHD_BINARY
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "install", "-y", "-qq", "openssh-server"], check=True, env=env)
-        return SSHD_BINARY if os.path.exists(SSHD_BINARY) else None
-    return None
-
-
-def freePort() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    return debianBinary(SSHD_BINARY, "openssh-server")
 
 
 def keygen(path: Path) -> None:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import socket
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest_twisted
 import treq
+from localservers import freePort
 from test_e2e import BIN, spawn, waitFor
 
 RECORDER = '''\
@@ -91,12 +91,6 @@ class Beacon(BackgroundPlugin):
 
 plugin = Beacon
 '''
-
-
-def freePort() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def recorded(path: Path) -> list[list[str]]:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import shutil
-import socket
 from pathlib import Path
 from typing import Any
 
 import pytest_twisted
 import treq
+from localservers import freePort
 from test_e2e import spawn
 from test_web import Agent
 from twisted.internet.task import deferLater
@@ -17,12 +17,6 @@ from twisted.web.client import HTTPConnectionPool
 from duct import testing
 
 DEADLINE = 60.0  # seconds Prometheus may take to start and scrape
-
-
-def freePort() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def prometheusConfig(path: Path, target: str, token: str) -> Path:
