@@ -517,7 +517,7 @@ def test_maxrate_paces_sending_on_the_clock() -> None:
 
 @pytest.mark.parametrize("allow", [False, True])
 def test_nan_metrics_are_invalid_unless_allowed(allow: bool) -> None:
-    output, reactor = clockOutput(allow_nan=allow, flush_interval=0)
+    output, reactor = clockOutput(allow_non_finite=allow, flush_interval=0)
     server = FakeConnection(reactor)
     events = makeEvents(3)
     events[0].metric = math.nan
