@@ -78,5 +78,11 @@ TOOLBOX_OPTIONS = {
 BLUEPRINT_OPTIONS = {
     "toolbox": Option("toolbox", "strings", REQUIRED, "the toolbox or toolboxes to apply"),
     "defaults": Option("defaults", "mapping", {}, "values over the toolbox's defaults"),
-    "sets": Option("sets", "any", [], "mappings of equal-length lists to expand over"),
+    "sets": Option(
+        "sets",
+        "any",
+        [],
+        "a mapping of lists, expanded to every combination; or a list of mappings of"
+        " equal-length lists, each zipped, several multiplying",
+    ),
 }
