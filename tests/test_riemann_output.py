@@ -535,6 +535,24 @@ def test_nan_metrics_are_invalid_unless_allowed(allow: bool) -> None:
     stopClocked(output, server)
 
 
+@pytest.mark.parametrize("allow", [False, True])
+def test_allow_nan_is_the_originals_switch_for_events_without_a_metric(allow: bool) -> None:
+    output, reactor = clockOutput(allow_nan=allow, flush_interval=0)
+    server = FakeConnection(reactor)
+    events = makeEvents(3)
+    events[1].metric = None
+    output.eventsReceived(events)
+    sent = [event for msg in server.msgs() for event in msg.events]
+    server.reply()
+    if allow:
+        assert [e.service for e in sent] == ["0", "1", "2"]
+        assert not sent[1].HasField("metric_d") and not sent[1].HasField("metric_f")
+    else:
+        assert [e.service for e in sent] == ["0", "2"]
+        assert output.buffer.drops["invalid"] == 1
+    stopClocked(output, server)
+
+
 def test_flush_sends_a_partial_batch_and_waits_for_the_ack() -> None:
     output, reactor = clockOutput(flush_interval=5.0)
     server = FakeConnection(reactor)
