@@ -228,3 +228,31 @@ def test_check_binds_and_releases_free_listener_ports(tmp_path: Path) -> None:
     result = check(write(tmp_path / "duct.yml", config))
     assert result.returncode == 0, result.stderr
     assert "cannot listen" not in result.stderr
+
+
+def test_check_prints_a_note_and_a_warning_for_an_original_config(tmp_path: Path) -> None:
+    path = tmp_path / "duct.yml"
+    path.write_text(
+        textwrap.dedent(
+            f"""\
+            include_path: {tmp_path / "conf.d"}
+            outputs:
+              - output: duct.outputs.riemann.RiemannTCP
+                server: 127.0.0.1
+                interval: 1.0
+            sources:
+              - service: relay
+                source: duct.sources.riemann.RiemannTCP
+                port: 5555
+            """
+        )
+    )
+    result = check(path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    [warning] = [line for line in lines if line.startswith("warning: ")]
+    assert "conf.d does not exist" in warning
+    [note] = [line for line in lines if line.startswith("note: ")]
+    assert "sources[0] (service: relay)" in note and "127.0.0.1 only" in note
+    assert "relay: duct.sources.riemann.RiemannTCP" in result.stdout
+    assert result.stdout.rstrip().endswith("web: none (no web: key, no port opened)")
