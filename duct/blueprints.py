@@ -1,10 +1,20 @@
 """Toolboxes and blueprints: sources written once and stamped out over lists of values.
 
 A toolbox names a set of sources and their defaults; a blueprint applies
-one or more toolboxes over ``sets``, mappings of equal-length lists that
-are zipped, several sets multiplying.  `Blueprints` turns them into
+one or more toolboxes over ``sets``.  `Blueprints` turns them into
 ``(label, source config)`` pairs and reports problems through the
-loader's callbacks.
+loader's callbacks.  Two forms are read:
+
+- the original duct's: ``toolbox`` is a mapping of names to ``{defaults,
+  sources}`` and a blueprint's ``sets`` is one mapping of keys to lists,
+  expanded to the cartesian product across keys (``{a: [1, 2], b: [x,
+  y]}`` makes four sources).  As in the original, a toolbox's defaults
+  override the keys its sources set themselves, the blueprint's defaults
+  override both, and the set's values override everything;
+- a list form: ``toolbox`` is a list of mappings, each starting a toolbox
+  with ``name``, and ``sets`` is a list of mappings of equal-length lists,
+  each zipped, several sets multiplying.  There a source's own keys
+  override the defaults.
 """
 
 from __future__ import annotations
@@ -28,6 +38,8 @@ class Blueprints:
         self.path = path
         self.check = check
         self.problem = problem
+        self.original: set[str] = set()
+        """Toolboxes written in the original's mapping form (see the module)."""
 
     def toolboxes(self, raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
         """Toolboxes by name, from a mapping, a list of mappings, or duct's one-key list form."""
@@ -37,6 +49,7 @@ class Blueprints:
         boxes: dict[str, Any] = {}
         if isinstance(value, Mapping):
             boxes, value = {str(k): v for k, v in value.items()}, []
+            self.original = set(boxes)
         current: dict[str, Any] | None = None
         for entry in value if isinstance(value, list) else [value]:
             if not isinstance(entry, Mapping):
@@ -71,8 +84,11 @@ class Blueprints:
                 box = boxes[name]
                 for number, variant in enumerate(variants):
                     for source in box.get("sources") or []:
-                        config = {**box.get("defaults", {}), **blueprint["defaults"]}
-                        config.update(source if isinstance(source, Mapping) else {})
+                        own = dict(source) if isinstance(source, Mapping) else {}
+                        if name in self.original:  # the toolbox's defaults win, as there
+                            config = {**own, **box.get("defaults", {}), **blueprint["defaults"]}
+                        else:
+                            config = {**box.get("defaults", {}), **blueprint["defaults"], **own}
                         config.update(variant)
                         service = config.get("service")
                         tag = f"{label} ({name} #{number}, service: {service})"
@@ -80,7 +96,9 @@ class Blueprints:
         return items
 
     def permutations(self, sets: Any, label: str) -> list[dict[str, Any]]:
-        """Each set zips its lists; several sets multiply."""
+        """One mapping: the product across its keys; a list of them: each zips, they multiply."""
+        if isinstance(sets, Mapping):
+            return self.product(sets, label)
         groups: list[list[dict[str, Any]]] = []
         for number, entry in enumerate(sets if isinstance(sets, list) else [sets]):
             if not isinstance(entry, Mapping) or not all(
@@ -102,4 +120,15 @@ class Blueprints:
         return [
             {k: v for part in combination for k, v in part.items()}
             for combination in itertools.product(*groups)
+        ]
+
+    def product(self, sets: Mapping[str, Any], label: str) -> list[dict[str, Any]]:
+        """The original's ``sets``: every combination of one value from each key's list."""
+        bad = [key for key, values in sets.items() if not isinstance(values, list)]
+        if bad:
+            self.problem(self.path, label, f"sets.{bad[0]}", "expected a list of values")
+            return []
+        keys = list(sets)
+        return [
+            dict(zip(keys, values, strict=True)) for values in itertools.product(*sets.values())
         ]

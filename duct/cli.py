@@ -50,6 +50,8 @@ def check(args: argparse.Namespace) -> int:
         return 1
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    for note in config.notes:
+        print(f"note: {note}", file=sys.stderr)
     print(f"{args.config}: valid")
     print("outputs:")
     for item in config.outputs:
@@ -67,7 +69,8 @@ def check(args: argparse.Namespace) -> int:
     ]
     for item in config.sources:
         cfg = item.config
-        routes = ", ".join(cfg.get("route") or names) or "(no outputs)"
+        route = cfg.get("route") or ["*"]
+        routes = ", ".join(names if "*" in route else route) or "(no outputs)"
         print(f"  {cfg['service']}: {cfg['source']} every {cfg['interval']}s -> {routes}")
     if config.plugins:
         from duct.pluginload import summary

@@ -16,6 +16,7 @@ from typing import Any
 
 from duct.blueprints import Blueprints
 from duct.buffers import bufferDirectory, checkBufferSettings, directoryProblem
+from duct.compat import addImportPath, compatNotes, inheritDebug, resolveRoute, unnamedOutputs
 from duct.defaults import STATE_DIR
 from duct.errors import ConfigurationError, Problem
 from duct.graphs import checkGraphs
@@ -38,6 +39,8 @@ class Item:
     label: str
     config: Any
     cls: type | None = None
+    unnamed: bool = False
+    """An output configured without a ``name``: where sources without a route go."""
 
 
 @dataclass
@@ -50,6 +53,9 @@ class Config:
     outputs: list[Item]
     warnings: list[str] = field(default_factory=list)
     plugins: list[Item] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """Where this configuration, written for the original duct, means
+    something else here (see `duct.compat`); ``duct check`` prints them."""
 
     def __getitem__(self, key: str) -> Any:
         return self.settings[key]
@@ -101,20 +107,36 @@ class ConfigFile:
             compat: dict[str, Any] = {"output": f"duct.outputs.riemann.Riemann{proto}"}
             compat.update(server=settings["server"], port=settings["port"])
             outputs.append(Item(self.path, "server", compat))
+        addImportPath(settings.get("base_path"))
+        for item in outputs:
+            inheritDebug(item, settings)
         outputNames = self._outputs(outputs, settings.get("state_dir") or STATE_DIR)
+        unnamed = unnamedOutputs(outputs)
         if settings.get("web") is not None:
             settings["web"] = self._web(settings["web"])
         if settings.get("self_events"):
             sources.append(self._selfEvents(settings, outputNames))
         for item in sources:
+            if isinstance(item.config, Mapping):
+                addImportPath(item.config.get("path"), item.file)
+                inheritDebug(item, settings)
             self._source(item, settings, outputNames)
+            if item.cls is not None:
+                resolveRoute(item, settings.get("default_route"), unnamed)
+        for route in settings.get("default_route") or []:
+            if route != "*" and route not in outputNames:
+                known = ", ".join(sorted(outputNames)) or "none are configured"
+                self._problem(
+                    self.path, None, "default_route", f"no output is named {route!r} ({known})"
+                )
         from duct.pluginload import checkPlugins  # it imports this module
 
         plugins, problems = checkPlugins(settings["plugins"], settings["plugin_path"], self.path)
         self.problems += problems
         if self.problems:
             raise ConfigurationError(self.problems)
-        return Config(self.path, settings, sources, outputs, self.warnings, plugins)
+        notes = compatNotes(sources, outputs)
+        return Config(self.path, settings, sources, outputs, self.warnings, plugins, notes)
 
     # -- reading -----------------------------------------------------------------
 
@@ -188,8 +210,10 @@ class ConfigFile:
                 ]
             elif os.path.lexists(full):  # read only if a regular file: duct.yamlfile
                 found.append(full)
-            else:
-                self._problem(path, None, key, f"{target} is neither a file nor a directory")
+            else:  # the original duct logs it and goes on; so does duct, and check warns
+                self.warnings.append(
+                    f"{path}: {key}: {target} does not exist; nothing is included from it"
+                )
         return found
 
     # -- checking ----------------------------------------------------------------
@@ -257,7 +281,15 @@ class ConfigFile:
             if cls is None:
                 continue
             self._configure(item, cls, Output)
-            name = item.config.get("name") or cls.__name__
+            name = item.config.get("name")
+            if not name:  # unnamed, as the original allows several of: number the others
+                item.unnamed = True
+                name, number = cls.__name__, 1
+                while name in names:
+                    number += 1
+                    name = f"{cls.__name__}-{number}"
+                if number > 1:
+                    item.config["name"] = name
             try:
                 buffer = checkBufferSettings(item.config)
             except ValueError as e:
@@ -294,7 +326,7 @@ class ConfigFile:
             except TriggerError as e:
                 self._problem(item.file, item.label, key, str(e))
         for route in item.config.get("route") or []:
-            if route not in outputNames:
+            if route != "*" and route not in outputNames:
                 known = ", ".join(sorted(outputNames)) or "none are configured"
                 self._problem(
                     item.file, item.label, "route", f"no output is named {route!r} ({known})"
@@ -327,7 +359,7 @@ class ConfigFile:
             "source": SELF_STATS_SOURCE,
             "service": "duct",
             "interval": settings["self_interval"],
-            "route": [name for name in route if name in outputNames] or None,
+            "route": [name for name in route if name in outputNames] or ["*"],
         }
         return Item(self.path, "self_events", config)
 

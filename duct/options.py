@@ -48,6 +48,15 @@ def _boolean(value: Any) -> bool:
     return value
 
 
+def _flag(value: Any) -> bool:
+    """True or false, or a number as the original duct read ``debug`` (0 is false)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return bool(value)
+    raise OptionError(f"expected true or false, got {value!r}")
+
+
 def _mapping(value: Any) -> dict:
     if not isinstance(value, Mapping):
         raise OptionError(f"expected a mapping, got {value!r}")
@@ -99,6 +108,7 @@ KINDS: dict[str, Callable[[Any], Any]] = {
     "integer": _integer,
     "string": _string,
     "boolean": _boolean,
+    "flag": _flag,
     "mapping": _mapping,
     "list": _list,
     "strings": _strings,
@@ -119,6 +129,15 @@ class Option:
     :param minimum: the smallest number allowed, if any.
     :param above: a number the value must exceed, if any (an exclusive
         minimum: ``above=0`` for a rate that must be positive).
+    :param alias_of: the option this one is another name for (the original
+        duct's name for it, say).  A value given under the alias is checked
+        as the alias declares, passed through ``convert`` if there is one,
+        checked again as the target declares, and set under the target's
+        name.  Giving both, with different values, is a problem.
+    :param convert: ``convert(value, config)`` for an alias whose meaning
+        needs translating: the target's value, or None to leave the target
+        as it is.  ``config`` is the checked configuration (other aliases
+        included, so that two aliases can make one value together).
     """
 
     name: str
@@ -128,6 +147,8 @@ class Option:
     choices: tuple[Any, ...] | None = None
     minimum: float | None = None
     above: float | None = None
+    alias_of: str | None = None
+    convert: Callable[[Any, Mapping[str, Any]], Any] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -156,6 +177,40 @@ class Option:
         default = "required" if self.required else repr(self.default)
         choices = f" (one of: {', '.join(map(str, self.choices))})" if self.choices else ""
         return f"{self.name} ({self.kind}, default {default}){choices}: {self.doc}"
+
+
+def applyAliases(
+    options: Mapping[str, Option], given: Mapping[str, Any], result: dict[str, Any]
+) -> list[tuple[str, str]]:
+    """Set in ``result`` each option that an alias in it names; ``(key, message)`` problems.
+
+    ``given`` is the configuration as written: a target given there with
+    another value than its alias makes is a conflict, and keeps its value.
+    """
+    problems: list[tuple[str, str]] = []
+    for name, option in options.items():
+        if option.alias_of is None or result.get(name) is None:
+            continue
+        target = options.get(option.alias_of)
+        if target is None:
+            raise ValueError(f"{name!r} is an alias of {option.alias_of!r}, which is not declared")
+        try:
+            value = result[name]
+            if option.convert is not None:
+                value = option.convert(value, result)
+            if value is None:
+                continue
+            value = target.check(value)
+        except (OptionError, TypeError, ValueError) as e:
+            problems.append((name, f"as {target.name}: {e}"))
+            continue
+        if given.get(target.name) is not None and result.get(target.name) != value:
+            problems.append(
+                (name, f"is another name for {target.name}, which is set too: give only one")
+            )
+            continue
+        result[target.name] = value
+    return problems
 
 
 def declaredOptions(cls: type) -> dict[str, Option]:
@@ -194,6 +249,7 @@ def withDefaults(cls: type, config: Mapping[str, Any]) -> dict[str, Any]:
             filled[name] = option.check(value)
         except OptionError:
             pass
+    applyAliases(options, config, filled)
     return filled
 
 
@@ -248,4 +304,6 @@ def validate(
                 problems.append((name, "missing required key"))
         else:
             result[name] = copy.deepcopy(option.default)
+    if not problems:
+        problems += applyAliases(options, config, result)
     return result, problems

@@ -91,7 +91,7 @@ class Output(Writer):
             "seconds events may wait with nothing delivered before /health says stalled (0: never)",
             minimum=0,
         ),
-        Option("debug", "boolean", False, "log each batch written"),
+        Option("debug", "flag", False, "log each batch written"),
         Option(
             "buffer",
             "mapping",

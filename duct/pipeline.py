@@ -52,13 +52,15 @@ class Pipeline:
     def register(self, source: Source, lenient: bool = False) -> Route:
         """Compute ``source``'s route from its config and the current outputs.
 
+        No route, or ``"*"`` among its names, is every output (the loader
+        gives a source without a route its default, `duct.compat.resolveRoute`).
         An unknown output name raises KeyError, unless ``lenient``: then it
         is left out (a source stopping while its output was removed).
         """
         names = source.config.get("route")
         if isinstance(names, str):
             names = [names]
-        if not names:
+        if not names or "*" in names:
             outputs = list(self.outputs.values())
         elif lenient:
             outputs = [self.outputs[n] for n in names if n in self.outputs]

@@ -21,6 +21,7 @@ BUILTIN_SOURCES = (
     "duct.sources.riemann.RiemannTCP",
     "duct.sources.riemann.RiemannUDP",
     "duct.sources.selfstats.SelfStats",
+    "duct.sources.Duct",
 )
 
 BUILTIN_OUTPUTS = (

@@ -19,7 +19,19 @@ GLOBAL_OPTIONS: dict[str, Option] = {
         Option("stagger", "number", 0.2, "seconds between the starts of sources", minimum=0),
         Option("shutdown_timeout", "number", 10.0, "seconds outputs may drain at stop", minimum=0),
         Option("state_dir", "string", STATE_DIR, "directory for persistent state"),
-        Option("debug", "boolean", False, "log debug detail"),
+        Option("debug", "flag", False, "log debug detail; every source's and output's default"),
+        Option(
+            "default_route",
+            "strings",
+            None,
+            "output name(s) for sources without a route (default: the outputs without a name)",
+        ),
+        Option(
+            "base_path",
+            "string",
+            "/var/lib/duct",
+            "directory added to Python's path, if it exists, for source and output classes",
+        ),
         Option("include", "strings", None, "files or directories of further configuration"),
         Option("include_path", "strings", None, "the same as include (the original name)"),
         Option("sources", "list", [], "the sources to run"),
@@ -66,5 +78,11 @@ TOOLBOX_OPTIONS = {
 BLUEPRINT_OPTIONS = {
     "toolbox": Option("toolbox", "strings", REQUIRED, "the toolbox or toolboxes to apply"),
     "defaults": Option("defaults", "mapping", {}, "values over the toolbox's defaults"),
-    "sets": Option("sets", "any", [], "mappings of equal-length lists to expand over"),
+    "sets": Option(
+        "sets",
+        "any",
+        [],
+        "a mapping of lists, expanded to every combination; or a list of mappings of"
+        " equal-length lists, each zipped, several multiplying",
+    ),
 }

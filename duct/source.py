@@ -75,12 +75,24 @@ class Source:
         Option("tags", "strings", [], "tags for every event: a list or a comma-separated string"),
         Option("attributes", "mapping", None, "attributes (key: value) for every event"),
         Option("hostname", "string", None, "host of every event (default: this machine)"),
-        Option("route", "strings", None, "output name(s) to send to (default: every output)"),
+        Option(
+            "route",
+            "strings",
+            None,
+            'output name(s) to send to, "*" for all (default: default_route, else the outputs'
+            " without a name, else all)",
+        ),
         Option("critical", "mapping", None, 'service regex to rule, e.g. {cpu: "> 0.9"}'),
         Option("warning", "mapping", None, 'service regex to rule, e.g. {cpu: "> 0.8"}'),
         Option("start_delay", "number", None, "seconds to wait before the first poll", minimum=0),
         Option("watchdog", "boolean", False, "recreate the source after 10 silent intervals"),
-        Option("debug", "boolean", False, "log every event this source emits"),
+        Option("debug", "flag", False, "log every event this source emits"),
+        Option(
+            "path",
+            "string",
+            None,
+            "directory added to Python's path before the source class is imported",
+        ),
         Option(
             "timeout",
             "number",

@@ -49,6 +49,8 @@ def makeService(options: Options) -> DuctService:
         config = ConfigFile(options["config"]).load()
         for warning in config.warnings:
             log.warn("{warning}", warning=warning)
+        for note in config.notes:
+            log.info("note: {note}", note=note)
         service = TwistdService(config, reactor)
     except ConfigurationError as e:
         raise SystemExit(f"duct: invalid configuration:\n{e}") from None

@@ -133,7 +133,8 @@ def test_check_on_a_valid_config_lists_what_would_run(tmp_path: Path) -> None:
     cpu = lineWith(out, "cpu: duct.sources.linux.basic.CPU")
     assert "every 5.0s" in cpu and cpu.endswith("-> blackhole")
     load = lineWith(out, "load: duct.sources.linux.basic.LoadAverage")
-    assert "every 10.0s" in load and load.endswith("-> Logger, blackhole")
+    # No route: the outputs without a name (here Logger), as the original routes.
+    assert "every 10.0s" in load and load.endswith("-> Logger")
     assert out.index(cpu) > sources and out.index(load) > sources
 
 
@@ -227,3 +228,31 @@ def test_check_binds_and_releases_free_listener_ports(tmp_path: Path) -> None:
     result = check(write(tmp_path / "duct.yml", config))
     assert result.returncode == 0, result.stderr
     assert "cannot listen" not in result.stderr
+
+
+def test_check_prints_a_note_and_a_warning_for_an_original_config(tmp_path: Path) -> None:
+    path = tmp_path / "duct.yml"
+    path.write_text(
+        textwrap.dedent(
+            f"""\
+            include_path: {tmp_path / "conf.d"}
+            outputs:
+              - output: duct.outputs.riemann.RiemannTCP
+                server: 127.0.0.1
+                interval: 1.0
+            sources:
+              - service: relay
+                source: duct.sources.riemann.RiemannTCP
+                port: 5555
+            """
+        )
+    )
+    result = check(path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    [warning] = [line for line in lines if line.startswith("warning: ")]
+    assert "conf.d does not exist" in warning
+    [note] = [line for line in lines if line.startswith("note: ")]
+    assert "sources[0] (service: relay)" in note and "127.0.0.1 only" in note
+    assert "relay: duct.sources.riemann.RiemannTCP" in result.stdout
+    assert result.stdout.rstrip().endswith("web: none (no web: key, no port opened)")

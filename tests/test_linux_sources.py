@@ -44,6 +44,13 @@ def cpuTimes(**values: float) -> Any:
     return CpuTimes(**{field: float(values.get(field, 0.0)) for field in CPU_FIELDS})
 
 
+def cpuSequence(*totals: Any, cores: list[list[Any]] | None = None) -> Callable[..., Any]:
+    """A stand-in for ``psutil.cpu_times``: ``totals`` in turn, and ``cores`` with percpu."""
+    machine: Iterator[Any] = iter(totals)
+    perCore: Iterator[list[Any]] = iter(cores or [[] for _ in totals])
+    return lambda percpu=False: next(perCore) if percpu else next(machine)
+
+
 def pollNow(harness: SourceHarness) -> list[Event]:
     """Poll once; these sources are synchronous, so the result is there at once."""
     results: list[list[Event]] = []
@@ -106,11 +113,18 @@ def test_cpu_real() -> None:
     # keep polling (no sleeping) until one does.
     deadline = time.monotonic() + 10
     events: list[Event] = []
-    while not events and time.monotonic() < deadline:
+    # A core may tick while the machine-wide total does not: poll until it does.
+    while not any(e.service == "cpu" for e in events) and time.monotonic() < deadline:
         events = pollNow(harness)
     found = metrics(events)
     fields = psutil.cpu_times()._fields
-    assert set(found) == {"cpu"} | {f"cpu.{field}" for field in fields}
+    prefixes = ["cpu"] + [f"cpu.core{n}" for n in range(len(psutil.cpu_times(percpu=True)))]
+    machine = {"cpu"} | {f"cpu.{field}" for field in fields}
+    assert machine <= set(found)
+    # A core whose clock did not tick between the polls is left out.
+    assert set(found) <= {
+        p for prefix in prefixes for p in [prefix, *(f"{prefix}.{f}" for f in fields)]
+    }
     for service, value in found.items():
         assert value is not None and 0.0 <= value <= 1.0, service
     assert events[0].service == "cpu"
@@ -167,14 +181,17 @@ def test_diskfree_real() -> None:
     harness = SourceHarness(DiskFree, {"service": "disk", "interval": 1})
     events = pollNow(harness)
     found = byService(events)
-    assert len(events) % 3 == 0
+    assert len(events) % 4 == 0
     devices = [
-        e.service[len("disk.") :] for e in events if not e.service.endswith((".bytes", ".free"))
+        e.service[len("disk.") :]
+        for e in events
+        if not e.service.endswith((".bytes", ".free", ".used"))
     ]
-    assert len(devices) * 3 == len(events)
+    assert len(devices) * 4 == len(events)
     for device in devices:
         percent = found[f"disk.{device}"].metric
         assert percent is not None and 0 <= percent <= 100
+        assert found[f"disk.{device}.used"].metric == percent  # the original's name
         assert (found[f"disk.{device}.bytes"].metric or 0) >= 0
         assert (found[f"disk.{device}.free"].metric or 0) >= 0
     expected = set()
@@ -208,7 +225,7 @@ def test_cpu_fractions(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
         psutil,
         "cpu_times",
-        sequence(
+        cpuSequence(
             cpuTimes(user=10, system=5, idle=80, iowait=5),
             cpuTimes(user=30, system=15, idle=140, iowait=15),
         ),
@@ -236,12 +253,38 @@ def test_cpu_fractions(monkeypatch: pytest.MonkeyPatch) -> None:
     assert [e.service for e in events[1:]] == [f"cpu.{field}" for field in CPU_FIELDS]
 
 
+def test_cpu_per_core_services_are_the_originals(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(
+        psutil,
+        "cpu_times",
+        cpuSequence(
+            cpuTimes(idle=200),
+            cpuTimes(user=50, idle=350),
+            cores=[
+                [cpuTimes(idle=100), cpuTimes(idle=100)],
+                [cpuTimes(user=50, idle=150), cpuTimes(idle=200)],
+            ],
+        ),
+    )
+    harness = SourceHarness(CPU, {"service": "cpu", "interval": 1})
+    assert pollNow(harness) == []
+    found = metrics(pollNow(harness))
+    assert found["cpu"] == pytest.approx(0.25)
+    assert found["cpu.core0"] == pytest.approx(0.5)
+    assert found["cpu.core0.user"] == pytest.approx(0.5)
+    assert found["cpu.core1"] == pytest.approx(0.0)
+    assert found["cpu.core1.idle"] == pytest.approx(1.0)
+    assert {s for s in found if s.startswith("cpu.core0.")} == {
+        f"cpu.core0.{field}" for field in CPU_FIELDS
+    }
+
+
 def test_cpu_guest_time_is_not_counted_twice(monkeypatch: pytest.MonkeyPatch) -> None:
     # The kernel counts guest time inside user time already.
     monkeypatch.setattr(
         psutil,
         "cpu_times",
-        sequence(cpuTimes(), cpuTimes(user=50, idle=50, guest=25)),
+        cpuSequence(cpuTimes(), cpuTimes(user=50, idle=50, guest=25)),
     )
     harness = SourceHarness(CPU, {"service": "cpu", "interval": 1})
     pollNow(harness)
@@ -253,7 +296,7 @@ def test_cpu_guest_time_is_not_counted_twice(monkeypatch: pytest.MonkeyPatch) ->
 
 def test_cpu_no_time_passed_emits_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     same = cpuTimes(user=10, idle=90)
-    monkeypatch.setattr(psutil, "cpu_times", sequence(same, same))
+    monkeypatch.setattr(psutil, "cpu_times", cpuSequence(same, same))
     harness = SourceHarness(CPU, {"service": "cpu", "interval": 1})
     assert pollNow(harness) == []
     assert pollNow(harness) == []
@@ -264,7 +307,7 @@ def test_cpu_polls_on_its_interval(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
         psutil,
         "cpu_times",
-        sequence(cpuTimes(idle=100), cpuTimes(user=10, idle=190), cpuTimes(user=10, idle=290)),
+        cpuSequence(cpuTimes(idle=100), cpuTimes(user=10, idle=190), cpuTimes(user=10, idle=290)),
     )
     harness = SourceHarness(CPU, {"service": "cpu", "interval": 5})
     harness.start()
@@ -412,9 +455,11 @@ def test_diskfree_values_and_skips(monkeypatch: pytest.MonkeyPatch) -> None:
         "disk./dev/sda1": 40.0,
         "disk./dev/sda1.bytes": 40,
         "disk./dev/sda1.free": 60,
+        "disk./dev/sda1.used": 40.0,
         "disk./dev/sdc1": 75.0,
         "disk./dev/sdc1.bytes": 300,
         "disk./dev/sdc1.free": 100,
+        "disk./dev/sdc1.used": 75.0,
     }
     assert calls == [{"all": False}]
     assert harness.source.unreadable == 1
@@ -429,6 +474,7 @@ def test_diskfree_disks_filter(monkeypatch: pytest.MonkeyPatch) -> None:
         "disk./dev/sdc1",
         "disk./dev/sdc1.bytes",
         "disk./dev/sdc1.free",
+        "disk./dev/sdc1.used",
     }
     harness = SourceHarness(
         DiskFree, {"service": "disk", "interval": 1, "disks": ["/dev/sda1", "/dev/sdz9"]}
@@ -437,6 +483,7 @@ def test_diskfree_disks_filter(monkeypatch: pytest.MonkeyPatch) -> None:
         "disk./dev/sda1",
         "disk./dev/sda1.bytes",
         "disk./dev/sda1.free",
+        "disk./dev/sda1.used",
     }
 
 

@@ -35,6 +35,16 @@ def test_an_older_kernel_has_fewer_cpu_columns_and_no_cpu_line_is_an_error() -> 
         procfs.cpuTimes("intr 0\n")
 
 
+def test_cpu_lines_are_the_machine_and_each_core() -> None:
+    lines = procfs.cpuLines(captured("stat"))
+    cores = [name for name in lines if name != "cpu"]
+    assert lines["cpu"] == procfs.cpuTimes(captured("stat"))
+    assert cores == [f"cpu{n}" for n in range(len(cores))] and cores
+    assert all(list(times) == list(procfs.CPU_FIELDS) for times in lines.values())
+    with pytest.raises(ValueError, match="no cpu line"):
+        procfs.cpuLines("cpu0 1 2 3 4\n")
+
+
 def test_memory_is_total_and_available_in_bytes() -> None:
     total, available = procfs.memory(captured("meminfo"))
     assert (total, available) == (24731184 * 1024, 24246192 * 1024)

@@ -517,7 +517,7 @@ def test_maxrate_paces_sending_on_the_clock() -> None:
 
 @pytest.mark.parametrize("allow", [False, True])
 def test_nan_metrics_are_invalid_unless_allowed(allow: bool) -> None:
-    output, reactor = clockOutput(allow_nan=allow, flush_interval=0)
+    output, reactor = clockOutput(allow_non_finite=allow, flush_interval=0)
     server = FakeConnection(reactor)
     events = makeEvents(3)
     events[0].metric = math.nan
@@ -532,6 +532,24 @@ def test_nan_metrics_are_invalid_unless_allowed(allow: bool) -> None:
     else:
         assert [e.service for e in sent] == ["2"]
         assert output.buffer.drops["invalid"] == 2
+    stopClocked(output, server)
+
+
+@pytest.mark.parametrize("allow", [False, True])
+def test_allow_nan_is_the_originals_switch_for_events_without_a_metric(allow: bool) -> None:
+    output, reactor = clockOutput(allow_nan=allow, flush_interval=0)
+    server = FakeConnection(reactor)
+    events = makeEvents(3)
+    events[1].metric = None
+    output.eventsReceived(events)
+    sent = [event for msg in server.msgs() for event in msg.events]
+    server.reply()
+    if allow:
+        assert [e.service for e in sent] == ["0", "1", "2"]
+        assert not sent[1].HasField("metric_d") and not sent[1].HasField("metric_f")
+    else:
+        assert [e.service for e in sent] == ["0", "2"]
+        assert output.buffer.drops["invalid"] == 1
     stopClocked(output, server)
 
 

@@ -91,7 +91,8 @@ def test_self_events_add_a_self_stats_source(tmp_path: Path) -> None:
 
     _, config = load(tmp_path, f"self_events: true\noutputs:\n{OUTPUT}")
     (item,) = config.sources
-    assert item.config["interval"] == 10.0 and item.config["route"] is None
+    # Without self_route: every output, named or not.
+    assert item.config["interval"] == 10.0 and item.config["route"] == ["*"]
 
 
 def test_self_stats_can_be_listed_as_a_source_and_takes_no_extra_keys(tmp_path: Path) -> None:

@@ -28,7 +28,9 @@ class JSONLines(Output):
     may lose the last batches.
     """
 
-    options = (Option("path", "string", "-", 'file to append to; "-" writes to stdout'),)
+    options: tuple[Option, ...] = (
+        Option("path", "string", "-", 'file to append to; "-" writes to stdout'),
+    )
 
     def __init__(self, config: dict[str, Any], duct: Any) -> None:
         super().__init__(config, duct)

@@ -64,8 +64,17 @@ class RiemannTCP(Output):
     replaces `server`, `port` and the TLS options.  With `expire` (and a
     memory buffer), events whose time plus ttl has passed are dropped rather
     than sent (counted as `expired`).  NaN and infinite metrics are dropped
-    (counted as `invalid`) unless `allow_nan`; events relayed encoded are
-    not checked.
+    (counted as `invalid`) unless `allow_non_finite`; events relayed encoded are
+    not checked.  With `allow_nan: false`, events that have no metric at
+    all are dropped too (counted as `invalid`).
+
+    The original duct's names are taken: `interval` is `flush_interval`
+    (seconds between sends), `pressure` caps the Msgs awaiting their ack
+    (`max_in_flight` is `pressure + 1`; -1, no limit, keeps
+    `max_in_flight`), `failover: true` with a list in `server` is what
+    a list always does here, and `maxrate: 0` is no limit.  The original
+    had no `allow_non_finite`: its `allow_nan` was about events with no
+    metric, and so it is here.
     """
 
     acceptsEncoded = True
@@ -98,8 +107,45 @@ class RiemannTCP(Output):
             minimum=0.01,
         ),
         Option("expire", "boolean", False, "drop queued events older than their ttl"),
-        Option("allow_nan", "boolean", False, "send NaN and infinite metrics"),
-        Option("maxrate", "number", None, "most events sent a second (default: no limit)"),
+        Option(
+            "allow_nan",
+            "boolean",
+            True,
+            "send events that have no metric; false drops them (counted as invalid)",
+        ),
+        Option(
+            "allow_non_finite",
+            "boolean",
+            False,
+            "send NaN and infinite metrics (dropped and counted as invalid otherwise)",
+        ),
+        Option(
+            "maxrate", "number", None, "most events sent a second (0 or unset: no limit)", minimum=0
+        ),
+        Option(
+            "interval",
+            "number",
+            None,
+            "the original's name for flush_interval: seconds between sends",
+            minimum=0,
+            alias_of="flush_interval",
+        ),
+        Option(
+            "pressure",
+            "integer",
+            None,
+            "the original's cap on Msgs awaiting their ack: sets max_in_flight to pressure + 1"
+            " (-1: no cap, max_in_flight stays)",
+            minimum=-1,
+            alias_of="max_in_flight",
+            convert=lambda pressure, config: None if pressure < 0 else pressure + 1,
+        ),
+        Option(
+            "failover",
+            "boolean",
+            False,
+            "the original's switch for a list in server; a list is always tried in turn here",
+        ),
         Option("reconnect_initial", "number", 0.1, "seconds before reconnecting", minimum=0.01),
         Option("reconnect_max", "number", 3.0, "longest wait to reconnect", minimum=0.01),
     )
@@ -116,10 +162,11 @@ class RiemannTCP(Output):
         self.maxRetries: int = config["max_retries"]
         self.ackTimeout = float(config["ack_timeout"])
         self.expire: bool = config["expire"]
-        self.allowNaN: bool = config["allow_nan"]
+        self.allowMissing: bool = config["allow_nan"]
+        self.allowNaN: bool = config["allow_non_finite"]
         maxrate = config["maxrate"]
-        if maxrate is not None and maxrate <= 0:
-            raise ValueError(f"maxrate must be above 0, got {maxrate!r}")
+        if maxrate is not None and maxrate < 0:
+            raise ValueError(f"maxrate must be 0 (no limit) or more, got {maxrate!r}")
         if maxrate:
             self.bucket = TokenBucket(self.clock, maxrate, min(self.batchSize, int(maxrate)))
         initial = float(config["reconnect_initial"])
@@ -203,7 +250,7 @@ class RiemannTCP(Output):
             self.resumeWriting()
             return kept
         encoded, deadlines, invalid, failed, error = encodeForQueue(
-            events, self.allowNaN, self.expire, self.clock.seconds()
+            events, self.allowNaN, self.expire, self.clock.seconds(), self.allowMissing
         )
         if invalid:
             self.buffer.recordDrop("invalid", invalid)

@@ -30,6 +30,13 @@ def isNaNMetric(event: Event) -> bool:
     return isinstance(metric, float) and not math.isfinite(metric)
 
 
+def _invalid(event: Event, allowNaN: bool, allowMissing: bool) -> bool:
+    """Whether ``event`` is left out: a NaN or infinite metric, or none at all."""
+    if event.metric is None:
+        return not allowMissing
+    return not allowNaN and isNaNMetric(event)
+
+
 def _deadline(message: pb.Event, now: float) -> float:
     if not message.HasField("ttl"):
         return math.inf
@@ -48,7 +55,7 @@ class Queued(NamedTuple):
     encoded: list[bytes]
     deadlines: list[float] | None
     invalid: int
-    """`Event` objects left out for a NaN or infinite metric."""
+    """`Event` objects left out for their metric (NaN, infinite, or none)."""
     failed: list[int]
     """Indices of the `Event` objects that could not be encoded."""
     error: Exception | None
@@ -60,6 +67,7 @@ def encodeForQueue(
     allowNaN: bool = True,
     withDeadlines: bool = False,
     now: float = 0.0,
+    allowMissing: bool = True,
 ) -> Queued:
     """Encode events for a buffer: `Queued`.
 
@@ -67,7 +75,8 @@ def encodeForQueue(
     ttl only) when deadlines are asked for.  Their metrics are not checked
     for NaN: that would cost a decode per relayed event.  ``invalid`` counts
     the `Event` objects left out because their metric is NaN or infinite
-    and ``allowNaN`` is false, and ``failed`` lists those `encodeEvent`
+    and ``allowNaN`` is false, or because they have no metric and
+    ``allowMissing`` is false, and ``failed`` lists those `encodeEvent`
     refused (text that is not valid Unicode, a metric that is not a
     number): each is left out, never the whole list.
     """
@@ -87,18 +96,20 @@ def encodeForQueue(
     invalid = 0
     try:
         for event in events:
-            if not allowNaN and isNaNMetric(event):
+            if _invalid(event, allowNaN, allowMissing):
                 invalid += 1
                 continue
             out.append(encodeEvent(event))
             if kept is not None:
                 kept.append(event.time + event.ttl if event.ttl is not None else math.inf)
     except Exception:
-        return _encodeOneByOne(events, allowNaN, withDeadlines)
+        return _encodeOneByOne(events, allowNaN, withDeadlines, allowMissing)
     return Queued(out, kept, invalid, [], None)
 
 
-def _encodeOneByOne(events: Sequence[Event], allowNaN: bool, withDeadlines: bool) -> Queued:
+def _encodeOneByOne(
+    events: Sequence[Event], allowNaN: bool, withDeadlines: bool, allowMissing: bool
+) -> Queued:
     """`encodeForQueue` for a list where some event does not encode: find which."""
     out: list[bytes] = []
     kept: list[float] | None = [] if withDeadlines else None
@@ -106,7 +117,7 @@ def _encodeOneByOne(events: Sequence[Event], allowNaN: bool, withDeadlines: bool
     failed: list[int] = []
     error: Exception | None = None
     for index, event in enumerate(events):
-        if not allowNaN and isNaNMetric(event):
+        if _invalid(event, allowNaN, allowMissing):
             invalid += 1
             continue
         try:

@@ -83,6 +83,12 @@ QUERY_REFUSED = ack(
 REFUSED = ack(False, "internal error: the events were not accepted")
 
 
+def _listenString(port: int | None, interface: str | None) -> str:
+    """The ``listen`` endpoint for the original duct's ``port`` (and an ``interface``)."""
+    address = (interface or "127.0.0.1").replace(":", "\\:")  # an IPv6 address, escaped
+    return f"tcp:{5555 if port is None else port}:interface={address}"
+
+
 class _RiemannListener(Source):
     """What the TCP and UDP listeners share: decoding, counting, passing events on."""
 
@@ -299,7 +305,9 @@ class RiemannTCP(_RiemannListener):
 
     ``listen`` takes any Twisted server endpoint string, for example
     ``tcp:5555:interface=0.0.0.0`` or
-    ``ssl:5556:privateKey=key.pem:certKey=cert.pem``.  On stop, duct stops
+    ``ssl:5556:privateKey=key.pem:certKey=cert.pem``.  The original duct's
+    ``port`` is taken too: it listens on that port on 127.0.0.1, or on
+    ``interface`` if given (the original listened on every interface).  On stop, duct stops
     accepting connections and closes the open ones, each once the frames
     it had already read are acknowledged.
 
@@ -327,6 +335,23 @@ class RiemannTCP(_RiemannListener):
             "string",
             "tcp:5555:interface=127.0.0.1",
             "Twisted server endpoint, e.g. tcp:5555:interface=0.0.0.0 or ssl:5556:...",
+        ),
+        Option(
+            "port",
+            "integer",
+            None,
+            "the original's key: sets listen to tcp:PORT on interface (127.0.0.1 unless given)",
+            minimum=0,
+            alias_of="listen",
+            convert=lambda port, config: _listenString(port, config.get("interface")),
+        ),
+        Option(
+            "interface",
+            "string",
+            None,
+            "with port: the address to listen on (0.0.0.0 for every one); sets listen",
+            alias_of="listen",
+            convert=lambda interface, config: _listenString(config.get("port"), interface),
         ),
         Option(
             "max_frame",

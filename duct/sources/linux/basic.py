@@ -48,47 +48,80 @@ class CPU(SystemSource):
     - ``{service}``: busy fraction (0..1), all time but idle and iowait;
     - ``{service}.{field}``: the fraction of time spent in each field psutil
       reports (on Linux ``user``, ``nice``, ``system``, ``idle``, ``iowait``,
-      ``irq``, ``softirq``, ``steal``, ``guest``, ``guest_nice``).
+      ``irq``, ``softirq``, ``steal``, ``guest``, ``guest_nice``);
+    - ``{service}.core{N}`` and ``{service}.core{N}.{field}``: the same for
+      each core, numbered from 0 as the kernel does (``cpu0`` is ``core0``),
+      as the original duct names them.
 
     ``guest`` and ``guest_nice`` are already part of ``user`` and ``nice``,
     so they are left out of the total, as psutil's ``cpu_percent`` does.
+    Over SSH, the same come from the remote ``/proc/stat``.
     """
 
     options = ()
     # The fields add up to all of the time, but for guest time, counted twice.
-    graphs = {"*": "full-stack", "guest": "line", "guest_nice": "line"}
+    graphs = {
+        "*": "full-stack",
+        "guest": "line",
+        "guest_nice": "line",
+        "core*": "line",
+    }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._previous: dict[str, float] | None = None
+        self._previous: dict[str, dict[str, float]] | None = None
 
-    def localSample(self) -> dict[str, float]:
-        times = psutil.cpu_times()
-        return {field: getattr(times, field) for field in times._fields}
+    def localSample(self) -> dict[str, dict[str, float]]:
+        sample = {"": _times(psutil.cpu_times())}
+        for number, times in enumerate(psutil.cpu_times(percpu=True)):
+            sample[f"core{number}"] = _times(times)
+        return sample
 
-    async def remoteSample(self) -> dict[str, float]:
-        return dict(procfs.cpuTimes(await self._text("/proc/stat")))
+    async def remoteSample(self) -> dict[str, dict[str, float]]:
+        lines = procfs.cpuLines(await self._text("/proc/stat"))
+        return {
+            "" if name == "cpu" else f"core{name[3:]}": {k: float(v) for k, v in times.items()}
+            for name, times in lines.items()
+        }
 
-    def events(self, current: dict[str, float]) -> list[Event] | None:
+    def events(self, current: dict[str, dict[str, float]]) -> list[Event] | None:
         previous, self._previous = self._previous, current
         if previous is None:
             return None
+        events: list[Event] = []
+        for prefix, times in current.items():
+            if prefix in previous:
+                events += self._usage(prefix, previous[prefix], times)
+        return events or None
 
+    def _usage(
+        self, prefix: str, previous: dict[str, float], current: dict[str, float]
+    ) -> list[Event]:
+        """The busy fraction and each field's, for the machine (prefix "") or one core."""
         fields = [field for field in current if field in previous]
         deltas = {field: max(current[field] - previous[field], 0.0) for field in fields}
         total = sum(delta for field, delta in deltas.items() if field not in _CPU_DOUBLE_COUNTED)
         if total <= 0:
-            return None
-
+            return []
         idle = deltas.get("idle", 0.0) + deltas.get("iowait", 0.0)
         busy = min(max((total - idle) / total, 0.0), 1.0)
-        events = [self.createEvent("ok", f"CPU {_percent(busy)}", busy)]
+        label = f"CPU {prefix} " if prefix else "CPU "
+        events = [self.createEvent("ok", f"{label}{_percent(busy)}", busy, prefix=prefix or None)]
         for field in fields:
             fraction = min(deltas[field] / total, 1.0)
             events.append(
-                self.createEvent("ok", f"CPU {field} {_percent(fraction)}", fraction, prefix=field)
+                self.createEvent(
+                    "ok",
+                    f"{label}{field} {_percent(fraction)}",
+                    fraction,
+                    prefix=f"{prefix}.{field}" if prefix else field,
+                )
             )
         return events
+
+
+def _times(times: Any) -> dict[str, float]:
+    return {field: getattr(times, field) for field in times._fields}
 
 
 class Memory(SystemSource):
@@ -271,7 +304,8 @@ class DiskFree(SystemSource):
     device mounted more than once is reported once, from its first mount.
     For each device ``{device}`` (for example ``/dev/sda1``):
 
-    - ``{service}.{device}``: used percent, 0..100, as psutil reports it;
+    - ``{service}.{device}.used`` (the original duct's name) and
+      ``{service}.{device}``: used percent, 0..100, as psutil reports it;
     - ``{service}.{device}.bytes``: used space in kB;
     - ``{service}.{device}.free``: free space in kB.
     """
@@ -366,6 +400,12 @@ class DiskFree(SystemSource):
                 [
                     self.createEvent(
                         "ok", f"Disk usage {percent}% on {mountpoint}", percent, prefix=device
+                    ),
+                    self.createEvent(
+                        "ok",
+                        f"Disk usage {percent}% on {mountpoint}",
+                        percent,
+                        prefix=f"{device}.used",
                     ),
                     self.createEvent(
                         "ok", f"Used kB on {device}", used / 1024, prefix=f"{device}.bytes"

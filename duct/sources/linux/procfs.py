@@ -64,6 +64,18 @@ def cpuTimes(stat: str) -> dict[str, int]:
     raise ValueError("no cpu line in /proc/stat")
 
 
+def cpuLines(stat: str) -> dict[str, dict[str, int]]:
+    """Every ``cpu`` line of /proc/stat (``cpu``, ``cpu0``, ``cpu1``, ...): ticks by field."""
+    lines = {
+        parts[0]: {name: int(value) for name, value in zip(CPU_FIELDS, parts[1:], strict=False)}
+        for parts in (line.split() for line in stat.splitlines())
+        if parts and parts[0].startswith("cpu") and (parts[0] == "cpu" or parts[0][3:].isdigit())
+    }
+    if "cpu" not in lines:
+        raise ValueError("no cpu line in /proc/stat")
+    return lines
+
+
 def memory(meminfo: str) -> tuple[int, int]:
     """``(total, available)`` bytes from /proc/meminfo.
 
