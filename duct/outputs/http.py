@@ -189,7 +189,7 @@ class HTTP(Output):
         from duct.lib.http import TLSPolicy
 
         client = self.http
-        if client._agent is not None:  # one set already (a test's)
+        if client._agent is not None or client._treq is not None:  # set already (a test's)
             return
         reactor = self.duct.reactor
         self._pool = pool = HTTPConnectionPool(reactor, persistent=True)
