@@ -122,6 +122,46 @@ class Pipeline:
             return False
         return all(o.buffer.hasRoom(count, _cost(o, count, nbytes)) for o in route.blocking)
 
+    def whenAccepting(
+        self, source: Source, count: int, nbytes: int | None = None
+    ) -> Deferred[None]:
+        """A Deferred that fires once `accepting` holds for ``count`` events (``nbytes``).
+
+        A listener that answers "busy" after a while waits on it before handing
+        events on; cancelling it (a timeout) stops the wait and forgets its waiters.
+        """
+        waits: list[tuple[Any, Deferred[None]]] = []
+
+        def forget() -> None:
+            for buffer, d in waits:
+                if d in self._changeWaiters:
+                    self._changeWaiters.remove(d)
+                elif buffer is not None:
+                    buffer.forgetWaiter(d)
+            waits.clear()
+
+        result: Deferred[None] = Deferred(lambda _: forget())
+
+        def check(_: object = None) -> None:
+            forget()
+            if result.called:
+                return
+            if self.accepting(source, count, nbytes):
+                result.callback(None)
+                return
+            route = self.routes[source]
+            changed = self._whenChanged()
+            waits.append((None, changed))
+            for output in route.blocking:
+                cost = _cost(output, count, nbytes)
+                if not output.buffer.hasRoom(count, cost):
+                    waits.append((output.buffer, output.buffer.whenRoom(count, cost)))
+            for _buffer, d in list(waits):
+                d.addCallback(check)
+
+        check()
+        return result
+
     def checkFits(self, source: Source, count: int, nbytes: int | None = None) -> None:
         """Raise `TooLarge` if ``count`` events (``nbytes`` bytes) could never enter
         an output ``source`` is routed to with ``overflow: block``: more events than
@@ -286,3 +326,8 @@ class SourceFeed:
         """Raise `TooLarge` if so many events could never enter a routed output."""
         assert self.source is not None, "SourceFeed used before its source was attached"
         self.pipeline.checkFits(self.source, count, nbytes)
+
+    def whenAccepting(self, count: int, nbytes: int | None = None) -> Deferred[None]:
+        """Fires once every blocking routed output has room (`Pipeline.whenAccepting`)."""
+        assert self.source is not None, "SourceFeed used before its source was attached"
+        return self.pipeline.whenAccepting(self.source, count, nbytes)

@@ -17,6 +17,7 @@ BUILTIN_SOURCES = (
     "duct.sources.linux.basic.DiskIO",
     "duct.sources.linux.basic.DiskFree",
     "duct.sources.linux.basic.Network",
+    "duct.sources.http.Ingest",
     "duct.sources.nginx.Nginx",
     "duct.sources.riemann.RiemannTCP",
     "duct.sources.riemann.RiemannUDP",
@@ -26,6 +27,7 @@ BUILTIN_SOURCES = (
 
 BUILTIN_OUTPUTS = (
     "duct.outputs.file.JSONLines",
+    "duct.outputs.http.HTTP",
     "duct.outputs.logger.Logger",
     "duct.outputs.null.Null",
     "duct.outputs.riemann.RiemannTCP",

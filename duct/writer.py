@@ -124,7 +124,9 @@ class Writer:
     again that many times, after `retry_initial` doubling up to
     `retry_max`: it waits aside, so the items behind it go on (and may
     arrive before it).  Any other failure is retried as it was, without
-    end.
+    end: after `retry_initial` doubling up to `retry_max`, or after the
+    exception's ``retryAfter`` seconds when it has one (a destination that
+    said when to come back).
     """
 
     log: Logger
@@ -388,16 +390,20 @@ class Writer:
             error = failure.getErrorMessage() or repr(failure.value)
             self.lastError = error
             self._failed.append(flight)
+            delay = self._retryDelay
             if self._retryCall is None:
                 self._retryDelay = min(max(self._retryDelay * 2, self.retryInitial), self.retryMax)
-                self._retryAfter(self._retryDelay)
+                # A destination may say when to come back (an HTTP Retry-After).
+                asked = getattr(failure.value, "retryAfter", None)
+                delay = self._retryDelay if asked is None else max(0.0, float(asked))
+                self._retryAfter(delay)
             self.log.warn(
                 "output {output} failed to write {count} events ({error}); "
                 "retrying in {delay:.1f}s",
                 output=self.name,
                 count=len(flight.batch),
                 error=error,
-                delay=self._retryDelay,
+                delay=delay,
                 failure=failure,
             )
         self._settled()

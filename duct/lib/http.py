@@ -54,14 +54,18 @@ Reactor = Any  # IReactorProcess and IReactorTime for fork; what treq needs for 
 
 
 class HTTPError(Exception):
-    """A status outside 2xx; ``body`` is the first 200 characters of the response body."""
+    """A status outside 2xx; ``body`` is the first 200 characters of the response body,
+    ``headers`` the response's `Headers` (None when not known)."""
 
-    def __init__(self, method: str, url: str, code: int, body: str) -> None:
+    def __init__(
+        self, method: str, url: str, code: int, body: str, headers: Headers | None = None
+    ) -> None:
         super().__init__(f"{method} {url} returned {code}: {body}")
         self.method = method
         self.url = url
         self.code = code
         self.body = body
+        self.headers = headers
 
 
 class BadJSON(ValueError):
@@ -370,7 +374,7 @@ class Client:
             response.deliverBody(reader)
             body = await reader.finished
             if not 200 <= response.code < 300:
-                raise HTTPError(method, url, response.code, _excerpt(body))
+                raise HTTPError(method, url, response.code, _excerpt(body), response.headers)
             return HTTPResponse(url, response.code, response.headers, body)
 
         def timedOut(result: object, timeout: float) -> HTTPResponse:

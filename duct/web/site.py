@@ -20,6 +20,7 @@ from twisted.web.server import Request, Site
 from duct import __version__
 from duct.errors import Problem
 from duct.web.auth import OPEN_ROUTES, Unauthorized, authorized, presented
+from duct.web.bodylimit import LimitedRequest
 from duct.web.health import HealthResource
 from duct.web.metrics import MetricsResource
 from duct.web.responses import jsonBody, notFound
@@ -115,13 +116,19 @@ class Root(Resource):
         names = sorted({*self.builtins, *self.plugins})
         return ["/"] + [f"/{name}" for name in names if name]
 
+    def routeFor(self, segment: str) -> AnyResource | None:
+        """The resource serving the path segment ``segment``, if one does."""
+        resource = self.builtins.get(segment)
+        return resource if resource is not None else self.plugins.get(segment)
+
     def getChildWithDefault(self, path: bytes, request: Request) -> AnyResource:
         segment = path.decode("utf-8", "replace")
-        if segment not in OPEN_ROUTES and not authorized(request, self.token):
+        resource = self.routeFor(segment)
+        # A route that checks tokens itself (``checksToken``: its own, or this one) is
+        # handed the request as it came.
+        checked = segment in OPEN_ROUTES or getattr(resource, "checksToken", False)
+        if not checked and not authorized(request, self.token):
             return Unauthorized(presented=presented(request))
-        resource = self.builtins.get(segment)
-        if resource is None:
-            resource = self.plugins.get(segment)
         if resource is not None:
             return resource
         if segment == "" and not request.postpath:
@@ -153,6 +160,7 @@ class QuietSite(Site):
 
     noisy = False
     displayTracebacks = False
+    requestFactory = LimitedRequest  # a route's maxBody is refused before it is read
     _log = Logger()
 
     def log(self, request: Request) -> None:  # type: ignore[override]
