@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from influxserver import Influx, findInflux, startInflux
 from nginxserver import Nginx, findNginx, startNginx, stopNginx
+from promserver import PrometheusServer, findPrometheus, startPrometheus
 from sshserver import SSHD, findSSHD, startSSHD, stopSSHD
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, globalLogPublisher
@@ -122,3 +123,16 @@ def influx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Influx]:
         yield server
     finally:
         server.server.stop()
+
+
+@pytest.fixture(scope="session")
+def prometheus_receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
+    """Debian's prometheus with its remote write receiver on, one for the whole session."""
+    binary = findPrometheus()
+    if binary is None:
+        pytest.fail("prometheus is not installed: run scripts/test-deps.sh (as root) or make test")
+    server = startPrometheus(binary, tmp_path_factory.mktemp("prometheus"), receiver=True)
+    try:
+        yield server
+    finally:
+        server.stop()
