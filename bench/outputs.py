@@ -15,6 +15,17 @@ Entries:
 - ``http-bare``: a bare treq client posting the same bodies, as many at
   once as the output has in flight: what the sink itself can take.
 
+- ``influxdb``: `duct.outputs.influxdb.InfluxDB` (v1, default options)
+  writing to Debian's influxd; ``influxdb-bare``: treq posting the same
+  line protocol bodies, ``max_in_flight`` at once;
+- ``remotewrite``: `duct.outputs.prometheus.RemoteWrite` sending to
+  Debian's prometheus with its receiver on; ``remotewrite-bare``: treq
+  posting the same snappy bodies;
+- ``prometheus``: `duct.outputs.prometheus.Prometheus` taking the events
+  into its gauges, then one scrape of them over HTTP;
+  ``prometheus-bare``: prometheus_client's own labelled Gauge set with
+  the same values, then one exposition.
+
 Another output adds an async function ``(args, reactor) -> {"events_per_s",
 "cpu_ms_per_1000"}`` to `BENCHES`.
 
@@ -167,6 +178,10 @@ async def benchBare(args: argparse.Namespace, reactor: Any) -> Result:
 
 BENCHES: dict[str, Bench] = {"http": benchHTTP, "http-bare": benchBare}
 
+from tsdb_benches import TSDB_BENCHES  # noqa: E402  (the time-series outputs)
+
+BENCHES.update(TSDB_BENCHES)
+
 
 async def main(args: argparse.Namespace, reactor: Any) -> dict[str, Any]:
     names = args.only or list(BENCHES)
@@ -187,7 +202,9 @@ def run() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000, help="events per run")
     parser.add_argument("--runs", type=int, default=3, help="runs; medians are printed")
-    parser.add_argument("--only", nargs="*", choices=sorted(BENCHES), help="entries to run")
+    parser.add_argument(
+        "--only", "--outputs", nargs="*", choices=sorted(BENCHES), help="entries to run"
+    )
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from twisted.internet import reactor

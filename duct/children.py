@@ -40,6 +40,23 @@ class OutputsService(Service):
         self.clock = clock
         self.remaining = remaining
 
+    def privilegedStartService(self) -> None:
+        """Bind the outputs that listen (a scrape endpoint) before privileges drop.
+
+        An address that cannot be bound fails the start with a
+        ConfigurationError naming the output's item and key.
+        """
+        super().privilegedStartService()
+        for output in list(self.roster.outputs.values()):
+            listen = getattr(output, "listen", None)
+            if not getattr(output, "listens", False) or listen is None:
+                continue
+            try:
+                listen()
+            except CannotListen as e:
+                item = self.roster.outputItem(output.name)
+                raise ConfigurationError([Problem(item.file, item.label, e.key, str(e))]) from None
+
     def startService(self) -> None:
         super().startService()
         for output in list(self.roster.outputs.values()):

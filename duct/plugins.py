@@ -33,6 +33,10 @@ BUILTIN_OUTPUTS = (
     "duct.outputs.riemann.RiemannTCP",
     "duct.outputs.riemann.RiemannUDP",
     "duct.outputs.store.Store",
+    "duct.outputs.prometheus.Prometheus",
+    "duct.outputs.prometheus.RemoteWrite",
+    "duct.outputs.influxdb.InfluxDB",
+    "duct.outputs.influxdb3.InfluxDB3",
 )
 
 

@@ -6,7 +6,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from influxserver import Influx, findInflux, startInflux
 from nginxserver import Nginx, findNginx, startNginx, stopNginx
+from promserver import PrometheusServer, findPrometheus, startPrometheus
 from sshserver import SSHD, findSSHD, startSSHD, stopSSHD
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, globalLogPublisher
@@ -104,3 +106,33 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHD]:
         yield server
     finally:
         stopSSHD(server)
+
+
+@pytest.fixture(scope="session")
+def influx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Influx]:
+    """Debian's InfluxDB 1.6 on 127.0.0.1 with a database ``duct``, one for the whole session.
+
+    `make test` installs it (scripts/test-deps.sh); a missing one fails the
+    tests that use it.
+    """
+    binary = findInflux()
+    if binary is None:
+        pytest.fail("influxd is not installed: run scripts/test-deps.sh (as root) or make test")
+    server = startInflux(binary, tmp_path_factory.mktemp("influx"))
+    try:
+        yield server
+    finally:
+        server.server.stop()
+
+
+@pytest.fixture(scope="session")
+def prometheus_receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
+    """Debian's prometheus with its remote write receiver on, one for the whole session."""
+    binary = findPrometheus()
+    if binary is None:
+        pytest.fail("prometheus is not installed: run scripts/test-deps.sh (as root) or make test")
+    server = startPrometheus(binary, tmp_path_factory.mktemp("prometheus"), receiver=True)
+    try:
+        yield server
+    finally:
+        server.stop()
