@@ -10,7 +10,8 @@ set -euo pipefail
 # npm runs an independent Riemann client against duct, prometheus scrapes
 # /metrics, headless chromium with its driver opens the dashboard, and
 # nginx serves the stub_status page the nginx source reads, and sshd is
-# the remote host the SSH checks run on.
+# the remote host the SSH checks run on, and ping is what the Ping check
+# runs.
 wanted=(
     systemd-analyze:systemd
     chromium:chromium
@@ -20,6 +21,7 @@ wanted=(
     prometheus:prometheus
     nginx:nginx
     sshd:openssh-server
+    ping:iputils-ping
 )
 
 need=()
