@@ -9,9 +9,8 @@ set -euo pipefail
 # command:package pairs.  systemd-analyze checks the unit file, node with
 # npm runs an independent Riemann client against duct, prometheus scrapes
 # /metrics, headless chromium with its driver opens the dashboard, and
-# nginx serves the stub_status page the nginx source reads, and sshd is
-# the remote host the SSH checks run on, and ping is what the Ping check
-# runs.
+# nginx serves the stub_status page the nginx source reads, sshd is the
+# remote host the SSH checks run on, and ping is what the Ping check runs.
 wanted=(
     systemd-analyze:systemd
     chromium:chromium
