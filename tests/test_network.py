@@ -382,3 +382,39 @@ def test_the_network_checks_keep_the_original_paths(tmp_path: Path) -> None:
         assert cls.__module__ == "duct.sources.network"
     checked = configure(Ping, {"service": "gw", "destination": "10.0.0.1"})
     assert checked["destination"] == "10.0.0.1"
+
+
+# -- on a Clock --------------------------------------------------------------------
+
+
+def test_http_on_a_clock_sends_the_request_and_times_out_at_its_time() -> None:
+    """The request as configured, and a timeout that is the source's clock's."""
+    from duct.testing import StubHTTP
+
+    hanging = Hanging()
+    http = StubHTTP({"/health": "ok", "/slow": hanging})
+    config = {"service": "web", "url": "http://web/health", "method": "post", "body": "ping",
+              "headers": {"X-Probe": "1"}, "user": "me", "password": "pw"}  # fmt: skip
+    check = SourceHarness(HTTP, config, http=http)
+    check.start()
+    assert check.latest("web.status").metric == 200
+    [request] = http.requests
+    assert (request.method, request.body, request.header("X-Probe")) == ("POST", b"ping", "1")
+    assert request.header("User-Agent") == "Duct HTTP checker"
+    assert (
+        request.header(
+            "Authorization",
+        )
+        is not None
+    )
+
+    slow = SourceHarness(HTTP, {"service": "web", "url": "http://web/slow", "timeout": 5},
+                         http=http)  # fmt: skip
+    slow.start()
+    assert slow.events == [] and hanging.pending
+    slow.advance(4.9)
+    assert slow.events == []
+    slow.advance(0.1)
+    event = slow.latest("web.latency")
+    assert event.state == "critical" and event.metric == 5000.0
+    assert event.description == "http://web/slow: no complete answer within 5s"

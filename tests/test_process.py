@@ -160,3 +160,15 @@ async def test_the_process_checks_over_ssh(
         assert count.metric > 1
     finally:
         await duct.ssh.stopService()
+
+
+def test_cpu_is_measured_between_polls_and_over_a_life_at_first() -> None:
+    from duct.sources.linux.process import CPUMeter, ProcInfo
+
+    def proc(pid: int, cpu: float, started: float = 1000.0) -> ProcInfo:
+        return ProcInfo(pid, "me", "work", ("work",), 0, cpu, started, 1, None)
+
+    meter = CPUMeter()
+    assert meter.percent([proc(7, 5.0)], now=1100.0) == {7: 5.0}  # 5 s in 100 s of life
+    assert meter.percent([proc(7, 8.0)], now=1110.0) == {7: 30.0}  # 3 s in the last 10 s
+    assert meter.percent([proc(7, 1.0, started=1105.0)], now=1115.0) == {7: 10.0}  # a new 7
