@@ -9,9 +9,10 @@ set -euo pipefail
 # command:package pairs.  systemd-analyze checks the unit file, node with
 # npm runs an independent Riemann client against duct, prometheus scrapes
 # /metrics, headless chromium with its driver opens the dashboard, and
-# nginx serves the stub_status page the nginx source reads, and sshd is
-# the remote host the SSH checks run on; prometheus also receives remote
-# writes, and influxd stores what the InfluxDB output writes.
+# nginx serves the stub_status page the nginx source reads, sshd is the
+# remote host the SSH checks run on, ping is what the Ping check runs;
+# prometheus also receives remote writes, and influxd stores what the
+# InfluxDB output writes.
 wanted=(
     systemd-analyze:systemd
     chromium:chromium
@@ -22,6 +23,7 @@ wanted=(
     nginx:nginx
     sshd:openssh-server
     influxd:influxdb
+    ping:iputils-ping
 )
 
 need=()
