@@ -18,7 +18,7 @@ from duct.blueprints import Blueprints
 from duct.buffers import bufferDirectory, checkBufferSettings, directoryProblem
 from duct.compat import addImportPath, compatNotes, inheritDebug, resolveRoute, unnamedOutputs
 from duct.defaults import STATE_DIR
-from duct.errors import ConfigurationError, Problem
+from duct.errors import ConfigurationError, Problem, oneLine
 from duct.graphs import checkGraphs
 from duct.lib.sshconfig import INHERITED as INHERITED_SSH
 from duct.lib.sshconfig import sshProblems
@@ -212,7 +212,7 @@ class ConfigFile:
                 found.append(full)
             else:  # the original duct logs it and goes on; so does duct, and check warns
                 self.warnings.append(
-                    f"{path}: {key}: {target} does not exist; nothing is included from it"
+                    oneLine(f"{path}: {key}: {target} does not exist; nothing is included from it")
                 )
         return found
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["ConfigurationError", "Problem", "TooLarge"]
+__all__ = ["ConfigurationError", "Problem", "TooLarge", "oneLine"]
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,14 @@ class Problem:
 
     def __str__(self) -> str:
         parts = [self.file] + [p for p in (self.item, self.key) if p]
-        return ": ".join(parts) + f": {self.message}"
+        return oneLine(": ".join(parts) + f": {self.message}")
+
+
+def oneLine(text: str) -> str:
+    """``text`` with each character that would break or hide in a line escaped (``\\n``)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class ConfigurationError(Exception):

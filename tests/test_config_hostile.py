@@ -373,3 +373,14 @@ def test_any_yaml_like_text_is_a_config_or_problems(text: str) -> None:
 @given(st.dictionaries(st.sampled_from(KEYS), values, max_size=6))
 def test_any_document_is_a_config_or_problems(document: dict[str, Any]) -> None:
     loadsOrRefuses(yaml.safe_dump(document).encode())
+
+
+def test_problems_and_warnings_about_control_characters_stay_on_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "duct.yml"
+    path.write_text('include: "a\\nb"\nsources: [{source: "x\\ny", service: "s\\tt"}]\n')
+    found = problems(path)  # asserts each problem is one line
+    assert any("x\\ny" in str(problem) for problem in found), found
+    path.write_text('include: "a\\nb"\n')
+    config = ConfigFile(str(path)).load()
+    assert config.warnings and all("\n" not in warning for warning in config.warnings)
+    assert any("a\\nb does not exist" in warning for warning in config.warnings)
