@@ -546,8 +546,8 @@ def test_a_class_not_there_yet_cannot_be_imported(tmp_path: Path) -> None:
         assert problem.file == str(tmp_path / "duct.yml")
 
 
-def test_the_network_check_guide_fails_clearly(tmp_path: Path) -> None:
-    [problem] = problems(
+def test_the_network_check_guide(tmp_path: Path) -> None:
+    config = load(
         tmp_path,
         """\
         sources:
@@ -561,8 +561,11 @@ def test_the_network_check_guide_fails_clearly(tmp_path: Path) -> None:
               }
         """,
     )
-    assert problem.key == "source" and "cannot import" in problem.message
-    assert "duct.sources.network" in problem.message
+    [ping] = config.sources
+    assert ping.cls is not None and ping.cls.__name__ == "Ping"
+    assert ping.config["destination"] == "8.8.8.8"
+    assert ping.config["interval"] == 60.0
+    assert set(ping.config["critical"]) == {"googledns.latency", "googledns.loss"}
 
 
 def test_the_nginx_source(tmp_path: Path) -> None:
