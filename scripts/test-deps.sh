@@ -10,7 +10,9 @@ set -euo pipefail
 # npm runs an independent Riemann client against duct, prometheus scrapes
 # /metrics, headless chromium with its driver opens the dashboard, and
 # nginx serves the stub_status page the nginx source reads, and sshd is
-# the remote host the SSH checks run on.
+# the remote host the SSH checks run on.  carbon-cache (with its whisper
+# module) takes the Graphite output's lines and pickles, and victoria-metrics
+# takes the OpenTSDB output's /api/put.
 wanted=(
     systemd-analyze:systemd
     chromium:chromium
@@ -20,6 +22,8 @@ wanted=(
     prometheus:prometheus
     nginx:nginx
     sshd:openssh-server
+    carbon-cache:graphite-carbon
+    victoria-metrics:victoria-metrics
 )
 
 need=()
