@@ -91,7 +91,7 @@ class Graphite(Output):
             "(replaces prefix_hostname)",
         ),
         Option("batch_size", "integer", 1000, "most points written at once", minimum=1),
-        Option("max_in_flight", "integer", 16, "batches written and not yet confirmed", minimum=1),
+        Option("max_in_flight", "integer", 64, "batches written and not yet confirmed", minimum=1),
         Option(
             "confirm_after",
             "number",
