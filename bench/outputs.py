@@ -24,7 +24,9 @@ Entries:
 - ``prometheus``: `duct.outputs.prometheus.Prometheus` taking the events
   into its gauges, then one scrape of them over HTTP;
   ``prometheus-bare``: prometheus_client's own labelled Gauge set with
-  the same values, then one exposition.
+  the same values, then one exposition;
+- ``graphite``, ``opentsdb``, ``elasticsearch`` and their ``-bare``
+  twins: see ``bench/carbon_benches.py``.
 
 Another output adds an async function ``(args, reactor) -> {"events_per_s",
 "cpu_ms_per_1000"}`` to `BENCHES`.
@@ -178,9 +180,11 @@ async def benchBare(args: argparse.Namespace, reactor: Any) -> Result:
 
 BENCHES: dict[str, Bench] = {"http": benchHTTP, "http-bare": benchBare}
 
+from carbon_benches import CARBON_BENCHES  # noqa: E402  (carbon, OpenTSDB, Elasticsearch)
 from tsdb_benches import TSDB_BENCHES  # noqa: E402  (the time-series outputs)
 
 BENCHES.update(TSDB_BENCHES)
+BENCHES.update(CARBON_BENCHES)
 
 
 async def main(args: argparse.Namespace, reactor: Any) -> dict[str, Any]:

@@ -34,10 +34,14 @@ BUILTIN_SOURCES = (
 )
 
 BUILTIN_OUTPUTS = (
+    "duct.outputs.bosun.Bosun",
+    "duct.outputs.elasticsearch.ElasticSearch",
     "duct.outputs.file.JSONLines",
     "duct.outputs.http.HTTP",
+    "duct.outputs.graphite.Graphite",
     "duct.outputs.logger.Logger",
     "duct.outputs.null.Null",
+    "duct.outputs.opentsdb.OpenTSDB",
     "duct.outputs.riemann.RiemannTCP",
     "duct.outputs.riemann.RiemannUDP",
     "duct.outputs.store.Store",

@@ -11,8 +11,10 @@ set -euo pipefail
 # /metrics, headless chromium with its driver opens the dashboard, and
 # nginx serves the stub_status page the nginx source reads, sshd is the
 # remote host the SSH checks run on, ping is what the Ping check runs;
-# prometheus also receives remote writes, and influxd stores what the
-# InfluxDB output writes.
+# prometheus also receives remote writes, influxd stores what the
+# InfluxDB output writes, carbon-cache (with its whisper module) takes
+# the Graphite output's lines and pickles, and victoria-metrics takes the
+# OpenTSDB output's /api/put.
 wanted=(
     systemd-analyze:systemd
     chromium:chromium
@@ -24,6 +26,8 @@ wanted=(
     sshd:openssh-server
     influxd:influxdb
     ping:iputils-ping
+    carbon-cache:graphite-carbon
+    victoria-metrics:victoria-metrics
 )
 
 need=()

@@ -6,12 +6,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from carbonserver import Carbon, findCarbon, startCarbon
 from influxserver import Influx, findInflux, startInflux
 from nginxserver import Nginx, findNginx, startNginx, stopNginx
 from promserver import PrometheusServer, findPrometheus, startPrometheus
 from sshserver import SSHD, findSSHD, startSSHD, stopSSHD
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, globalLogPublisher
+from vmserver import VictoriaMetrics, findVictoriaMetrics, startVictoriaMetrics
 
 
 @pytest.fixture
@@ -132,6 +134,40 @@ def prometheus_receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pr
     if binary is None:
         pytest.fail("prometheus is not installed: run scripts/test-deps.sh (as root) or make test")
     server = startPrometheus(binary, tmp_path_factory.mktemp("prometheus"), receiver=True)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def carbon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Carbon]:
+    """Debian's carbon-cache on free ports of 127.0.0.1, one for the whole session.
+
+    A test that stops it starts it again.  `make test` installs it
+    (scripts/test-deps.sh); a missing one fails the tests that use it.
+    """
+    binary = findCarbon()
+    if binary is None:
+        pytest.fail("carbon-cache is not installed: run scripts/test-deps.sh (as root)")
+    server = startCarbon(binary, tmp_path_factory.mktemp("carbon"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def victoria(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VictoriaMetrics]:
+    """Debian's victoria-metrics taking OpenTSDB's /api/put, one for the whole session.
+
+    A test that stops it starts it again.  `make test` installs it
+    (scripts/test-deps.sh); a missing one fails the tests that use it.
+    """
+    binary = findVictoriaMetrics()
+    if binary is None:
+        pytest.fail("victoria-metrics is not installed: run scripts/test-deps.sh (as root)")
+    server = startVictoriaMetrics(binary, tmp_path_factory.mktemp("victoria"))
     try:
         yield server
     finally:

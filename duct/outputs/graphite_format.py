@@ -1,0 +1,155 @@
+"""Carbon's wire formats: metric paths from events, plaintext lines, pickle messages.
+
+`PathTemplate` names each event's series: a template of ``{prefix}``,
+``{host}``, ``{fqdn}``, ``{short}``, ``{service}`` and ``{state}``, each
+field sanitised to what a Graphite path node may hold.  `plaintextLine`
+and `pickleMessages` turn ``(path, value, timestamp)`` points into the
+bytes carbon's line and pickle receivers read.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+import re
+import string
+import struct
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+from duct.event import Event
+
+__all__ = [
+    "FIELDS",
+    "PICKLE_MAX_LENGTH",
+    "PathTemplate",
+    "Point",
+    "UncarriedEvent",
+    "pickleMessages",
+    "plaintextLine",
+    "sanitiseNode",
+]
+
+FIELDS = ("prefix", "host", "fqdn", "short", "service", "state")
+"""The fields a path template may name."""
+
+PICKLE_MAX_LENGTH = 1048576
+"""carbon's default PICKLE_RECEIVER_MAX_LENGTH: a longer message closes the connection."""
+
+MAX_PATH = 4096
+"""The longest path sent: carbon's line receiver drops the connection on a line
+past 16 KiB, and whisper keeps each path as a file."""
+MAX_NODE = 255
+"""The longest node: a node is a file or directory name in carbon's store."""
+
+_LENGTH = struct.Struct("!L")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_\-:#@%+=,~]+")
+"""What a path node may not hold: whitespace (which ends a plaintext field),
+dots (which separate nodes), slashes (which carbon's whisper files would
+turn into directories) and other punctuation."""
+
+
+class UncarriedEvent(ValueError):
+    """An event carbon cannot store: no metric, a metric that is not finite, an empty path."""
+
+
+class Point(NamedTuple):
+    path: str
+    value: float | int
+    timestamp: int
+
+
+def sanitiseNode(text: str) -> str:
+    """``text`` with each run of characters a path node may not hold made one ``_``."""
+    return _UNSAFE.sub("_", text).strip("_")
+
+
+def _sanitisePath(text: str) -> str:
+    """A dotted path: each node sanitised, empty nodes left out."""
+    nodes = (sanitiseNode(node) for node in text.split("."))
+    return ".".join(node for node in nodes if node)
+
+
+class PathTemplate:
+    """Turns an event into its Graphite path and a `Point`.
+
+    :param template: a `str.format` template of `FIELDS`, such as
+        ``"{prefix}.{host}.{service}"``.  ``{host}`` is the hostname with
+        its dots made ``_`` (one node), ``{fqdn}`` the hostname as nodes,
+        ``{short}`` its first label.  ``{service}`` keeps its dots as node
+        separators; spaces and other characters a node may not hold become
+        ``_``.  Empty nodes are left out, so an unset prefix leaves no
+        leading dot.
+    :param prefix: the ``{prefix}`` field, a dotted path itself.
+    """
+
+    def __init__(self, template: str, prefix: str | None = None) -> None:
+        self.template = template
+        self.prefix = _sanitisePath(prefix or "")
+        problem = templateProblem(template)
+        if problem:
+            raise ValueError(problem)
+
+    def path(self, event: Event) -> str:
+        hostname = event.hostname or ""
+        fields = {
+            "prefix": self.prefix,
+            "host": sanitiseNode(hostname.replace(".", "_")),
+            "fqdn": _sanitisePath(hostname),
+            "short": sanitiseNode(hostname.split(".", 1)[0]),
+            "service": _sanitisePath(event.service or ""),
+            "state": sanitiseNode(event.state or ""),
+        }
+        path = _sanitisePath(self.template.format_map(fields))
+        if not path:
+            raise UncarriedEvent("the event's path is empty")
+        if len(path) > MAX_PATH or max(map(len, path.split("."))) > MAX_NODE:
+            raise UncarriedEvent(f"the path is longer than carbon stores: {path[:80]}...")
+        return path
+
+    def point(self, event: Event) -> Point:
+        """The event as a point; `UncarriedEvent` if carbon cannot store it."""
+        metric: Any = event.metric
+        if metric is None:
+            raise UncarriedEvent(f"{event.service!r} has no metric")
+        if isinstance(metric, bool):
+            metric = int(metric)
+        if not isinstance(metric, (int, float)):
+            raise UncarriedEvent(f"metric {metric!r} is not a number")
+        if isinstance(metric, float) and not math.isfinite(metric):
+            raise UncarriedEvent(f"metric {metric!r} is not finite")
+        return Point(self.path(event), metric, int(event.time))
+
+
+def templateProblem(template: str) -> str | None:
+    """Why ``template`` is no path template, or None."""
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as e:
+        return f"cannot parse the template {template!r}: {e}"
+    unknown = [name for name in names if name not in FIELDS]
+    if unknown:
+        return f"unknown field {{{unknown[0]}}}; the fields are {', '.join(FIELDS)}"
+    if "service" not in names:
+        return "the template must hold {service}"
+    return None
+
+
+def plaintextLine(point: Point) -> bytes:
+    """``path value timestamp\\n``, as carbon's line receiver reads it."""
+    return f"{point.path} {point.value!r} {point.timestamp}\n".encode()
+
+
+def pickleMessages(points: Sequence[Point], maxLength: int = PICKLE_MAX_LENGTH) -> list[bytes]:
+    """Length-prefixed pickles of ``[(path, (timestamp, value)), ...]``, each within ``maxLength``.
+
+    A list too long for one message is split in halves until each fits;
+    a single point that does not fit raises `UncarriedEvent`.
+    """
+    body = pickle.dumps([(p.path, (p.timestamp, p.value)) for p in points], protocol=2)
+    if len(body) <= maxLength:
+        return [_LENGTH.pack(len(body)) + body]
+    if len(points) == 1:
+        raise UncarriedEvent(f"a pickle of {len(body)} bytes exceeds {maxLength}")
+    half = len(points) // 2
+    return pickleMessages(points[:half], maxLength) + pickleMessages(points[half:], maxLength)
