@@ -528,18 +528,17 @@ def test_a_class_not_there_yet_cannot_be_imported(tmp_path: Path) -> None:
     found = problems(
         tmp_path,
         """\
-        outputs:
-            - output: duct.outputs.bosun.Bosun
-              url: http://localhost:8070
         sources:
-            - service: web
-              source: duct.sources.apache.Apache
-              url: http://localhost/server-status
+            - service: flows
+              source: duct.sources.sflow.sFlow
+              port: 6343
+            - service: containers
+              source: duct.sources.docker.ContainerStats
         """,
     )
     assert {(p.item, p.key) for p in found} == {
-        ("outputs[0] (output: duct.outputs.bosun.Bosun)", "output"),
-        ("sources[0] (service: web)", "source"),
+        ("sources[0] (service: flows)", "source"),
+        ("sources[1] (service: containers)", "source"),
     }
     for problem in found:
         assert "cannot import" in problem.message
