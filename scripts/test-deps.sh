@@ -12,7 +12,8 @@ set -euo pipefail
 # nginx serves the stub_status page the nginx source reads, sshd is the
 # remote host the SSH checks run on, ping is what the Ping check runs;
 # prometheus also receives remote writes, and influxd stores what the
-# InfluxDB output writes.
+# InfluxDB output writes; apache2 serves mod_status, haproxy its stats CSV
+# and prometheus-node-exporter an exposition page for the scrape source.
 wanted=(
     systemd-analyze:systemd
     chromium:chromium
@@ -24,6 +25,9 @@ wanted=(
     sshd:openssh-server
     influxd:influxdb
     ping:iputils-ping
+    apache2:apache2
+    haproxy:haproxy
+    prometheus-node-exporter:prometheus-node-exporter
 )
 
 need=()
