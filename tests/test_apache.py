@@ -32,8 +32,8 @@ def test_the_recorded_status_page_gives_the_original_metrics() -> None:
 
 def test_an_error_or_another_page_is_critical() -> None:
     http = StubHTTP({"/server-status": (500, "broken")})
-    harness = SourceHarness(Apache, {"service": "apache", "interval": 5,
-                                     "stats_url": "http://web/server-status?auto"}, http=http)  # fmt: skip
+    config = {"service": "apache", "interval": 5, "stats_url": "http://web/server-status?auto"}
+    harness = SourceHarness(Apache, config, http=http)
     harness.start()
     assert harness.latest("apache.state").state == "critical"
     http.routes["/server-status"] = "<html>It works!</html>"

@@ -155,8 +155,18 @@ def haproxy(binary: str, root: Path) -> Server:
     port, up, down = freePort(), freePort(), freePort()
     (root / "www").mkdir()
     (root / "www" / "index.html").write_text("hello\n")
-    web = _run([sys.executable, "-m", "twisted", "web", "--listen",
-                f"tcp:{up}:interface=127.0.0.1", "--path", str(root / "www")], root / "web.log")  # fmt: skip
+    listen = f"tcp:{up}:interface=127.0.0.1"
+    command = [
+        sys.executable,
+        "-m",
+        "twisted",
+        "web",
+        "--listen",
+        listen,
+        "--path",
+        str(root / "www"),
+    ]
+    web = _run(command, root / "web.log")
     waitForPort(up, web, lambda: (root / "web.log").read_text())
     config = root / "haproxy.cfg"
     config.write_text(HAPROXY_CONFIG.format(root=root, port=port, up=up, down=down))
