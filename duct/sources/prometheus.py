@@ -64,9 +64,10 @@ class Scrape(Source):
                     continue
                 taken += 1
                 created = sample.name.endswith("_created")
+                when = None if sample.timestamp is None else float(sample.timestamp)
                 events.append(self.createEvent(
                     "ok", family.documentation or sample.name, sample.value, sample.name,
                     aggregation=Counter64 if rate and not created else None,
-                    evtime=None if sample.timestamp is None else float(sample.timestamp), attributes=sample.labels or None,
+                    evtime=when, attributes=sample.labels or None,
                 ))  # fmt: skip
         return events
