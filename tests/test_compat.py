@@ -533,8 +533,8 @@ def test_a_class_not_there_yet_cannot_be_imported(tmp_path: Path) -> None:
               url: http://localhost:8070
         sources:
             - service: web
-              source: duct.sources.apache.Apache
-              url: http://localhost/server-status
+              source: duct.sources.riak.RiakStats
+              url: http://localhost:8098/stats
         """,
     )
     assert {(p.item, p.key) for p in found} == {
