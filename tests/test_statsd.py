@@ -46,7 +46,9 @@ async def test_udp_and_tcp_samples_are_aggregated_and_flushed_each_interval(reac
             udp.sendto(line, ("127.0.0.1", udpPort))
         tcp = socket.create_connection(("127.0.0.1", tcpPort))
         tcp.sendall(b"hits:4|c\nrt:40|ms\n")
-        await waitFor(reactor, lambda: h.source.samples >= 13, "the samples", 10)
+        await waitFor(
+            reactor, lambda: h.source.samples >= 14 and h.source.malformed >= 2, "the samples", 10
+        )
         tcp.close()
         udp.close()
         assert h.source.malformed == 2
