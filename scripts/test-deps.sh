@@ -13,8 +13,10 @@ set -euo pipefail
 # remote host the SSH checks run on, ping is what the Ping check runs;
 # prometheus also receives remote writes, influxd stores what the
 # InfluxDB output writes, carbon-cache (with its whisper module) takes
-# the Graphite output's lines and pickles, and victoria-metrics takes the
-# OpenTSDB output's /api/put.
+# the Graphite output's lines and pickles, victoria-metrics takes the
+# OpenTSDB output's /api/put; apache2 serves mod_status, haproxy its
+# stats CSV and prometheus-node-exporter an exposition page for the
+# scrape source.
 wanted=(
     systemd-analyze:systemd
     chromium:chromium
@@ -28,6 +30,9 @@ wanted=(
     ping:iputils-ping
     carbon-cache:graphite-carbon
     victoria-metrics:victoria-metrics
+    apache2:apache2
+    haproxy:haproxy
+    prometheus-node-exporter:prometheus-node-exporter
 )
 
 need=()

@@ -172,3 +172,42 @@ def victoria(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VictoriaMetri
         yield server
     finally:
         server.stop()
+
+
+def _webServer(find: Any, make: Any, name: str, root: Any) -> Iterator[Any]:
+    binary = find()
+    if binary is None:
+        pytest.fail(f"{name} is not installed: run scripts/test-deps.sh (as root) or make test")
+    server = make(binary, root)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def apache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Debian's apache2 with mod_status on 127.0.0.1, one for the whole session."""
+    from webservers import apache as make
+    from webservers import findApache
+
+    yield from _webServer(findApache, make, "apache2", tmp_path_factory.mktemp("apache"))
+
+
+@pytest.fixture(scope="session")
+def haproxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Debian's haproxy with stats over HTTP and a socket, one for the whole session."""
+    from webservers import findHAProxy
+    from webservers import haproxy as make
+
+    yield from _webServer(findHAProxy, make, "haproxy", tmp_path_factory.mktemp("haproxy"))
+
+
+@pytest.fixture(scope="session")
+def node_exporter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Debian's prometheus-node-exporter on 127.0.0.1, one for the whole session."""
+    from webservers import findNodeExporter, nodeExporter
+
+    root = tmp_path_factory.mktemp("node_exporter")
+    yield from _webServer(findNodeExporter, nodeExporter, "prometheus-node-exporter", root)

@@ -37,3 +37,8 @@ class Nginx(Source):
         return [self.createEvent("ok", f"nginx {name}", int(value), name, None,
                                  Counter if name in NAMES[1:4] else None, attributes=where)
                 for name, value in zip(NAMES, found.groups(), strict=True)]  # fmt: skip
+
+
+from duct.sources.nginxlog import NginxLog, NginxLogMetrics  # noqa: E402  (its access log)
+
+__all__ = ["Nginx", "NginxLog", "NginxLogMetrics"]
