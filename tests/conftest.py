@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import dbservers
 import pytest
 from influxserver import Influx, findInflux, startInflux
 from nginxserver import Nginx, findNginx, startNginx, stopNginx
@@ -136,3 +137,38 @@ def prometheus_receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pr
         yield server
     finally:
         server.stop()
+
+
+def _sessionServer(find: Any, start: Any, package: str) -> Iterator[dbservers.Server]:
+    binary = find()
+    if binary is None:
+        pytest.fail(f"{package} is not installed: run scripts/test-deps.sh (as root) or make test")
+    server = start(binary)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[dbservers.Server]:
+    """Debian's redis-server on 127.0.0.1, one for the whole session."""
+    yield from _sessionServer(dbservers.findRedis, dbservers.startRedis, "redis-server")
+
+
+@pytest.fixture(scope="session")
+def memcached_server() -> Iterator[dbservers.Server]:
+    """Debian's memcached on 127.0.0.1, one for the whole session."""
+    yield from _sessionServer(dbservers.findMemcached, dbservers.startMemcached, "memcached")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[dbservers.Server]:
+    """Debian's PostgreSQL 15 on 127.0.0.1 (trust auth, user postgres), one per session."""
+    yield from _sessionServer(dbservers.findPostgres, dbservers.startPostgres, "postgresql")
+
+
+@pytest.fixture(scope="session")
+def mariadb_server() -> Iterator[dbservers.Server]:
+    """Debian's MariaDB on 127.0.0.1 with a user duct (password duct), one per session."""
+    yield from _sessionServer(dbservers.findMariaDB, dbservers.startMariaDB, "mariadb-server")
