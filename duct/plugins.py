@@ -30,6 +30,8 @@ BUILTIN_SOURCES = (
     "duct.sources.redis.Queues",
     "duct.sources.redis.Redis",
     "duct.sources.database.memcache.Memcache",
+    "duct.sources.database.postgresql.PostgreSQL",
+    "duct.sources.database.mysql.MySQL",
     "duct.sources.riemann.RiemannTCP",
     "duct.sources.riemann.RiemannUDP",
     "duct.sources.selfstats.SelfStats",

@@ -27,6 +27,8 @@ wanted=(
     ping:iputils-ping
     redis-server:redis-server
     memcached:memcached
+    /usr/lib/postgresql/15/bin/postgres:postgresql
+    mariadbd:mariadb-server
 )
 
 need=()
