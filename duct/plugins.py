@@ -32,6 +32,7 @@ BUILTIN_SOURCES = (
     "duct.sources.database.memcache.Memcache",
     "duct.sources.database.postgresql.PostgreSQL",
     "duct.sources.database.mysql.MySQL",
+    "duct.sources.rabbitmq.Queues",
     "duct.sources.riemann.RiemannTCP",
     "duct.sources.riemann.RiemannUDP",
     "duct.sources.selfstats.SelfStats",

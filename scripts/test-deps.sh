@@ -29,6 +29,7 @@ wanted=(
     memcached:memcached
     /usr/lib/postgresql/15/bin/postgres:postgresql
     mariadbd:mariadb-server
+    rabbitmq-server:rabbitmq-server
 )
 
 need=()

@@ -10,6 +10,7 @@ import pytest
 from influxserver import Influx, findInflux, startInflux
 from nginxserver import Nginx, findNginx, startNginx, stopNginx
 from promserver import PrometheusServer, findPrometheus, startPrometheus
+from rabbitserver import RabbitMQ, findRabbitMQ, startRabbitMQ
 from sshserver import SSHD, findSSHD, startSSHD, stopSSHD
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, globalLogPublisher
@@ -172,3 +173,15 @@ def postgres_server() -> Iterator[dbservers.Server]:
 def mariadb_server() -> Iterator[dbservers.Server]:
     """Debian's MariaDB on 127.0.0.1 with a user duct (password duct), one per session."""
     yield from _sessionServer(dbservers.findMariaDB, dbservers.startMariaDB, "mariadb-server")
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_server() -> Iterator[RabbitMQ]:
+    """Debian's RabbitMQ with its management API, on free ports, one for the whole session."""
+    if findRabbitMQ() is None:
+        pytest.fail("rabbitmq-server is not installed: run scripts/test-deps.sh (as root)")
+    server = startRabbitMQ()
+    try:
+        yield server
+    finally:
+        server.stop()
