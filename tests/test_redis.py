@@ -153,3 +153,23 @@ async def test_a_closed_port_is_critical(reactor: Any) -> None:
     harness.duct.reactor = reactor  # a real connection attempt; the timeout stays on the Clock
     [event] = await harness.poll()
     assert event.state == "critical" and "refused" in event.description.lower()
+
+
+def test_over_ssh_redis_cli_answers() -> None:
+    from twisted.internet.defer import succeed
+
+    from duct.lib.commands import CommandOutput
+
+    harness = SourceHarness(Queues, {"service": "q", "queue": "jobs", "db": 1})
+    argvs: list[list[str]] = []
+
+    def run(argv: list[str], timeout: float | None = None) -> Any:
+        argvs.append(list(argv))
+        return succeed(CommandOutput(0, "(integer) 7\n", ""))
+
+    harness.source.useSSH = True  # as use_ssh sets it
+    harness.source.run = run  # type: ignore[method-assign]
+    harness.start()
+    assert argvs == [["/usr/bin/redis-cli", "-h", "127.0.0.1", "-p", "6379", "-n", "1",
+                      "llen", "jobs"]]  # fmt: skip
+    assert harness.latest("q").metric == 7
