@@ -16,7 +16,8 @@ set -euo pipefail
 # the Graphite output's lines and pickles, victoria-metrics takes the
 # OpenTSDB output's /api/put; apache2 serves mod_status, haproxy its
 # stats CSV and prometheus-node-exporter an exposition page for the
-# scrape source.
+# scrape source; redis-server, memcached, postgres, mariadbd and
+# rabbitmq-server are what the database and queue sources read.
 wanted=(
     systemd-analyze:systemd
     chromium:chromium
@@ -33,6 +34,11 @@ wanted=(
     apache2:apache2
     haproxy:haproxy
     prometheus-node-exporter:prometheus-node-exporter
+    redis-server:redis-server
+    memcached:memcached
+    /usr/lib/postgresql/15/bin/postgres:postgresql
+    mariadbd:mariadb-server
+    rabbitmq-server:rabbitmq-server
 )
 
 need=()

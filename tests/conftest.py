@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import dbservers
 import pytest
 from carbonserver import Carbon, findCarbon, startCarbon
 from influxserver import Influx, findInflux, startInflux
 from nginxserver import Nginx, findNginx, startNginx, stopNginx
 from promserver import PrometheusServer, findPrometheus, startPrometheus
+from rabbitserver import RabbitMQ, findRabbitMQ, startRabbitMQ
 from sshserver import SSHD, findSSHD, startSSHD, stopSSHD
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, globalLogPublisher
@@ -174,25 +176,14 @@ def victoria(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VictoriaMetri
         server.stop()
 
 
-def _webServer(find: Any, make: Any, name: str, root: Any) -> Iterator[Any]:
-    binary = find()
-    if binary is None:
-        pytest.fail(f"{name} is not installed: run scripts/test-deps.sh (as root) or make test")
-    server = make(binary, root)
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture(scope="session")
 def apache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """Debian's apache2 with mod_status on 127.0.0.1, one for the whole session."""
     from webservers import apache as make
     from webservers import findApache
 
-    yield from _webServer(findApache, make, "apache2", tmp_path_factory.mktemp("apache"))
+    root = tmp_path_factory.mktemp("apache")
+    yield from _sessionServer(findApache, lambda binary: started(make(binary, root)), "apache2")
 
 
 @pytest.fixture(scope="session")
@@ -201,7 +192,8 @@ def haproxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from webservers import findHAProxy
     from webservers import haproxy as make
 
-    yield from _webServer(findHAProxy, make, "haproxy", tmp_path_factory.mktemp("haproxy"))
+    root = tmp_path_factory.mktemp("haproxy")
+    yield from _sessionServer(findHAProxy, lambda binary: started(make(binary, root)), "haproxy")
 
 
 @pytest.fixture(scope="session")
@@ -210,4 +202,62 @@ def node_exporter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from webservers import findNodeExporter, nodeExporter
 
     root = tmp_path_factory.mktemp("node_exporter")
-    yield from _webServer(findNodeExporter, nodeExporter, "prometheus-node-exporter", root)
+    yield from _sessionServer(
+        findNodeExporter,
+        lambda binary: started(nodeExporter(binary, root)),
+        "prometheus-node-exporter",
+    )
+
+
+def started(server: Any) -> Any:
+    """``server``, once its ``start`` returned."""
+    server.start()
+    return server
+
+
+def _sessionServer(find: Any, start: Any, package: str) -> Iterator[Any]:
+    """The server ``start(binary)`` makes, for a session; a missing ``package`` fails."""
+    binary = find()
+    if binary is None:
+        pytest.fail(f"{package} is not installed: run scripts/test-deps.sh (as root) or make test")
+    server = start(binary)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[dbservers.Server]:
+    """Debian's redis-server on 127.0.0.1, one for the whole session."""
+    yield from _sessionServer(dbservers.findRedis, dbservers.startRedis, "redis-server")
+
+
+@pytest.fixture(scope="session")
+def memcached_server() -> Iterator[dbservers.Server]:
+    """Debian's memcached on 127.0.0.1, one for the whole session."""
+    yield from _sessionServer(dbservers.findMemcached, dbservers.startMemcached, "memcached")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[dbservers.Server]:
+    """Debian's PostgreSQL 15 on 127.0.0.1 (trust auth, user postgres), one per session."""
+    yield from _sessionServer(dbservers.findPostgres, dbservers.startPostgres, "postgresql")
+
+
+@pytest.fixture(scope="session")
+def mariadb_server() -> Iterator[dbservers.Server]:
+    """Debian's MariaDB on 127.0.0.1 with a user duct (password duct), one per session."""
+    yield from _sessionServer(dbservers.findMariaDB, dbservers.startMariaDB, "mariadb-server")
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_server() -> Iterator[RabbitMQ]:
+    """Debian's RabbitMQ with its management API, on free ports, one for the whole session."""
+    if findRabbitMQ() is None:
+        pytest.fail("rabbitmq-server is not installed: run scripts/test-deps.sh (as root)")
+    server = startRabbitMQ()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,1 @@
+"""Database and cache servers: PostgreSQL, MySQL/MariaDB, memcached."""
