@@ -12,7 +12,8 @@ set -euo pipefail
 # nginx serves the stub_status page the nginx source reads, sshd is the
 # remote host the SSH checks run on, ping is what the Ping check runs;
 # prometheus also receives remote writes, and influxd stores what the
-# InfluxDB output writes.
+# InfluxDB output writes; the Nagios plugins are what the Command check runs
+# unchanged.
 wanted=(
     systemd-analyze:systemd
     chromium:chromium
@@ -24,6 +25,7 @@ wanted=(
     sshd:openssh-server
     influxd:influxdb
     ping:iputils-ping
+    /usr/lib/nagios/plugins/check_load:monitoring-plugins
 )
 
 need=()
