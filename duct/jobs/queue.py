@@ -156,7 +156,7 @@ class JobQueue:
         self._expiring.discard(job)
         self._cancelling.discard(job)
         now = self._now()
-        self.lastRun = now - (job.startTime or now)
+        self.lastRun = now - (job.startTime if job.startTime is not None else now)
         self.runSeconds += self.lastRun
         state, result = self._classify(outcome, expired, cancelled)
         counts = {FINISHED: "done", KILLED: "killed", CANCELLED: "cancelled"}
