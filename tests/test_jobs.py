@@ -132,3 +132,33 @@ async def test_max_exec_time_kills_the_process_group(reactor: Any) -> None:
     assert "longer than 1s" in job.result.reason
     await waitFor(reactor, lambda: gone(child), f"process {child} to be gone", timeout=10)
     assert duct.jobs.stats()["slow"]["killed"] == 1
+
+
+def test_the_job_keys_are_checked_with_the_key_named() -> None:
+    import pytest
+
+    from duct.configuration import ConfigFile, ConfigurationError
+
+    good = ConfigFile.fromDict(
+        {
+            "queues": {"slow": {"concurrency": 2, "max_exec_time": "5m"}},
+            "jobs": {"allow": [{"name": "up", "command": "uptime", "queue": "slow"}]},
+            "job_retention": {"count": 10},
+        }
+    )
+    assert good.get("queues")["slow"] == {"concurrency": 2, "max_exec_time": 300.0}
+    assert good.get("jobs")["allow"][0]["shell"] is False
+    assert good.get("job_retention") == {"count": 10, "age": 3600.0}
+    bad = {
+        "queues": {"slow": {"concurrency": 0, "speed": 1}},
+        "jobs": {"allow": [{"name": "x", "command": "true", "queue": "nowhere"}, {"name": "y"}]},
+        "job_retention": {"count": "many"},
+    }
+    with pytest.raises(ConfigurationError) as raised:
+        ConfigFile.fromDict(bad)
+    text = "\n".join(str(p) for p in raised.value.problems)
+    assert "queues.slow: concurrency: must be at least 1" in text
+    assert "queues.slow: speed: unknown key" in text
+    assert "jobs.allow[0]: queue: no queue named 'nowhere'" in text
+    assert "jobs.allow[1]: command: missing required key" in text
+    assert "job_retention: count: expected an integer" in text
