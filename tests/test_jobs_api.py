@@ -144,3 +144,39 @@ async def test_a_check_on_demand_and_a_cancel(reactor: Any, tmp_path: Path) -> N
         assert stats["queues"]["default"]["done"] == 1
     finally:
         await agent.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_cli_runs_follows_shows_and_cancels(reactor: Any, tmp_path: Path) -> None:
+    import os
+    import sys
+
+    from twisted.internet.utils import getProcessOutputAndValue
+
+    allow = [
+        {"name": "hello", "command": "echo one; echo two >&2; exit 1", "shell": True},
+        {"name": "hang", "command": gated(tmp_path / "never"), "shell": True},
+    ]
+    agent = Agent(reactor, {"jobs": {"allow": allow}}, token="tok")
+    agent.service.startService()
+
+    async def duct(*args: str) -> tuple[str, str, int]:
+        argv = ["-m", "duct.cli", "job", *args, "--url", agent.url, "--token", "tok"]
+        out, err, code = await getProcessOutputAndValue(sys.executable, argv, env=os.environ)
+        return out.decode(), err.decode(), code
+
+    try:
+        out, err, code = await duct("run", "hello", "--follow")
+        assert out == "one\n" and "two\n" in err and code == 1
+        assert "finished (failed)" in err
+        jobId, _, code = await duct("run", "hang")
+        jobId = jobId.strip()
+        await waitFor(reactor, lambda: agent.service.jobs.get(jobId).last >= 3, "output")
+        out, _, code = await duct("cancel", jobId)
+        assert code == 0 and "cancelled" in out
+        out, _, code = await duct("show", jobId)
+        assert json.loads(out)["state"] == "cancelled"
+        _, err, code = await duct("run", "nothing")
+        assert code == 1 and "404" in err
+    finally:
+        await agent.stop()
