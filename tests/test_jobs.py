@@ -162,3 +162,15 @@ def test_the_job_keys_are_checked_with_the_key_named() -> None:
     assert "jobs.allow[0]: queue: no queue named 'nowhere'" in text
     assert "jobs.allow[1]: command: missing required key" in text
     assert "job_retention: count: expected an integer" in text
+
+
+def test_a_command_source_names_a_declared_queue() -> None:
+    import pytest
+
+    from duct.configuration import ConfigFile, ConfigurationError
+
+    source = {"source": "duct.sources.command.Command", "service": "c", "command": "true"}
+    ConfigFile.fromDict({"queues": {"q": {}}, "sources": [{**source, "queue": "q"}]})
+    with pytest.raises(ConfigurationError) as raised:
+        ConfigFile.fromDict({"sources": [{**source, "queue": "q"}]})
+    assert "sources[0] (service: c): queue: no queue named 'q'" in str(raised.value.problems[0])

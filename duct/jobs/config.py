@@ -29,6 +29,15 @@ def checkJobSettings(
             for name, value in queues.items()
         }  # fmt: skip
     declared = {"default", *(settings.get("queues") or {})}
+    for item in settings.get("sources") or []:
+        config = getattr(item, "config", None)
+        if not isinstance(config, dict) or not str(config.get("source", "")).endswith(
+            "command.Command"
+        ):
+            continue
+        queue = config.get("queue")
+        if isinstance(queue, str) and queue not in declared:
+            problem(item.file, item.label, "queue", f"no queue named {queue!r} in queues:")
     retention = settings.get("job_retention")
     if retention is not None:
         settings["job_retention"] = check(

@@ -94,6 +94,7 @@ class Command(Source):
         self.format: str = self.config["format"]
         self.queueName: str = self.config["queue"]
         self.jobs: Jobs = jobsOf(duct)
+        self.jobs.queue(self.queueName)  # raises for a queue queues: does not declare
         self.jobs.checks[self.service] = self
         self.current: Job | None = None
         self.runsSkipped = 0
