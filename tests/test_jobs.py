@@ -174,3 +174,18 @@ def test_a_command_source_names_a_declared_queue() -> None:
     with pytest.raises(ConfigurationError) as raised:
         ConfigFile.fromDict({"sources": [{**source, "queue": "q"}]})
     assert "sources[0] (service: c): queue: no queue named 'q'" in str(raised.value.problems[0])
+
+
+def test_new_queue_settings_apply_after_a_reload() -> None:
+    clock = Clock()
+    duct = FakeDuct(clock=clock, config={"queues": {"q": {"concurrency": 1}}})
+    from duct.jobs.registry import jobsOf
+
+    jobs = jobsOf(duct)
+    started, work = pending()
+    made = [jobs.submit("x", "q", work) for _ in range(3)]
+    assert [j.state for j in made] == ["running", "waiting", "waiting"]
+    duct.config = {"queues": {"q": {"concurrency": 3}, "new": {}}}
+    assert jobsOf(duct) is jobs
+    assert [j.state for j in made] == ["running"] * 3
+    assert set(jobs.queues) == {"default", "q", "new"}

@@ -85,7 +85,7 @@ class JobQueue:
         """Queue ``job``; it starts now if a place is free."""
         self.submitted += 1
         self.waiting.append(job)
-        self._pump()
+        self.pump()
         return job
 
     def skip(self) -> None:
@@ -112,7 +112,8 @@ class JobQueue:
         now: float = self.clock.seconds()
         return now
 
-    def _pump(self) -> None:
+    def pump(self) -> None:
+        """Start waiting jobs while places are free."""
         while self.waiting and len(self.running) < self.concurrency:
             self._start(self.waiting.popleft())
 
@@ -163,7 +164,7 @@ class JobQueue:
         name = counts.get(state, "failedToRun")
         setattr(self, name, getattr(self, name) + 1)
         job.end(state, result, now)
-        self._pump()
+        self.pump()
 
     def _classify(
         self, outcome: JobResult | Failure, expired: bool, cancelled: bool

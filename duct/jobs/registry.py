@@ -36,24 +36,41 @@ class Jobs:
         allowed: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         self.clock = clock
+        self.queues: dict[str, JobQueue] = {}
+        self.keepCount, self.keepAge = RETENTION_COUNT, RETENTION_AGE
+        self.allowed: dict[str, Mapping[str, Any]] = {}
+        self.configure(queues, retention, allowed)
+        self.jobs: OrderedDict[str, Job] = OrderedDict()
+        self._config: Any = None
+        self.checks: dict[str, Any] = {}
+        """The sources that can run a job on demand, by service name."""
+
+    def configure(
+        self,
+        queues: Mapping[str, Mapping[str, Any]] | None,
+        retention: Mapping[str, Any] | None = None,
+        allowed: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
+        """Take (new) settings: queues are added or changed, never removed while in use.
+
+        A queue whose ``concurrency`` grows starts its waiting jobs at once;
+        a new ``max_exec_time`` applies to the jobs that start from now.
+        """
         declared = dict(queues or {})
         declared.setdefault(DEFAULT_QUEUE, {})
-        self.queues: dict[str, JobQueue] = {
-            name: JobQueue(
-                name,
-                clock,
-                int(settings.get("concurrency") or DEFAULT_CONCURRENCY),
-                float(settings.get("max_exec_time") or DEFAULT_MAX_EXEC_TIME),
-            )
-            for name, settings in declared.items()
-        }
+        for name, settings in declared.items():
+            concurrency = int(settings.get("concurrency") or DEFAULT_CONCURRENCY)
+            limit = float(settings.get("max_exec_time") or DEFAULT_MAX_EXEC_TIME)
+            queue = self.queues.get(name)
+            if queue is None:
+                self.queues[name] = JobQueue(name, self.clock, concurrency, limit)
+            elif (queue.concurrency, queue.maxExecTime) != (concurrency, limit):
+                queue.concurrency, queue.maxExecTime = concurrency, limit
+                queue.pump()
         retention = retention or {}
         self.keepCount = int(retention.get("count") or RETENTION_COUNT)
         self.keepAge = float(retention.get("age") or RETENTION_AGE)
-        self.allowed: dict[str, Mapping[str, Any]] = dict(allowed or {})
-        self.jobs: OrderedDict[str, Job] = OrderedDict()
-        self.checks: dict[str, Any] = {}
-        """The sources that can run a job on demand, by service name."""
+        self.allowed = dict(allowed or {})
 
     def queue(self, name: str) -> JobQueue:
         try:
@@ -93,17 +110,18 @@ class Jobs:
 
 
 def jobsOf(duct: Any) -> Jobs:
-    """The agent's `Jobs`, made from its configuration the first time it is asked for."""
-    jobs = getattr(duct, "jobs", None)
-    if isinstance(jobs, Jobs):
-        return jobs
+    """The agent's `Jobs`: made from its configuration at first, updated after a reload."""
     config = getattr(duct, "config", None) or {}
     allow = (config.get("jobs") or {}).get("allow") or []
-    jobs = Jobs(
-        duct.clock,
+    settings = (
         config.get("queues"),
         config.get("job_retention"),
         {entry["name"]: entry for entry in allow if isinstance(entry, Mapping)},
     )
-    duct.jobs = jobs
+    jobs = getattr(duct, "jobs", None)
+    if not isinstance(jobs, Jobs):
+        jobs = duct.jobs = Jobs(duct.clock, *settings)
+    elif getattr(jobs, "_config", None) is not config:  # reloaded: take the new settings
+        jobs.configure(*settings)
+    jobs._config = config
     return jobs
