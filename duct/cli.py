@@ -1,8 +1,9 @@
-"""The ``duct`` command: run, check, once, reload, list and tail."""
+"""The ``duct`` command: run, check, once, reload, list, tail and job."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -286,6 +287,40 @@ def _tailArguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--json", action="store_true", help="print each event's JSON as received")
 
 
+def job(args: argparse.Namespace) -> int:
+    """Run a check or an allowed command on the running agent, or show or cancel a job."""
+    from duct.jobs.client import JobClient, exitCode, printLine
+
+    client = JobClient(args.url, args.token)
+    if args.action == "run":
+        jobId = client.submit(args.target)
+        if not args.follow:
+            print(jobId)
+            return 0
+        print(f"job {jobId}", file=sys.stderr)
+        ended = client.follow(jobId, printLine)
+        result = ended.get("result") or {}
+        reason = f": {result['reason']}" if result.get("reason") else ""
+        print(f"job {jobId} {ended['state']} ({result.get('outcome')}){reason}", file=sys.stderr)
+        return exitCode(ended)
+    if args.action == "show":
+        print(json.dumps(client.show(args.target), indent=2))
+        return 0
+    answer = client.cancel(args.target)
+    print(f"job {answer['id']}: {'cancelled' if answer['cancelled'] else 'had already ended'}")
+    return 0 if answer["cancelled"] else 1
+
+
+def _jobArguments(sub: argparse.ArgumentParser) -> None:
+    from duct.jobs.client import DEFAULT_URL
+
+    sub.add_argument("action", choices=("run", "show", "cancel"))
+    sub.add_argument("target", metavar="NAME|ID", help="a check or allowed job to run; a job id")
+    sub.add_argument("--follow", action="store_true", help="print its output until it ends")
+    sub.add_argument("--url", default=DEFAULT_URL, help=f"the agent's web server ({DEFAULT_URL})")
+    sub.add_argument("--token", help="the web server's token, if it requires one")
+
+
 def _count(value: str) -> int:
     """``--since`` or ``--recent``, checked as /events checks its own."""
     from duct.web.events.format import BadRequest, count
@@ -307,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         ("reload", reload, True),
         ("list", list_, False),
         ("tail", tail, False),
+        ("job", job, False),
     ):
         sub = commands.add_parser(name, help=(handler.__doc__ or "").strip().split("\n")[0])
         if needsConfig:
@@ -315,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
             sub.add_argument("-c", "--config", help="also list the plugins this file enables")
         if handler is tail:
             _tailArguments(sub)
+        if handler is job:
+            _jobArguments(sub)
         sub.set_defaults(handler=handler)
         if name == "reload":
             sub.add_argument("--pid", type=int, help="the agent's process id (found if omitted)")

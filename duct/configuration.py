@@ -114,6 +114,9 @@ class ConfigFile:
         unnamed = unnamedOutputs(outputs)
         if settings.get("web") is not None:
             settings["web"] = self._web(settings["web"])
+        from duct.jobs.config import checkJobSettings
+
+        checkJobSettings(settings, self.path, self._check, self._problem)
         if settings.get("self_events"):
             sources.append(self._selfEvents(settings, outputNames))
         for item in sources:

@@ -26,6 +26,7 @@ BUILTIN_SOURCES = (
     "duct.sources.network.TLS",
     "duct.sources.network.DNS",
     "duct.sources.network.Ping",
+    "duct.sources.command.Command",
     "duct.sources.nginx.Nginx",
     "duct.sources.nginx.NginxLogMetrics",
     "duct.sources.nginx.NginxLog",

@@ -47,7 +47,47 @@ GLOBAL_OPTIONS: dict[str, Option] = {
         Option("self_events", "boolean", False, "emit duct's own statistics as duct.* events"),
         Option("self_interval", "number", 10.0, "seconds between self events", minimum=0.001),
         Option("self_route", "strings", None, "output name(s) for self events (default: all)"),
+        Option(
+            "queues",
+            "mapping",
+            None,
+            "job queues by name: {NAME: {concurrency, max_exec_time}}; default always exists",
+        ),
+        Option("jobs", "mapping", None, "jobs on demand: {allow: [{name, command, ...}]}"),
+        Option("job_retention", "mapping", None, "ended jobs kept: {count, age}"),
         *GLOBAL_SSH_OPTIONS,  # what every use_ssh source takes unless it sets its own
+    )
+}
+QUEUE_OPTIONS = {
+    option.name: option
+    for option in (
+        Option("concurrency", "integer", 4, "jobs of the queue run at once at most", minimum=1),
+        Option(
+            "max_exec_time", "duration", 300.0, "seconds a job may run before it is killed", above=0
+        ),
+    )
+}
+JOBS_OPTIONS = {
+    option.name: option
+    for option in (
+        Option("allow", "list", [], "commands a client may run by name: {name, command, ...}"),
+    )
+}
+ALLOWED_JOB_OPTIONS = {
+    option.name: option
+    for option in (
+        Option("name", "string", REQUIRED, "the name a client runs it by"),
+        Option("command", "any", REQUIRED, "the command: a list of arguments, or a string"),
+        Option("shell", "boolean", False, "run the command through /bin/sh -c"),
+        Option("queue", "string", "default", "the queue it waits in"),
+        Option("timeout", "number", None, "seconds it may run (default: the queue's)", above=0),
+    )
+}
+RETENTION_OPTIONS = {
+    option.name: option
+    for option in (
+        Option("count", "integer", 1000, "ended jobs kept at most", minimum=1),
+        Option("age", "duration", 3600.0, "seconds an ended job is kept at most", above=0),
     )
 }
 WEB_OPTIONS = {

@@ -17,7 +17,8 @@ set -euo pipefail
 # OpenTSDB output's /api/put; apache2 serves mod_status, haproxy its
 # stats CSV and prometheus-node-exporter an exposition page for the
 # scrape source; redis-server, memcached, postgres, mariadbd and
-# rabbitmq-server are what the database and queue sources read.
+# rabbitmq-server are what the database and queue sources read; the
+# Nagios plugins are what the Command check runs unchanged.
 wanted=(
     systemd-analyze:systemd
     chromium:chromium
@@ -39,6 +40,7 @@ wanted=(
     /usr/lib/postgresql/15/bin/postgres:postgresql
     mariadbd:mariadb-server
     rabbitmq-server:rabbitmq-server
+    /usr/lib/nagios/plugins/check_load:monitoring-plugins
 )
 
 need=()

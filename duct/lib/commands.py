@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from twisted.internet.defer import Deferred
@@ -70,26 +70,52 @@ class Commands:
             self._target = targetOf(self.config, self.host)
         return self._target
 
-    def run(self, argv: Sequence[str], timeout: float | None = None) -> Deferred[CommandOutput]:
-        """Run ``argv``; fails with `duct.lib.process.ProcessTimeout` past ``timeout`` seconds."""
+    def run(
+        self,
+        argv: Sequence[str],
+        timeout: float | None = None,
+        onOutput: Callable[[str, bytes], None] | None = None,
+    ) -> Deferred[CommandOutput]:
+        """Run ``argv``; fails with `duct.lib.process.ProcessTimeout` past ``timeout`` seconds.
+
+        ``onOutput`` is called with ``("stdout" or "stderr", bytes)``: as
+        the output comes here, at the end over SSH.  Cancelling the
+        Deferred kills the command.
+        """
         if not argv:
             raise ValueError("no command to run")
         limit = self.timeout if timeout is None else timeout
         if self.useSSH:
-            return Deferred.fromCoroutine(self._runRemote(list(argv), limit))
-        return Deferred.fromCoroutine(self._runLocal(list(argv), limit))
+            return Deferred.fromCoroutine(self._runRemote(list(argv), limit, onOutput))
+        return Deferred.fromCoroutine(self._runLocal(list(argv), limit, onOutput))
 
-    async def _runLocal(self, argv: list[str], timeout: float) -> CommandOutput:
+    def executable(self, name: str) -> str | None:
+        """The path a local command ``name`` runs from, or None if there is none."""
+        return shutil.which(name, path=os.environ.get("PATH", os.defpath))
+
+    async def _runLocal(
+        self, argv: list[str], timeout: float, onOutput: Callable[[str, bytes], None] | None
+    ) -> CommandOutput:
         path = os.environ.get("PATH", os.defpath)
         executable = shutil.which(argv[0], path=path) or argv[0]
         reactor = getattr(self.duct, "reactor", None)
         stdout, stderr, code = await fork(
-            executable, argv[1:], env={"PATH": path}, timeout=timeout, reactor=reactor
+            executable,
+            argv[1:],
+            env={"PATH": path},
+            timeout=timeout,
+            reactor=reactor,
+            onOutput=onOutput,
         )
         return CommandOutput(code, stdout, stderr)
 
-    async def _runRemote(self, argv: list[str], timeout: float) -> CommandOutput:
+    async def _runRemote(
+        self, argv: list[str], timeout: float, onOutput: Callable[[str, bytes], None] | None
+    ) -> CommandOutput:
         code, stdout, stderr = await self._remote(shellLine(argv), timeout)
+        if onOutput is not None:
+            onOutput("stdout", stdout)
+            onOutput("stderr", stderr)
         return CommandOutput(
             code, stdout.decode("utf-8", errors="replace"), stderr.decode("utf-8", errors="replace")
         )

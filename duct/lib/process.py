@@ -7,7 +7,7 @@ working; the global reactor is then used.  Duct's own code passes its own.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import psutil
@@ -60,6 +60,7 @@ class ProcessProtocol(protocol.ProcessProtocol):
         timeout: float | None,
         reactor: Clock | None = None,
         name: str = "process",
+        onOutput: Callable[[str, bytes], None] | None = None,
     ) -> None:
         if reactor is None:
             # Compatibility path for plugins that build this protocol themselves.
@@ -70,6 +71,7 @@ class ProcessProtocol(protocol.ProcessProtocol):
         self.timeout = timeout
         self.clock: Clock = reactor
         self.name = name
+        self.onOutput = onOutput
         self.stdout: list[bytes] = []
         self.stderr: list[bytes] = []
         self.timedOut = False
@@ -83,9 +85,13 @@ class ProcessProtocol(protocol.ProcessProtocol):
 
     def outReceived(self, data: bytes) -> None:
         self.stdout.append(data)
+        if self.onOutput is not None:
+            self.onOutput("stdout", data)
 
     def errReceived(self, data: bytes) -> None:
         self.stderr.append(data)
+        if self.onOutput is not None:
+            self.onOutput("stderr", data)
 
     def abort(self) -> None:
         """SIGKILL the child and its descendants; stop waiting for its pipes soon after."""
@@ -155,6 +161,7 @@ def fork(
     path: str | None = None,
     timeout: float | None = 3600,
     reactor: Reactor | None = None,
+    onOutput: Callable[[str, bytes], None] | None = None,
 ) -> Deferred[tuple[str, str, int]]:
     """Run ``executable`` with ``args`` and return a Deferred of ``(stdout, stderr, code)``.
 
@@ -167,6 +174,8 @@ def fork(
     :param reactor: the reactor to spawn on.  ``None`` uses the global
         reactor: the compatibility path for plugins written for the
         original duct.  Duct's own code passes its reactor.
+    :param onOutput: called with ``("stdout" or "stderr", bytes)`` as the
+        child writes, for a caller that follows the output as it comes.
 
     Cancelling the Deferred kills the child.
     """
@@ -176,7 +185,7 @@ def fork(
 
         spawner = _reactor
     d: Deferred[tuple[str, str, int]] = Deferred(lambda _: proto.abort())
-    proto = ProcessProtocol(d, timeout, reactor=spawner, name=executable)
+    proto = ProcessProtocol(d, timeout, reactor=spawner, name=executable, onOutput=onOutput)
     try:
         spawner.spawnProcess(proto, executable, [executable, *args], env=dict(env or {}), path=path)
     except Exception:

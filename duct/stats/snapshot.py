@@ -103,6 +103,9 @@ def snapshot(service: Any) -> dict[str, Any]:
             name: {"class": className(runner.plugin), **read(PLUGIN_STATS, runner)}
             for name, runner in host.runners.items()
         }
+    jobs = getattr(service, "jobs", None)
+    if jobs is not None and hasattr(jobs, "queues"):  # the job queues (duct.jobs)
+        result["queues"] = jobs.stats()
     events = getattr(getattr(service, "web", None), "events", None)
     if events is not None:  # the /events stream: clients, cut-offs, the ring
         result["events"] = events.stats()

@@ -22,13 +22,16 @@ DEFAULT_LISTEN = "tcp:8901:interface=127.0.0.1"
 def extraResources(service: Any) -> dict[str, AnyResource]:
     """duct's own resources beyond /stats, /metrics and /health, by path segment.
 
-    ``/events`` is the live event stream, served from the service's ring.
+    ``/events`` is the live event stream, served from the service's ring;
+    ``/api/jobs`` the jobs (`duct.jobs.resource`).
     """
+    from duct.jobs.resource import JobsResource
     from duct.web.events.resource import eventsResource
 
+    jobs = {"api/jobs": JobsResource(service)}  # /api/jobs (see duct.web.site.Root)
     if service.ring is None:  # a service built without web: has no ring
-        return {}
-    return {"events": eventsResource(service.ring, service.clock)}
+        return jobs
+    return {"events": eventsResource(service.ring, service.clock), **jobs}
 
 
 class WebServer(Service):

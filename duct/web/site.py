@@ -113,7 +113,7 @@ class Root(Resource):
         self.plugins = {k: v for k, v in routes.items() if k not in self.builtins}
 
     def routes(self) -> list[str]:
-        names = sorted({*self.builtins, *self.plugins})
+        names = sorted({*self.builtins, *self.plugins} - {"api/jobs"})
         return ["/"] + [f"/{name}" for name in names if name]
 
     def routeFor(self, segment: str) -> AnyResource | None:
@@ -124,6 +124,11 @@ class Root(Resource):
     def getChildWithDefault(self, path: bytes, request: Request) -> AnyResource:
         segment = path.decode("utf-8", "replace")
         resource = self.routeFor(segment)
+        postpath = request.postpath or []
+        if segment == "api" and postpath[:1] == [b"jobs"] and "api/jobs" in self.builtins:
+            # /api/jobs is duct's own; the rest of /api stays a plugin's (the store's).
+            (request.prepath or []).append(postpath.pop(0))
+            resource = self.builtins["api/jobs"]
         # A route that checks tokens itself (``checksToken``: its own, or this one) is
         # handed the request as it came.
         checked = segment in OPEN_ROUTES or getattr(resource, "checksToken", False)
