@@ -306,3 +306,70 @@ async def test_an_ssh_agent_logs_in_when_no_key_is_configured(
     finally:
         agent.terminate()
         agent.wait(timeout=30)
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_original_blueprint_example_runs_over_ssh(
+    reactor: Any, sshd: SSHD, knownHosts: str, tmp_path: Path
+) -> None:
+    """The toolbox and blueprint of the original's blueprints guide, word for word,
+    with our hosts and the SSH settings given once at the top."""
+    path = tmp_path / "duct.yml"
+    path.write_text(
+        f"""\
+stagger: 0
+ssh_port: {sshd.port}
+ssh_username: {sshd.user}
+ssh_keyfile: {sshd.userKeyFile}
+ssh_knownhosts_file: {knownHosts}
+
+toolbox:
+  linux_defaults:
+    defaults:
+      use_ssh: True
+      interval: 10.0
+    sources:
+      - service: memory
+        source: duct.sources.linux.basic.Memory
+      - service: cpu
+        source: duct.sources.linux.basic.CPU
+
+blueprint:
+  - toolbox: linux_defaults
+    defaults:
+      interval: 0.2
+    sets:
+      hostname:
+        - 127.0.0.1
+        - localhost
+
+outputs:
+  - output: duct.testing.RecordingOutput
+    name: out
+    flush_interval: 0
+"""
+    )
+    config = ConfigFile(str(path)).load()
+    built = sorted((item.config["hostname"], item.config["service"]) for item in config.sources)
+    assert built == [
+        ("127.0.0.1", "cpu"),
+        ("127.0.0.1", "memory"),
+        ("localhost", "cpu"),
+        ("localhost", "memory"),
+    ]
+    service = DuctService(config, reactor=reactor)
+    output = service.outputs["out"]
+    assert isinstance(output, RecordingOutput)
+    # CPU emits from its second poll on: both services from both hosts, over SSH.
+    wanted = {(host, name) for host in ("127.0.0.1", "localhost") for name in ("memory", "cpu")}
+    service.startService()
+    try:
+        await waitFor(
+            reactor,
+            lambda: wanted <= {(e.hostname, e.service) for e in output.written},
+            "memory and cpu events from both hosts",
+            20,
+        )
+    finally:
+        await service.stopService()
+    assert sorted(host for host, _, _ in service.ssh.hosts) == ["127.0.0.1", "localhost"]
