@@ -6,10 +6,17 @@ import re
 import sys
 import types
 from pathlib import Path
+from typing import Any
+
+import yaml
+from sshserver import keygen
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "docs"))
 
 from update_reference import render  # noqa: E402
+
+from duct.configuration import ConfigFile  # noqa: E402
+from duct.errors import ConfigurationError  # noqa: E402
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -30,3 +37,53 @@ def test_readme_example_runs() -> None:
     assert len(tests) == 2
     for test in tests:
         test()
+
+
+def readmeConfigs() -> list[tuple[int, object]]:
+    """Every YAML block of the README that is a duct config or a list of its sources.
+
+    A block that is a list is a ``sources:`` entry, as the sections show
+    them; one about another program (a Prometheus scrape config) is left
+    out.
+    """
+    text = README.read_text()
+    found = []
+    for match in re.finditer(r"```ya?ml\n(.*?)```", text, re.S):
+        line = text.count("\n", 0, match.start()) + 1
+        document = yaml.safe_load(match.group(1))
+        if isinstance(document, list):
+            document = {"sources": document}
+        if isinstance(document, dict) and "scrape_configs" not in document:
+            found.append((line, document))
+    return found
+
+
+def test_every_config_in_the_readme_passes_check(tmp_path: Path) -> None:
+    """Each config the README shows is valid, read as parts of one: the queues
+    one section declares serve the others, and key files are the reader's own."""
+    configs = readmeConfigs()
+    assert len(configs) > 20, "the README lost its examples"
+    queues: dict[str, object] = {}
+    for _, document in configs:
+        queues.update(document.get("queues") or {})  # type: ignore[attr-defined]
+    keyfile = tmp_path / "id_ed25519"
+    keygen(keyfile)
+    failures = []
+    for line, document in configs:
+        document = {"queues": queues, **ownKeys(document, str(keyfile))}  # type: ignore[dict-item]
+        path = tmp_path / f"readme-{line}.yml"
+        path.write_text(yaml.safe_dump(document))
+        try:
+            ConfigFile(str(path)).load()
+        except ConfigurationError as e:
+            failures.append(f"README.md line {line}: {e}")
+    assert not failures, "\n".join(failures)
+
+
+def ownKeys(value: Any, keyfile: str) -> Any:
+    """``value`` with every ``ssh_keyfile`` pointing at ``keyfile``."""
+    if isinstance(value, dict):
+        return {k: keyfile if k == "ssh_keyfile" else ownKeys(v, keyfile) for k, v in value.items()}
+    if isinstance(value, list):
+        return [ownKeys(v, keyfile) for v in value]
+    return value
