@@ -26,6 +26,7 @@ BUILTIN_SOURCES = (
     "duct.sources.network.TLS",
     "duct.sources.network.DNS",
     "duct.sources.network.Ping",
+    "duct.sources.munin.MuninNode",
     "duct.sources.nginx.Nginx",
     "duct.sources.riemann.RiemannTCP",
     "duct.sources.riemann.RiemannUDP",

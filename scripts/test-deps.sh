@@ -12,7 +12,8 @@ set -euo pipefail
 # nginx serves the stub_status page the nginx source reads, sshd is the
 # remote host the SSH checks run on, ping is what the Ping check runs;
 # prometheus also receives remote writes, and influxd stores what the
-# InfluxDB output writes.
+# InfluxDB output writes; munin-node, snmpd, unbound (with
+# unbound-control) and postfix are the servers their sources read.
 wanted=(
     systemd-analyze:systemd
     chromium:chromium
@@ -24,6 +25,10 @@ wanted=(
     sshd:openssh-server
     influxd:influxdb
     ping:iputils-ping
+    munin-node:munin-node
+    snmpd:snmpd
+    unbound:unbound
+    postfix:postfix
 )
 
 need=()

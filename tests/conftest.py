@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from influxserver import Influx, findInflux, startInflux
+from muninserver import MuninServer, findMunin, startMunin
 from nginxserver import Nginx, findNginx, startNginx, stopNginx
 from promserver import PrometheusServer, findPrometheus, startPrometheus
 from sshserver import SSHD, findSSHD, startSSHD, stopSSHD
@@ -132,6 +133,23 @@ def prometheus_receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pr
     if binary is None:
         pytest.fail("prometheus is not installed: run scripts/test-deps.sh (as root) or make test")
     server = startPrometheus(binary, tmp_path_factory.mktemp("prometheus"), receiver=True)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def munin_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MuninServer]:
+    """Debian's munin-node on 127.0.0.1 with two plugins of its own, one for the whole session.
+
+    `make test` installs it (scripts/test-deps.sh); a missing one fails the
+    tests that use it.
+    """
+    binary = findMunin()
+    if binary is None:
+        pytest.fail("munin-node is not installed: run scripts/test-deps.sh (as root) or make test")
+    server = startMunin(binary, tmp_path_factory.mktemp("munin"))
     try:
         yield server
     finally:
