@@ -13,6 +13,7 @@ from promserver import PrometheusServer, findPrometheus, startPrometheus
 from sshserver import SSHD, findSSHD, startSSHD, stopSSHD
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, globalLogPublisher
+from unboundserver import UnboundServer, findUnbound, startUnbound
 
 
 @pytest.fixture
@@ -150,6 +151,23 @@ def munin_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MuninServer
     if binary is None:
         pytest.fail("munin-node is not installed: run scripts/test-deps.sh (as root) or make test")
     server = startMunin(binary, tmp_path_factory.mktemp("munin"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def unbound(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UnboundServer]:
+    """Debian's unbound on 127.0.0.1 with a control socket, one for the whole session.
+
+    `make test` installs it (scripts/test-deps.sh); a missing one fails the
+    tests that use it.
+    """
+    binary = findUnbound()
+    if binary is None:
+        pytest.fail("unbound is not installed: run scripts/test-deps.sh (as root) or make test")
+    server = startUnbound(binary, tmp_path_factory.mktemp("unbound"))
     try:
         yield server
     finally:
