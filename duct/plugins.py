@@ -28,6 +28,7 @@ BUILTIN_SOURCES = (
     "duct.sources.network.Ping",
     "duct.sources.munin.MuninNode",
     "duct.sources.nginx.Nginx",
+    "duct.sources.postfix.Postfix",
     "duct.sources.unbound.Stats",
     "duct.sources.riemann.RiemannTCP",
     "duct.sources.riemann.RiemannUDP",

@@ -9,6 +9,7 @@ import pytest
 from influxserver import Influx, findInflux, startInflux
 from muninserver import MuninServer, findMunin, startMunin
 from nginxserver import Nginx, findNginx, startNginx, stopNginx
+from postfixserver import PostfixServer, findPostfix, startPostfix
 from promserver import PrometheusServer, findPrometheus, startPrometheus
 from sshserver import SSHD, findSSHD, startSSHD, stopSSHD
 from twisted.internet.task import Clock
@@ -168,6 +169,27 @@ def unbound(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UnboundServer]
     if binary is None:
         pytest.fail("unbound is not installed: run scripts/test-deps.sh (as root) or make test")
     server = startUnbound(binary, tmp_path_factory.mktemp("unbound"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def postfix() -> Iterator[PostfixServer]:
+    """A private instance of Debian's postfix with smtpd on 127.0.0.1, for the whole session.
+
+    Its directory is under /tmp, open to the postfix user (pytest's tmp is
+    not).  `make test` installs postfix (scripts/test-deps.sh); a missing
+    one fails the tests that use it.
+    """
+    import tempfile
+    from pathlib import Path
+
+    binary = findPostfix()
+    if binary is None:
+        pytest.fail("postfix is not installed: run scripts/test-deps.sh (as root) or make test")
+    server = startPostfix(binary, Path(tempfile.mkdtemp(prefix="duct-postfix-")))
     try:
         yield server
     finally:
