@@ -33,6 +33,7 @@ BUILTIN_SOURCES = (
     "duct.sources.riemann.RiemannTCP",
     "duct.sources.riemann.RiemannUDP",
     "duct.sources.selfstats.SelfStats",
+    "duct.sources.snmp.SNMP",
     "duct.sources.Duct",
 )
 

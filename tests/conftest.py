@@ -11,6 +11,7 @@ from muninserver import MuninServer, findMunin, startMunin
 from nginxserver import Nginx, findNginx, startNginx, stopNginx
 from postfixserver import PostfixServer, findPostfix, startPostfix
 from promserver import PrometheusServer, findPrometheus, startPrometheus
+from snmpserver import SNMPAgent, findSNMPD, startSNMPD
 from sshserver import SSHD, findSSHD, startSSHD, stopSSHD
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, globalLogPublisher
@@ -190,6 +191,23 @@ def postfix() -> Iterator[PostfixServer]:
     if binary is None:
         pytest.fail("postfix is not installed: run scripts/test-deps.sh (as root) or make test")
     server = startPostfix(binary, Path(tempfile.mkdtemp(prefix="duct-postfix-")))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def snmpd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SNMPAgent]:
+    """Debian's snmpd on 127.0.0.1 with a v2c community and a v3 user, for the whole session.
+
+    `make test` installs it (scripts/test-deps.sh); a missing one fails the
+    tests that use it.
+    """
+    binary = findSNMPD()
+    if binary is None:
+        pytest.fail("snmpd is not installed: run scripts/test-deps.sh (as root) or make test")
+    server = startSNMPD(binary, tmp_path_factory.mktemp("snmpd"))
     try:
         yield server
     finally:
