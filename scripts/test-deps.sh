@@ -48,4 +48,12 @@ if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
 fi
 echo "installing Debian packages for the tests: ${need[*]}"
 apt-get update -qq
+# The tests start their own servers on free ports; the packaged daemons
+# (unbound on port 53, postfix on 25, ...) must not start and take ports or
+# the machine's resolver.  policy-rc.d exit 101 forbids it during the install.
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+fi
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
