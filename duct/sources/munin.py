@@ -57,9 +57,13 @@ class MuninProtocol(LineOnlyReceiver):
             pending.errback(ConnectionError("munin-node closed the connection"))
 
 
-def parseConfig(plugin: str, lines: list[str]) -> tuple[str, dict[str, dict[str, str]]]:
-    """A plugin's category, and each field's ``type``, ``label`` and ``info``."""
-    category, fields = "system", {}  # type: tuple[str, dict[str, dict[str, str]]]
+def parseConfig(lines: list[str]) -> tuple[str, dict[str, dict[str, str]]]:
+    """A plugin's category (``system`` if it names none), and each field's attributes.
+
+    ``load.type GAUGE`` and ``load.info ...`` give ``{"load": {"type": ..., "info": ...}}``.
+    """
+    category = "system"
+    fields: dict[str, dict[str, str]] = {}
     for line in lines:
         name, _, value = line.partition(" ")
         if name == "graph_category":
@@ -118,9 +122,7 @@ class MuninNode(Source):
             plugins = (await proto.command("list")).split()
             events: list[Event] = []
             for plugin in plugins:
-                category, fields = parseConfig(
-                    plugin, await proto.command(f"config {plugin}", True)
-                )
+                category, fields = parseConfig(await proto.command(f"config {plugin}", True))
                 values = await proto.command(f"fetch {plugin}", True)
                 events.extend(self._events(plugin, category, fields, values))
             return events
