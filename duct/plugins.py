@@ -41,9 +41,14 @@ BUILTIN_SOURCES = (
     "duct.sources.database.postgresql.PostgreSQL",
     "duct.sources.database.mysql.MySQL",
     "duct.sources.rabbitmq.Queues",
+    "duct.sources.munin.MuninNode",
+    "duct.sources.nginx.Nginx",
+    "duct.sources.postfix.Postfix",
+    "duct.sources.unbound.Stats",
     "duct.sources.riemann.RiemannTCP",
     "duct.sources.riemann.RiemannUDP",
     "duct.sources.selfstats.SelfStats",
+    "duct.sources.snmp.SNMP",
     "duct.sources.Duct",
 )
 

@@ -18,7 +18,9 @@ set -euo pipefail
 # stats CSV and prometheus-node-exporter an exposition page for the
 # scrape source; redis-server, memcached, postgres, mariadbd and
 # rabbitmq-server are what the database and queue sources read; the
-# Nagios plugins are what the Command check runs unchanged.
+# Nagios plugins are what the Command check runs unchanged; munin-node,
+# snmpd, unbound (with unbound-control) and postfix are the servers their
+# sources read.
 wanted=(
     systemd-analyze:systemd
     chromium:chromium
@@ -41,6 +43,10 @@ wanted=(
     mariadbd:mariadb-server
     rabbitmq-server:rabbitmq-server
     /usr/lib/nagios/plugins/check_load:monitoring-plugins
+    munin-node:munin-node
+    snmpd:snmpd
+    unbound:unbound
+    postfix:postfix
 )
 
 need=()
@@ -60,4 +66,12 @@ if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
 fi
 echo "installing Debian packages for the tests: ${need[*]}"
 apt-get update -qq
+# The tests start their own servers on free ports; the packaged daemons
+# (unbound on port 53, postfix on 25, ...) must not start and take ports or
+# the machine's resolver.  policy-rc.d exit 101 forbids it during the install.
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+fi
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null

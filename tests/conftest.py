@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import dbservers
 import pytest
 from carbonserver import Carbon, findCarbon, startCarbon
 from influxserver import Influx, findInflux, startInflux
+from muninserver import MuninServer, findMunin, startMunin
 from nginxserver import Nginx, findNginx, startNginx, stopNginx
+from postfixserver import PostfixServer, findPostfix, startPostfix
 from promserver import PrometheusServer, findPrometheus, startPrometheus
 from rabbitserver import RabbitMQ, findRabbitMQ, startRabbitMQ
+from snmpserver import SNMPAgent, findSNMPD, startSNMPD
 from sshserver import SSHD, findSSHD, startSSHD, stopSSHD
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, globalLogPublisher
+from unboundserver import UnboundServer, findUnbound, startUnbound
 from vmserver import VictoriaMetrics, findVictoriaMetrics, startVictoriaMetrics
 
 
@@ -261,3 +267,34 @@ def rabbitmq_server() -> Iterator[RabbitMQ]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def munin_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MuninServer]:
+    """Debian's munin-node on 127.0.0.1 with two plugins of its own, one for the whole session."""
+    root = tmp_path_factory.mktemp("munin")
+    yield from _sessionServer(findMunin, lambda binary: startMunin(binary, root), "munin-node")
+
+
+@pytest.fixture(scope="session")
+def unbound(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UnboundServer]:
+    """Debian's unbound on 127.0.0.1 with a control socket, one for the whole session."""
+    root = tmp_path_factory.mktemp("unbound")
+    yield from _sessionServer(findUnbound, lambda binary: startUnbound(binary, root), "unbound")
+
+
+@pytest.fixture(scope="session")
+def postfix() -> Iterator[PostfixServer]:
+    """A private instance of Debian's postfix with smtpd on 127.0.0.1, for the whole session.
+
+    Its directory is under /tmp, open to the postfix user (pytest's tmp is not).
+    """
+    root = Path(tempfile.mkdtemp(prefix="duct-postfix-"))
+    yield from _sessionServer(findPostfix, lambda binary: startPostfix(binary, root), "postfix")
+
+
+@pytest.fixture(scope="session")
+def snmpd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SNMPAgent]:
+    """Debian's snmpd on 127.0.0.1 with a v2c community and a v3 user, for the whole session."""
+    root = tmp_path_factory.mktemp("snmpd")
+    yield from _sessionServer(findSNMPD, lambda binary: startSNMPD(binary, root), "snmpd")

@@ -1,0 +1,148 @@
+"""A real postfix for the tests: Debian's, an instance of its own under a temporary directory.
+
+`startPostfix` writes a main.cf and master.cf (smtpd on a free port of
+127.0.0.1, nothing chrooted) with the queue and data directories under
+``root``, and starts the instance with ``postfix -c``.  Every message is
+for a ``defer_transports`` transport, so it waits in the deferred queue:
+nothing leaves the machine.  ``root`` must be reachable by the postfix
+user, so `startPostfix` opens it to all (pytest's own tmp is private).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import smtplib
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from localservers import debianBinary, freePort
+
+POSTFIX = "/usr/sbin/postfix"
+
+MAIN = """\
+compatibility_level = 3.6
+queue_directory = {root}/queue
+data_directory = {root}/data
+meta_directory = /etc/postfix
+inet_interfaces = loopback-only
+inet_protocols = ipv4
+myhostname = duct.test
+mydestination =
+mynetworks = 127.0.0.0/8
+relayhost = [127.0.0.1]:1
+defer_transports = smtp
+alias_maps =
+alias_database =
+maillog_file = {root}/maillog
+maillog_file_prefixes = {root}
+"""
+
+# Debian's master.cf up to postlog, with smtpd on the port and nothing chrooted.
+MASTER = """\
+127.0.0.1:{port} inet n - n - - smtpd
+pickup unix n - n 60 1 pickup
+cleanup unix n - n - 0 cleanup
+qmgr unix n - n 300 1 qmgr
+tlsmgr unix - - n 1000? 1 tlsmgr
+rewrite unix - - n - - trivial-rewrite
+bounce unix - - n - 0 bounce
+defer unix - - n - 0 bounce
+trace unix - - n - 0 bounce
+verify unix - - n - 1 verify
+flush unix n - n 1000? 0 flush
+proxymap unix - - n - - proxymap
+proxywrite unix - - n - 1 proxymap
+smtp unix - - n - - smtp
+relay unix - - n - - smtp
+showq unix n - n - - showq
+error unix - - n - - error
+retry unix - - n - - error
+discard unix - - n - - discard
+local unix - n n - - local
+virtual unix - n n - - virtual
+lmtp unix - - n - - lmtp
+anvil unix - - n - 1 anvil
+scache unix - - n - 1 scache
+postlog unix-dgram n - n - 1 postlogd
+"""
+
+
+@dataclass
+class PostfixServer:
+    root: Path
+    port: int
+
+    @property
+    def conf(self) -> str:
+        return str(self.root / "conf")
+
+    @property
+    def spool(self) -> str:
+        return str(self.root / "queue")
+
+    def send(self, count: int) -> list[str]:
+        """Submit ``count`` messages over SMTP; the queue ids postfix gave them."""
+        ids = []
+        with smtplib.SMTP("127.0.0.1", self.port, timeout=30) as smtp:
+            for n in range(count):
+                smtp.mail("duct@duct.test")
+                smtp.rcpt(f"nobody{n}@example.invalid")
+                code, reply = smtp.data(b"Subject: duct\r\n\r\nA test.\r\n")
+                assert code == 250, reply
+                ids.append(reply.decode().rsplit(" ", 1)[-1])
+        return ids
+
+    def postsuper(self, *args: str) -> None:
+        subprocess.run(["/usr/sbin/postsuper", "-c", self.conf, *args], check=True,
+                       capture_output=True, timeout=60)  # fmt: skip
+
+    def log(self) -> str:
+        path = self.root / "maillog"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self) -> None:
+        subprocess.run([POSTFIX, "-c", self.conf, "stop"], capture_output=True, timeout=60)
+        pid = self.root / "queue" / "pid" / "master.pid"
+        deadline = time.monotonic() + 30
+        while pid.exists() and time.monotonic() < deadline:
+            try:
+                os.kill(int(pid.read_text()), 0)
+            except (OSError, ValueError):
+                break
+            time.sleep(0.05)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def findPostfix() -> str | None:
+    return debianBinary(POSTFIX, "postfix")
+
+
+def startPostfix(binary: str, root: Path) -> PostfixServer:
+    """Start the instance under ``root``; smtpd accepts connections once this returns."""
+    root.chmod(0o755)
+    port = freePort()
+    (root / "conf").mkdir()
+    (root / "queue").mkdir()
+    (root / "data").mkdir()
+    shutil.chown(root / "data", "postfix")
+    (root / "conf" / "main.cf").write_text(MAIN.format(root=root))
+    (root / "conf" / "master.cf").write_text(MASTER.format(port=port))
+    server = PostfixServer(root, port)
+    done = subprocess.run([binary, "-c", server.conf, "start"], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"postfix did not start: {done.stderr}{server.log()}")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                if s.recv(100).startswith(b"220"):
+                    return server
+        except OSError:
+            time.sleep(0.05)
+    server.stop()
+    raise RuntimeError(f"postfix did not listen on {port}: {server.log()}")

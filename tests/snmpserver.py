@@ -1,0 +1,74 @@
+"""A real snmpd for the tests: Debian's net-snmp agent on a free UDP port of 127.0.0.1.
+
+`startSNMPD` writes an snmpd.conf with a v2c read community and a v3 user
+(SHA authentication, AES privacy, authPriv required), keeps its
+persistent state under ``root``, and returns once the agent answers.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from localservers import debianBinary, freePort
+
+SNMPD = "/usr/sbin/snmpd"
+COMMUNITY = "duct-community"
+USER, AUTH_KEY, PRIV_KEY = "duct", "duct-auth-passphrase", "duct-priv-passphrase"
+
+CONFIG = f"""\
+rocommunity {COMMUNITY} 127.0.0.1
+createUser {USER} SHA "{AUTH_KEY}" AES "{PRIV_KEY}"
+rouser {USER} priv
+"""
+
+
+@dataclass
+class SNMPAgent:
+    root: Path
+    port: int
+    process: subprocess.Popen[bytes]
+
+    def log(self) -> str:
+        return (self.root / "snmpd.log").read_text(errors="replace")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def findSNMPD() -> str | None:
+    return debianBinary(SNMPD, "snmpd")
+
+
+def startSNMPD(binary: str, root: Path) -> SNMPAgent:
+    """Start snmpd in the foreground; it answers requests once this returns."""
+    port = freePort(socket.SOCK_DGRAM)
+    conf = root / "snmpd.conf"
+    conf.write_text(CONFIG)
+    (root / "persist").mkdir()
+    # No MIBs: the agent needs none, and loading Debian's partial set only logs noise.
+    env = {**os.environ, "SNMP_PERSISTENT_DIR": str(root / "persist"), "MIBS": "",
+           "MIBDIRS": str(root / "no-mibs")}  # fmt: skip
+    command = [binary, "-f", "-Lf", str(root / "snmpd.log"), "-C", "-c", str(conf),
+               "-p", str(root / "snmpd.pid"), f"udp:127.0.0.1:{port}"]  # fmt: skip
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)  # fmt: skip
+    server = SNMPAgent(root, port, process)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"snmpd exited: {server.log()}")
+        if (root / "snmpd.log").exists() and "NET-SNMP version" in server.log():
+            return server
+        time.sleep(0.05)
+    server.stop()
+    raise RuntimeError(f"snmpd did not start on {port}: {server.log()}")
