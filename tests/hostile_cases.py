@@ -12,6 +12,7 @@ agent counted for it.  ``tests/test_hostile.py`` runs them as tests and
 from __future__ import annotations
 
 import json
+import re
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -104,12 +105,14 @@ async def nonUtf8(h: Harness, over: str = "tcp") -> int:
         h.reactor,
         h.web,
         f"/events?format=jsonl&recent=100&service={quote('^hostile[.]')}",
-        until=lambda data: b"hostile." in data.partition(b"\r\n\r\n")[2],
+        # a whole line: the stream may have been read up to the middle of one
+        until=lambda data: re.search(rb"hostile\.[^\n]*\n", data.partition(b"\r\n\r\n")[2]),
         meanwhile=h.check,
     )
     assert stream.status == 200, bytes(stream.data[:300])
-    body = bytes(stream.data).partition(b"\r\n\r\n")[2].decode("utf-8")  # strict: valid UTF-8
-    seen = [json.loads(line) for line in body.splitlines() if "hostile." in line]
+    body = bytes(stream.data).partition(b"\r\n\r\n")[2]
+    whole = body[: body.rfind(b"\n") + 1].decode("utf-8")  # strict: valid UTF-8
+    seen = [json.loads(line) for line in whole.splitlines() if "hostile." in line]
     assert seen and seen[0]["service"] == repaired["service"], seen
     await getJSON(h.reactor, h.web, "/api/services")  # answers 200 with JSON
     await h.waitStat(lambda s: stat(s, "sources", listener, "repaired") > 0, "a repair counted")

@@ -339,8 +339,10 @@ sources:
     expected = client.services(10) | (extra.services(1) if nudge else set())
 
     def lines() -> list[dict[str, Any]]:
+        """The complete lines written so far (the agent may be writing the last one)."""
         text = events.read_text() if events.exists() else ""
-        return [json.loads(line) for line in text.splitlines() if line]
+        complete = text[: text.rfind("\n") + 1]
+        return [json.loads(line) for line in complete.splitlines() if line]
 
     try:
         agent = await agents.startListening()
