@@ -41,6 +41,7 @@ BUILTIN_SOURCES = (
     "duct.sources.database.postgresql.PostgreSQL",
     "duct.sources.database.mysql.MySQL",
     "duct.sources.rabbitmq.Queues",
+    "duct.sources.amqp.AMQP",
     "duct.sources.riemann.RiemannTCP",
     "duct.sources.riemann.RiemannUDP",
     "duct.sources.selfstats.SelfStats",
@@ -48,6 +49,7 @@ BUILTIN_SOURCES = (
 )
 
 BUILTIN_OUTPUTS = (
+    "duct.outputs.amqp.AMQP",
     "duct.outputs.bosun.Bosun",
     "duct.outputs.elasticsearch.ElasticSearch",
     "duct.outputs.file.JSONLines",
