@@ -127,8 +127,9 @@ async def test_a_broker_restart_loses_nothing(reactor: Any, rabbitmq_server: Rab
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_malformed_message_is_dead_lettered(reactor: Any,
-                                                     rabbitmq_server: RabbitMQ) -> None:  # fmt: skip
+async def test_a_malformed_message_is_dead_lettered(
+    reactor: Any, rabbitmq_server: RabbitMQ
+) -> None:
     queue, dlx, dead = "duct-dlx", "duct-dlx-exchange", "duct-dlx-dead"
     api = rabbitmq_server.api
     await deferToThread(api, "PUT", f"exchanges/%2F/{dlx}", {"type": "fanout", "durable": True})
@@ -147,15 +148,13 @@ async def test_a_malformed_message_is_dead_lettered(reactor: Any,
         output.eventsReceived(makeEvents("dlx", 0, 10))
         await waitFor(reactor, lambda: len(services(out, "dlx")) == 10, "the good events")
         await waitFor(reactor, lambda: source(agg).rejected == 1, "the rejection")
-        stats = agg.snapshot()
     finally:
         await output.stop()
         await agg.stopService()
-    got = await deferToThread(api, "POST", f"queues/%2F/{dead}/get",
-                              {"count": 5, "ackmode": "ack_requeue_false", "encoding": "base64"})  # fmt: skip
+    take = {"count": 5, "ackmode": "ack_requeue_false", "encoding": "base64"}
+    got = await deferToThread(api, "POST", f"queues/%2F/{dead}/get", take)
     assert isinstance(got, list) and len(got) == 1
     assert base64.b64decode(got[0]["payload"]) == b"\xff\xff\xffnot a Msg"
-    assert stats is not None
 
 
 @pytest_twisted.ensureDeferred
