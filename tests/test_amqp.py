@@ -15,6 +15,8 @@ from duct.event import Event
 from duct.outputs.amqp import AMQP as AMQPOutput
 from duct.service import DuctService
 from duct.sources.amqp import AMQP as AMQPSource
+from duct.stats.declare import declaredStats
+from duct.stats.snapshot import read
 from duct.testing import FakeDuct, RecordingOutput, configure, waitFor
 
 DEADLINE = 60.0
@@ -148,6 +150,7 @@ async def test_a_malformed_message_is_dead_lettered(
         output.eventsReceived(makeEvents("dlx", 0, 10))
         await waitFor(reactor, lambda: len(services(out, "dlx")) == 10, "the good events")
         await waitFor(reactor, lambda: source(agg).rejected == 1, "the rejection")
+        counted = read(declaredStats(AMQPSource), source(agg))
     finally:
         await output.stop()
         await agg.stopService()
@@ -155,6 +158,7 @@ async def test_a_malformed_message_is_dead_lettered(
     got = await deferToThread(api, "POST", f"queues/%2F/{dead}/get", take)
     assert isinstance(got, list) and len(got) == 1
     assert base64.b64decode(got[0]["payload"]) == b"\xff\xff\xffnot a Msg"
+    assert counted["rejected"] == 1 and counted["messages"] == 1
 
 
 @pytest_twisted.ensureDeferred
