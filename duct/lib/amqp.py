@@ -141,11 +141,14 @@ class Connector:
         if protocol is None or protocol.is_closed:
             return succeed(None)
         closed = protocol.closed
-        protocol.close()
-        if closed is None:
-            protocol.transport.abortConnection()
+        if closed is None:  # still in its handshake
+            if protocol.transport is not None:
+                protocol.transport.abortConnection()
             return succeed(None)
-        return closed.addErrback(lambda _: None)
+        done: Deferred[Any] = Deferred()
+        closed.addBoth(lambda _: done.callback(None))
+        _close(protocol)
+        return done
 
     def _attempt(self) -> None:
         self._call = None
@@ -188,7 +191,7 @@ class Connector:
                 self.protocol = None
             raise
         if not self._running:
-            protocol.close()
+            _close(protocol)
             return
         self.channel = channel
         self.url = url
@@ -206,8 +209,7 @@ class Connector:
             self.channel = None
         if self.protocol is protocol:
             self.protocol = None
-        if not protocol.is_closed:
-            protocol.close()
+        _close(protocol)
         self.lost(channel)
         if not self._running:
             return
@@ -237,6 +239,12 @@ class Connector:
             return
         self._delay = min(max(self._delay * 2, self.initial), self.maxDelay)
         self._call = self.clock.callLater(self._delay, self._attempt)
+
+
+def _close(protocol: TwistedProtocolConnection) -> None:
+    """Close ``protocol`` unless it is closing or closed already."""
+    if protocol.is_open:
+        protocol.close()
 
 
 def _describe(reason: Any) -> str:
