@@ -45,6 +45,7 @@ BUILTIN_SOURCES = (
     "duct.sources.nginx.Nginx",
     "duct.sources.postfix.Postfix",
     "duct.sources.unbound.Stats",
+    "duct.sources.amqp.AMQP",
     "duct.sources.riemann.RiemannTCP",
     "duct.sources.riemann.RiemannUDP",
     "duct.sources.selfstats.SelfStats",
@@ -53,6 +54,7 @@ BUILTIN_SOURCES = (
 )
 
 BUILTIN_OUTPUTS = (
+    "duct.outputs.amqp.AMQP",
     "duct.outputs.bosun.Bosun",
     "duct.outputs.elasticsearch.ElasticSearch",
     "duct.outputs.file.JSONLines",

@@ -35,6 +35,10 @@ class RabbitMQ:
     def managementURL(self) -> str:
         return f"http://127.0.0.1:{self.managementPort}"
 
+    @property
+    def amqpURL(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.env['RABBITMQ_NODE_PORT']}/%2F"
+
     def ctl(self, *args: str) -> str:
         done = subprocess.run([str(BIN / "rabbitmqctl"), *args], env=self.env, check=True,
                               capture_output=True, text=True, timeout=120)  # fmt: skip
