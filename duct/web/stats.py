@@ -1,10 +1,15 @@
-"""``/stats``: the statistics snapshot as JSON (see `duct.stats`)."""
+"""``/stats``: the statistics snapshot as JSON (see `duct.stats`).
+
+The parent of workers answers with every process's statistics combined
+(`duct.workers.stats`), once it has fetched the workers' own.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from twisted.web.server import Request
+from twisted.internet.defer import Deferred
+from twisted.web.server import NOT_DONE_YET, Request
 
 from duct.stats import snapshot
 from duct.web.responses import LeafResource, jsonBody
@@ -17,5 +22,19 @@ class StatsResource(LeafResource):
         super().__init__()
         self.service = service
 
-    def render_GET(self, request: Request) -> bytes:
-        return jsonBody(request, snapshot(self.service))
+    def render_GET(self, request: Request) -> Any:
+        if getattr(self.service, "workers", None) is None:
+            return jsonBody(request, snapshot(self.service))
+        from duct.workers.stats import gatherStats
+
+        d = Deferred.fromCoroutine(gatherStats(self.service))
+        d.addCallback(lambda value: finish(request, jsonBody(request, value)))
+        return NOT_DONE_YET
+
+
+def finish(request: Request, body: bytes) -> None:
+    """Write ``body`` and end ``request``, unless the client has gone."""
+    if request.finished or getattr(request, "_disconnected", False):
+        return
+    request.write(body)
+    request.finish()

@@ -83,8 +83,9 @@ class WorkerProcess(ProcessProtocol):
                 self.pool.serving(self)
 
     def signal(self, name: str) -> None:
+        transport: Any = self.transport
         try:
-            self.transport.signalProcess(name)  # type: ignore[union-attr]
+            transport.signalProcess(name)
         except (error.ProcessExitedAlready, OSError):
             pass
 

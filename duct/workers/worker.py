@@ -34,8 +34,9 @@ class ParentChannel(Protocol):
         self.reactor = reactor
 
     def report(self, **fields: Any) -> None:
-        if self.transport is not None:
-            self.transport.write(json.dumps(fields).encode() + b"\n")
+        transport: Any = self.transport
+        if transport is not None:
+            transport.write(json.dumps(fields).encode() + b"\n")
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         if self.reactor.running:
@@ -60,11 +61,13 @@ class WorkerReload:
 
 def run(path: str, number: int, listens: list[str]) -> int:
     """Run worker ``number`` until it is stopped; its exit status."""
-    from twisted.internet import reactor
+    from twisted.internet import reactor as _reactor
 
     from duct.tap import installSignalHandlers
 
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
+    reactor: Any = _reactor
+    observer: Any = textFileLogObserver(sys.stderr)
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
     try:
         config = workerConfig(ConfigFile(path).load(), number, listens)
         service = DuctService(config, reactor)
