@@ -76,10 +76,9 @@ def adoptedListen(index: int, listen: str) -> str:
     Twisted's ``systemd:`` endpoint adopts a descriptor passed from fd 3 up
     (``LISTEN_FDS``/``LISTEN_PID``, which `duct.workers.__main__` sets).
     """
-    interface = dict(part.split("=", 1) for part in listen.split(":")[2:] if "=" in part).get(
-        "interface", ""
-    )
-    domain = "INET6" if ":" in interface.replace("\\:", ":") else "INET"
+    parts = listen.replace("\\:", "\0").split(":")[2:]  # an escaped colon is no separator
+    options = dict(part.split("=", 1) for part in parts if "=" in part)
+    domain = "INET6" if "\0" in options.get("interface", "") else "INET"
     return f"systemd:domain={domain}:index={index}"
 
 
