@@ -122,6 +122,16 @@ async def test_two_workers_relay_every_event_and_stats_add_up(reactor: Any, tmp_
         metrics = await metricsText(reactor, web)
         assert 'worker="1"' in metrics and 'worker="2"' in metrics and 'worker="parent"' in metrics
 
+        agent.transport.signalProcess("HUP")  # type: ignore[union-attr]
+        await waitFor(
+            reactor,
+            lambda: agent.log.count("SIGHUP: reopening files") >= 3,
+            "the parent and both workers to reload",
+        )
+        clients = await relay(reactor, listen, "reloaded", 4, 10)  # still relaying
+        expected |= set().union(*(c.services(c.msgs) for c in clients))
+        await waitFor(reactor, lambda: expected <= set(sink.counts), "the events after reload")
+
         await agents.terminate(agent)
         assert agent.code == 0, agent.log
         assert agent.log.count("duct stopped; 0 events undelivered") >= 2
