@@ -82,7 +82,12 @@ def installSignalHandlers(
     manager, a requested stop that completes is a success.
     """
 
+    stopping: list[bool] = []
+
     def onTerminate(signum: int, frame: Any) -> None:
+        if stopping:  # a second one (a service manager signals every process of a group)
+            return
+        stopping.append(True)
         log.info("SIGTERM received; stopping")
         reactor.callFromThread(reactor.stop)
 

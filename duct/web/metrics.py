@@ -106,11 +106,12 @@ class MetricsResource(LeafResource):
         request.setHeader(b"cache-control", b"no-store")
         if getattr(self.service, "workers", None) is None:
             return generate_latest(self.registry)
-        from duct.web.stats import finish
+        from duct.web.stats import failed, finish
         from duct.workers.stats import gatherFamilies
 
         d = Deferred.fromCoroutine(gatherFamilies(self.service))
         d.addCallback(lambda found: finish(request, generate_latest(_Fixed(found))))
+        d.addErrback(failed, request)
         return NOT_DONE_YET
 
 

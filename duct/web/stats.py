@@ -9,10 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.server import NOT_DONE_YET, Request
 
 from duct.stats import snapshot
-from duct.web.responses import LeafResource, jsonBody
+from duct.web.responses import LeafResource, jsonBody, jsonError
+
+log = Logger()
 
 
 class StatsResource(LeafResource):
@@ -29,7 +33,14 @@ class StatsResource(LeafResource):
 
         d = Deferred.fromCoroutine(gatherStats(self.service))
         d.addCallback(lambda value: finish(request, jsonBody(request, value)))
+        d.addErrback(failed, request)
         return NOT_DONE_YET
+
+
+def failed(failure: Failure, request: Request) -> None:
+    """Answer 500 when the statistics of the workers could not be gathered."""
+    log.failure("statistics of the workers could not be gathered", failure)
+    finish(request, jsonError(request, 500, "statistics could not be gathered"))
 
 
 def finish(request: Request, body: bytes) -> None:
