@@ -86,7 +86,7 @@ def test_workers_start_with_the_shared_sockets_from_fd_3() -> None:
     workers.startService()
     assert len(spawner.spawned) == 2
     protocol, argv, childFDs = spawner.spawned[0]
-    assert childFDs == {0: "w", 1: "r", 2: 2, 3: 7, 4: 8}
+    assert childFDs == {0: "w", 1: "r", 2: "r", 3: 7, 4: 8}
     assert argv[1:3] == ["-m", "duct.workers"] and argv[argv.index("--number") + 1] == "1"
     assert workers.info()["1"] == {"pid": 1000, "state": "starting", "restarts": 0}
     protocol.outReceived(b'{"web": 4321, "pid": 1000}\n')

@@ -22,7 +22,8 @@ buffer; and a worker restarted after a crash replays its own directory.
 A worker that dies without being asked to is logged, counted and
 started again after a delay (`duct.workers.backoff.RestartBackoff`, on
 the parent's clock); the parent and the other workers keep serving.
-SIGTERM is forwarded to every worker and the parent waits for them to
+Each worker's log goes into the parent's, a line at a time, with the
+worker's number.  SIGTERM is forwarded to every worker and the parent waits for them to
 drain (at most ``shutdown_timeout`` and a margin, then SIGKILL); SIGHUP
 is forwarded so that each reloads the file.
 """
@@ -65,6 +66,7 @@ class WorkerProcess(ProcessProtocol):
         self.ended: Deferred[None] = Deferred()
         self.pid: int | None = None
         self._partial = b""
+        self._partialLog = b""
 
     def makeConnection(self, transport: Any) -> None:
         self.pid = getattr(transport, "pid", None)
@@ -81,6 +83,18 @@ class WorkerProcess(ProcessProtocol):
             if isinstance(report, dict) and isinstance(report.get("web"), int):
                 self.web = report["web"]
                 self.pool.serving(self)
+
+    def errReceived(self, data: bytes) -> None:
+        """The worker's log: each line goes into the parent's, with the worker's number."""
+        lines = (self._partialLog + data).split(b"\n")
+        self._partialLog = lines.pop()
+        for line in lines:
+            if line:
+                self.pool.log.info(
+                    "worker {number}: {line}",
+                    number=self.number,
+                    line=line.decode(errors="replace"),
+                )
 
     def signal(self, name: str) -> None:
         transport: Any = self.transport
@@ -197,7 +211,7 @@ class WorkerPool(Service):
     def spawn(self, slot: Slot) -> None:
         slot.pending = None
         process = WorkerProcess(self, slot.number)
-        childFDs: dict[int, Any] = {0: "w", 1: "r", 2: 2}
+        childFDs: dict[int, Any] = {0: "w", 1: "r", 2: "r"}
         for index, fd in enumerate(self.sockets.descriptors()):
             childFDs[3 + index] = fd
         argv = self.argv(slot.number)

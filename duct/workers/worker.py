@@ -3,7 +3,7 @@
 It reads the configuration file the parent validated, keeps its own part
 (`duct.workers.config.workerConfig`), and runs it as an agent of its own
 on the inherited sockets.  It reports its web server's port to the parent
-as one JSON line on stdout, logs to stderr (the parent's), stops cleanly
+as one JSON line on stdout, logs to stderr (which the parent relays), stops cleanly
 on SIGTERM, reloads on SIGHUP, and stops when the parent goes away
 (its stdin closes).
 """
@@ -59,6 +59,27 @@ class WorkerReload:
         return self.service.reload(workerConfig(config, self.number, self.listens))
 
 
+def acceptOneAtATime(port: Any) -> None:
+    """Have ``port`` accept one connection each time it is readable.
+
+    Every worker waiting on a shared socket is woken by a new connection,
+    and Twisted's port otherwise accepts as many as are queued: the first
+    worker to run would take a whole burst (clients reconnecting at once),
+    leaving the others idle.  Accepting one at a time, each worker takes
+    its turn, and a busy worker, slower to get back to ``accept``, takes
+    fewer.
+    """
+    if not hasattr(port, "numberAccepts"):
+        return
+    doRead = port.doRead
+
+    def oneAccept() -> Any:
+        port.numberAccepts = 1
+        return doRead()
+
+    port.doRead = oneAccept
+
+
 def run(path: str, number: int, listens: list[str]) -> int:
     """Run worker ``number`` until it is stopped; its exit status."""
     from twisted.internet import reactor as _reactor
@@ -85,6 +106,8 @@ def run(path: str, number: int, listens: list[str]) -> int:
             outcome[0] = 1
             reactor.stop()
             return
+        for source in service.sources:
+            acceptOneAtATime(getattr(source, "port", None))
         stdio.StandardIO(channel, reactor=reactor)
         web = service.web.port.getHost().port if service.web and service.web.port else None
         channel.report(web=web, pid=os.getpid(), number=number)
