@@ -30,7 +30,8 @@ Every figure is the median of ``--runs`` runs.
 With ``--workers 1,2,4``, it measures ``workers: N`` instead, with one event
 per Msg: for each count, the relay's events/s, the CPU per 1,000 events of
 the parent and its workers together, and both as a ratio to one worker
-(the counts run in turn, so that each sees the same load on the machine).
+(the counts run in turn, so that each sees the same load on the machine);
+``--clients`` changes the number of clients.
 
     .venv/bin/python bench/riemann_relay.py [--events 200000] [--runs 5]
     .venv/bin/python bench/riemann_relay.py --workers 1,2 [--events 100000] [--runs 3]
@@ -435,6 +436,8 @@ async def workersMain(args: argparse.Namespace) -> None:
     for _ in range(args.runs):
         for n in counts:
             runs[n].append(await relayRun(args.events, 1, workers=n))
+    global CLIENTS
+    CLIENTS = args.clients
     report: dict[str, Any] = {"events": args.events, "runs": args.runs, "clients": CLIENTS}
     report["events_per_msg"] = 1
     base = statistics.median(r["events_per_s"] for r in runs[counts[0]])
@@ -506,6 +509,7 @@ if __name__ == "__main__":
     parser.add_argument("--batch", type=int, nargs="+", default=[100, 1])
     parser.add_argument("--twisted-floor", action="store_true", help="time a bare Twisted acker")
     parser.add_argument("--workers", help="compare workers: N for these counts, e.g. 1,2,4,8")
+    parser.add_argument("--clients", type=int, default=CLIENTS, help="clients, with --workers")
     parser.add_argument("--no-buffered", action="store_true", help="skip the memory measure")
     parser.add_argument("--bare-ack-server", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--bare-forwarder", type=int, nargs=2, help=argparse.SUPPRESS)
