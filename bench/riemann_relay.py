@@ -27,7 +27,14 @@ every Msg before sending the next, with B events per Msg.  Prints JSON:
 
 Every figure is the median of ``--runs`` runs.
 
+With ``--workers 1,2,4``, it measures ``workers: N`` instead, with one event
+per Msg: for each count, the relay's events/s, the CPU per 1,000 events of
+the parent and its workers together, and both as a ratio to one worker
+(the counts run in turn, so that each sees the same load on the machine);
+``--clients`` changes the number of clients.
+
     .venv/bin/python bench/riemann_relay.py [--events 200000] [--runs 5]
+    .venv/bin/python bench/riemann_relay.py --workers 1,2 [--events 100000] [--runs 3]
 """
 
 from __future__ import annotations
@@ -78,6 +85,7 @@ class Sink(Int32StringReceiver):
 
     def stringReceived(self, data: bytes) -> None:
         self.factory.count += len(pb.Msg.FromString(data).events)  # type: ignore[attr-defined]
+        self.factory.msgs += 1  # type: ignore[attr-defined]
         self.transport.write(ack())  # type: ignore[union-attr]
         if self.factory.count >= self.factory.expected and self.factory.done:  # type: ignore[attr-defined]
             d, self.factory.done = self.factory.done, None  # type: ignore[attr-defined]
@@ -89,6 +97,7 @@ class SinkFactory(protocol.Factory):
 
     def __init__(self) -> None:
         self.count = 0
+        self.msgs = 0
         self.expected = 0
         self.done: defer.Deferred[float] | None = None
 
@@ -114,21 +123,30 @@ class Client(Int32StringReceiver):
         self.sendString(self.frames[self.index])
         self.index += 1
 
+    OK = ack()[4:]  # the reply without its length: compared, not parsed, to spare the bench
+
     def stringReceived(self, data: bytes) -> None:
         self.latencies.append(time.perf_counter() - self.sentAt)
-        if not pb.Msg.FromString(data).ok:
+        if data != self.OK and not pb.Msg.FromString(data).ok:
             raise RuntimeError("duct refused a Msg")
         self.sendNext()
 
 
 def startDuct(
-    tmp: str, listenPort: int, sinkPort: int, maxsize: int, sync: str | None = None
+    tmp: str,
+    listenPort: int,
+    sinkPort: int,
+    maxsize: int,
+    sync: str | None = None,
+    workers: int = 0,
 ) -> subprocess.Popen[bytes]:
     """A relay whose output buffers in memory, or on disk under ``tmp`` with ``sync``."""
     config = Path(tmp) / "duct.yml"
     disk = f"{{type: disk, path: {tmp}/buffer, sync: {sync}}}" if sync else "{type: memory}"
     config.write_text(
         f"""
+workers: {workers}
+state_dir: {tmp}/state
 outputs:
   - output: duct.outputs.riemann.RiemannTCP
     name: sink
@@ -192,8 +210,23 @@ def startForwarder(tmp: str, listenPort: int, sinkPort: int) -> subprocess.Popen
     return subprocess.Popen(argv, cwd=tmp)
 
 
+async def waitForWorkers(tmp: str, count: int) -> None:
+    """Until the parent's log says that ``count`` workers serve."""
+    log = Path(tmp) / "duct.log"
+    for _ in range(600):
+        if log.exists() and log.read_text().count("serving; its statistics") >= count:
+            return
+        await task.deferLater(reactor, 0.05, lambda: None)
+    raise RuntimeError(f"{count} workers did not start")
+
+
+def treeCpuSeconds(proc: psutil.Process) -> float:
+    """The CPU of a process and of its children."""
+    return cpuSeconds(proc) + sum(cpuSeconds(child) for child in proc.children(recursive=True))
+
+
 async def relayRun(
-    events: int, perMsg: int, sync: str | None = None, bare: bool = False
+    events: int, perMsg: int, sync: str | None = None, bare: bool = False, workers: int = 0
 ) -> dict[str, float]:
     """Clients -> duct (or, with ``bare``, the bare forwarder) -> the sink."""
     sink = SinkFactory()
@@ -203,15 +236,20 @@ async def relayRun(
         if bare:
             duct = startForwarder(tmp, listen, sinkPort.getHost().port)
         else:
-            duct = startDuct(tmp, listen, sinkPort.getHost().port, maxsize=events * 2, sync=sync)
+            sinkAt = sinkPort.getHost().port
+            duct = startDuct(tmp, listen, sinkAt, maxsize=events * 2, sync=sync, workers=workers)
         try:
             await waitForPort(listen)
+            if workers:
+                await waitForWorkers(tmp, workers)
             proc = psutil.Process(duct.pid)
             per = events // CLIENTS
             frames = [makeFrames(per, perMsg, c) for c in range(CLIENTS)]
             sink.expected = per * CLIENTS
             sink.done = done = defer.Deferred()
-            cpu0, t0 = cpuSeconds(proc), reactor.seconds()
+            cpu0, t0 = treeCpuSeconds(proc), reactor.seconds()
+            me = psutil.Process()
+            own0 = cpuSeconds(me)
             clients = []
             for c in range(CLIENTS):
                 client = Client(frames[c])
@@ -221,7 +259,8 @@ async def relayRun(
             await defer.gatherResults([c.finished for c in clients])
             acked = reactor.seconds()
             t1 = await done  # may have fired already: the sink can finish first
-            cpu = cpuSeconds(proc) - cpu0
+            cpu = treeCpuSeconds(proc) - cpu0
+            own = cpuSeconds(me) - own0
             latencies = sorted(x for c in clients for x in c.latencies)
             for c in clients:
                 c.transport.loseConnection()
@@ -232,6 +271,8 @@ async def relayRun(
                 "ack_p50_ms": latencies[len(latencies) // 2] * 1000,
                 "ack_p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
                 "drain_ms": max(0.0, t1 - acked) * 1000,
+                "events_per_sink_msg": sink.count / max(1, sink.msgs),
+                "bench_cpu_ms_per_1000": own * 1000 / (sink.expected / 1000),
             }
         finally:
             duct.terminate()
@@ -388,7 +429,42 @@ def medianRatio(pairs: list[tuple[float, float]]) -> float:
     return statistics.median(a / b for a, b in pairs)
 
 
+async def workersMain(args: argparse.Namespace) -> None:
+    """``workers: N`` for each N of ``--workers``: rates and CPU, and their ratio to 1 worker."""
+    counts = [int(n) for n in args.workers.split(",")]
+    runs: dict[int, list[dict[str, float]]] = {n: [] for n in counts}
+    for _ in range(args.runs):
+        for n in counts:
+            runs[n].append(await relayRun(args.events, 1, workers=n))
+    global CLIENTS
+    CLIENTS = args.clients
+    report: dict[str, Any] = {"events": args.events, "runs": args.runs, "clients": CLIENTS}
+    report["events_per_msg"] = 1
+    base = statistics.median(r["events_per_s"] for r in runs[counts[0]])
+    baseCpu = statistics.median(r["cpu_ms_per_1000"] for r in runs[counts[0]])
+    for n in counts:
+        rate = statistics.median(r["events_per_s"] for r in runs[n])
+        cpu = statistics.median(r["cpu_ms_per_1000"] for r in runs[n])
+        report[f"workers={n}"] = {
+            "events_per_s": round(rate),
+            "cpu_ms_per_1000": round(cpu, 1),
+            f"rate_ratio_to_{counts[0]}": round(rate / base, 2),
+            f"cpu_ratio_to_{counts[0]}": round(cpu / baseCpu, 2),
+            "runs_events_per_s": [round(r["events_per_s"]) for r in runs[n]],
+            "events_per_sink_msg": round(
+                statistics.median(r["events_per_sink_msg"] for r in runs[n]), 1
+            ),
+            "bench_cpu_ms_per_1000": round(
+                statistics.median(r["bench_cpu_ms_per_1000"] for r in runs[n]), 1
+            ),
+        }
+    print(json.dumps(report, indent=2))
+
+
 async def main(reactor_: Any, args: argparse.Namespace) -> None:
+    if args.workers:
+        await workersMain(args)
+        return
     report: dict[str, Any] = {"events": args.events, "runs": args.runs, "clients": CLIENTS}
     for perMsg in args.batch:
         ducts, bares = [], []
@@ -432,6 +508,8 @@ if __name__ == "__main__":
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--batch", type=int, nargs="+", default=[100, 1])
     parser.add_argument("--twisted-floor", action="store_true", help="time a bare Twisted acker")
+    parser.add_argument("--workers", help="compare workers: N for these counts, e.g. 1,2,4,8")
+    parser.add_argument("--clients", type=int, default=CLIENTS, help="clients, with --workers")
     parser.add_argument("--no-buffered", action="store_true", help="skip the memory measure")
     parser.add_argument("--bare-ack-server", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--bare-forwarder", type=int, nargs=2, help=argparse.SUPPRESS)

@@ -43,6 +43,13 @@ GLOBAL_OPTIONS: dict[str, Option] = {
         Option("server", "string", None, "Riemann server of the default output (old style)"),
         Option("port", "integer", 5555, "Riemann port of the default output (old style)"),
         Option("proto", "string", "tcp", "Riemann protocol (old style)", choices=("tcp", "udp")),
+        Option(
+            "workers",
+            "integer",
+            0,
+            "processes that run the TCP listener sources on shared sockets (0: none)",
+            minimum=0,
+        ),
         Option("web", "mapping", None, "the web server: {listen, token}; none without it"),
         Option("self_events", "boolean", False, "emit duct's own statistics as duct.* events"),
         Option("self_interval", "number", 10.0, "seconds between self events", minimum=0.001),

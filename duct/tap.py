@@ -12,6 +12,8 @@ from twisted.python import usage
 from duct.configuration import ConfigFile, ConfigurationError
 from duct.hangup import HangupReloader
 from duct.service import DuctService
+from duct.workers.config import workerCount
+from duct.workers.parent import buildParent
 
 log = Logger()
 
@@ -51,33 +53,45 @@ def makeService(options: Options) -> DuctService:
             log.warn("{warning}", warning=warning)
         for note in config.notes:
             log.info("note: {note}", note=note)
-        service = TwistdService(config, reactor)
+        path = os.path.abspath(options["config"])
+        if workerCount(config):
+            service = buildParent(lambda part: TwistdService(part, reactor), config, reactor, path)
+        else:
+            service = TwistdService(config, reactor)
     except ConfigurationError as e:
         raise SystemExit(f"duct: invalid configuration:\n{e}") from None
-    # Absolute: SIGHUP reads it again, perhaps after a change of directory.
-    path = os.path.abspath(options["config"])
-    reactor.callWhenRunning(installSignalHandlers, reactor, service, path)
+    # Absolute: SIGHUP (and each worker) reads it again, perhaps after a change of directory.
+    target = getattr(service, "reloadTarget", None)
+    reactor.callWhenRunning(installSignalHandlers, reactor, service, path, target)
     return service
 
 
 def installSignalHandlers(
-    reactor: Any, service: DuctService, configPath: str | None = None
+    reactor: Any, service: DuctService, configPath: str | None = None, target: Any = None
 ) -> None:
     """SIGTERM stops the agent cleanly (exit status 0); SIGHUP reopens files
     and, given ``configPath``, reloads the configuration from it
     (`duct.hangup.HangupReloader`: the file is read off the reactor thread,
     one reload at a time, and an invalid file is logged and changes nothing).
 
+    ``target`` is what a reload applies to, if not ``service`` itself: the
+    part of the file a worker, or the parent of workers, runs.
+
     Installed once the reactor runs, replacing its own SIGTERM handler,
     which would end the process by re-raising the signal: for a service
     manager, a requested stop that completes is a success.
     """
 
+    stopping: list[bool] = []
+
     def onTerminate(signum: int, frame: Any) -> None:
+        if stopping:  # a second one (a service manager signals every process of a group)
+            return
+        stopping.append(True)
         log.info("SIGTERM received; stopping")
         reactor.callFromThread(reactor.stop)
 
-    reloader = HangupReloader(service, configPath)
+    reloader = HangupReloader(service if target is None else target, configPath)
 
     def onHangup(signum: int, frame: Any) -> None:
         reactor.callFromThread(reloader.hangup)

@@ -7,6 +7,8 @@ the declarations in `duct.stats` and in each plugin class's ``stats``:
 ``duct_plugin_<metric>{plugin=...}`` and ``duct_process_<metric>``.
 Counters are counters (``_total``), gauges are gauges, true is 1; drops
 carry their reason: ``duct_output_events_dropped_total{output, reason}``.
+The parent of workers labels every sample with its ``worker``
+(`duct.workers.stats.labelled`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from twisted.web.server import Request
+from twisted.internet.defer import Deferred
+from twisted.web.server import NOT_DONE_YET, Request
 
 from duct import __version__
 from duct.stats import (
@@ -94,10 +97,29 @@ class MetricsResource(LeafResource):
 
     def __init__(self, service: Any) -> None:
         super().__init__()
+        self.service = service
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(SnapshotCollector(service))
 
-    def render_GET(self, request: Request) -> bytes:
+    def render_GET(self, request: Request) -> Any:
         request.setHeader(b"content-type", CONTENT_TYPE)
         request.setHeader(b"cache-control", b"no-store")
-        return generate_latest(self.registry)
+        if getattr(self.service, "workers", None) is None:
+            return generate_latest(self.registry)
+        from duct.web.stats import failed, finish
+        from duct.workers.stats import gatherFamilies
+
+        d = Deferred.fromCoroutine(gatherFamilies(self.service))
+        d.addCallback(lambda found: finish(request, generate_latest(_Fixed(found))))
+        d.addErrback(failed, request)
+        return NOT_DONE_YET
+
+
+class _Fixed:
+    """A registry-like collector of families already gathered."""
+
+    def __init__(self, found: list[Metric]) -> None:
+        self.found = found
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.found

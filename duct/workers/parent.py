@@ -1,0 +1,334 @@
+"""The parent of ``workers: N``: binds the shared sockets, runs and restarts the workers.
+
+How the sockets are shared: the parent binds each listener's TCP
+endpoint once and passes the descriptor to every worker (``childFDs`` of
+``spawnProcess``, from fd 3 up); each worker adopts it with Twisted's
+``systemd:`` endpoint (``reactor.adoptStreamPort``).  The kernel hands
+each new connection to one of the workers waiting in ``accept``.  This is
+preferred over ``SO_REUSEPORT``: there is no race for the port between
+processes, nothing else can bind it beside us, a port in use fails the
+parent's start before any worker runs, and the port stays bound while a
+worker restarts, so clients connecting meanwhile are served by the other
+workers (or wait in the backlog) instead of being refused.
+
+What each worker owns: its listeners' connections, and outputs of its own
+with their own buffers (a disk buffer in ``<path>/worker-<n>``, or under
+``<state_dir>/worker-<n>``).  A worker acknowledges a client only once the
+events are in its own buffers, so at-least-once delivery and the bounds
+on memory hold per worker exactly as in one process, without a second
+hop between processes that would need its own acknowledgements and
+buffer; and a worker restarted after a crash replays its own directory.
+
+A worker that dies without being asked to is logged, counted and
+started again after a delay (`duct.workers.backoff.RestartBackoff`, on
+the parent's clock); the parent and the other workers keep serving.
+Each worker's log goes into the parent's, a line at a time, with the
+worker's number.  SIGTERM is forwarded to every worker and the parent waits for them to
+drain (at most ``shutdown_timeout`` and a margin, then SIGKILL); SIGHUP
+is forwarded so that each reloads the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet import error
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from duct.configuration import Config
+from duct.errors import ConfigurationError, Problem
+from duct.lib.deferreds import within
+from duct.listening import CannotListen
+from duct.workers.backoff import RestartBackoff
+from duct.workers.config import parentConfig, sharedListens, workerCount
+from duct.workers.sockets import SharedSockets
+
+STOP_MARGIN = 5.0
+"""Seconds beyond ``shutdown_timeout`` a worker may take to stop before it is killed."""
+
+
+class WorkerProcess(ProcessProtocol):
+    """One worker process: reads what it reports on stdout, tells the pool when it ends."""
+
+    def __init__(self, pool: WorkerPool, number: int) -> None:
+        self.pool = pool
+        self.number = number
+        self.web: int | None = None
+        """The port of the worker's own web server on 127.0.0.1, once it reported it."""
+        self.ended: Deferred[None] = Deferred()
+        self.pid: int | None = None
+        self._partial = b""
+        self._partialLog = b""
+
+    def makeConnection(self, transport: Any) -> None:
+        self.pid = getattr(transport, "pid", None)
+        super().makeConnection(transport)
+
+    def outReceived(self, data: bytes) -> None:
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()
+        for line in lines:
+            try:
+                report = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(report, dict) and isinstance(report.get("web"), int):
+                self.web = report["web"]
+                self.pool.serving(self)
+
+    def errReceived(self, data: bytes) -> None:
+        """The worker's log: each line goes into the parent's, with the worker's number."""
+        lines = (self._partialLog + data).split(b"\n")
+        self._partialLog = lines.pop()
+        for line in lines:
+            if line:
+                self.pool.log.info(
+                    "worker {number}: {line}",
+                    number=self.number,
+                    line=line.decode(errors="replace"),
+                )
+
+    def signal(self, name: str) -> None:
+        transport: Any = self.transport
+        try:
+            transport.signalProcess(name)
+        except (error.ProcessExitedAlready, OSError):
+            pass
+
+    def processEnded(self, reason: Failure) -> None:
+        value = reason.value
+        code = getattr(value, "exitCode", None)
+        signal = getattr(value, "signal", None)
+        self.pool.ended(self, code, signal)
+        self.ended.callback(None)
+
+
+class Slot:
+    """Worker number ``number``: the process running now, and its history."""
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+        self.process: WorkerProcess | None = None
+        self.startedAt = 0.0
+        self.starts = 0
+        self.restarts = 0
+        self.backoff = RestartBackoff()
+        self.pending: Any = None
+
+    def info(self) -> dict[str, Any]:
+        process = self.process
+        state = "running" if process is not None and process.web else "starting"
+        if process is None:
+            state = "restarting" if self.pending is not None else "stopped"
+        return {
+            "pid": process.pid if process is not None else None,
+            "state": state,
+            "restarts": self.restarts,
+        }
+
+
+Spawner = Callable[..., Any]
+
+
+class WorkerPool(Service):
+    """Runs ``count`` workers on the sockets it binds; restarts those that die.
+
+    :param reactor: spawns the processes and binds the sockets.
+    :param clock: times the restarts and the stop.
+    :param configPath: the file each worker reads (the parent validated it).
+    :param count: how many workers.
+    :param listens: the endpoints the workers share.
+    :param timeout: the stop's ``shutdown_timeout``.
+    :param spawner: ``reactor.spawnProcess`` unless given (tests pass a fake).
+    """
+
+    name = "workers"
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        clock: Any,
+        configPath: str,
+        count: int,
+        listens: list[str],
+        timeout: float = 10.0,
+        spawner: Spawner | None = None,
+    ) -> None:
+        self.reactor = reactor
+        self.clock = clock
+        self.configPath = configPath
+        self.listens = listens
+        self.timeout = timeout
+        self.sockets = SharedSockets(reactor, listens)
+        self.spawner: Spawner = spawner if spawner is not None else reactor.spawnProcess
+        self.slots = [Slot(number) for number in range(1, count + 1)]
+        self._bound = False
+
+    # -- starting ------------------------------------------------------------------
+
+    def privilegedStartService(self) -> None:
+        """Bind the shared sockets; a port in use is a ConfigurationError naming it."""
+        super().privilegedStartService()
+        self.bind()
+
+    def bind(self) -> None:
+        if self._bound:
+            return
+        try:
+            self.sockets.bind()
+        except CannotListen as e:
+            raise ConfigurationError([Problem(self.configPath, "workers", e.key, str(e))]) from None
+        self._bound = True
+
+    def startService(self) -> None:
+        self.bind()
+        super().startService()
+        for slot in self.slots:
+            self.spawn(slot)
+
+    def argv(self, number: int) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "duct.workers",
+            "--config",
+            self.configPath,
+            "--number",
+            str(number),
+            "--listens",
+            json.dumps(self.listens),
+        ]
+
+    def spawn(self, slot: Slot) -> None:
+        slot.pending = None
+        process = WorkerProcess(self, slot.number)
+        childFDs: dict[int, Any] = {0: "w", 1: "r", 2: "r"}
+        for index, fd in enumerate(self.sockets.descriptors()):
+            childFDs[3 + index] = fd
+        argv = self.argv(slot.number)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        slot.process = process
+        slot.startedAt = self.clock.seconds()
+        slot.starts += 1
+        self.spawner(process, argv[0], argv, env=env, childFDs=childFDs)
+        self.log.info("worker {number} started (pid {pid})", number=slot.number, pid=process.pid)
+
+    def serving(self, process: WorkerProcess) -> None:
+        self.log.info(
+            "worker {number} (pid {pid}) serving; its statistics on 127.0.0.1:{web}",
+            number=process.number,
+            pid=process.pid,
+            web=process.web,
+        )
+
+    # -- a worker that ends ----------------------------------------------------------
+
+    def ended(self, process: WorkerProcess, code: int | None, signal: int | None) -> None:
+        slot = self.slots[process.number - 1]
+        if slot.process is not process:
+            return
+        slot.process = None
+        if not self.running:
+            self.log.info(
+                "worker {number} (pid {pid}) stopped, status {code}, signal {signal}",
+                number=slot.number,
+                pid=process.pid,
+                code=code,
+                signal=signal,
+            )
+            return
+        slot.restarts += 1
+        delay = slot.backoff.died(self.clock.seconds() - slot.startedAt)
+        self.log.warn(
+            "worker {number} (pid {pid}) died (status {code}, signal {signal}); "
+            "restarting it in {delay:.1f}s ({restarts} restarts so far)",
+            number=slot.number,
+            pid=process.pid,
+            code=code,
+            signal=signal,
+            delay=delay,
+            restarts=slot.restarts,
+        )
+        slot.pending = self.clock.callLater(delay, self.spawn, slot)
+
+    # -- signals and stopping ----------------------------------------------------------
+
+    def processes(self) -> list[WorkerProcess]:
+        return [slot.process for slot in self.slots if slot.process is not None]
+
+    def signal(self, name: str) -> None:
+        """Send signal ``name`` (``"HUP"``, ``"TERM"``) to every running worker."""
+        for process in self.processes():
+            process.signal(name)
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        for slot in self.slots:
+            if slot.pending is not None and slot.pending.active():
+                slot.pending.cancel()
+            slot.pending = None
+        running = self.processes()
+        self.signal("TERM")
+        ended = DeferredList([p.ended for p in running])
+        if not await within(ended, self.timeout + STOP_MARGIN, self.clock):
+            for process in running:
+                if not process.ended.called:
+                    self.log.warn("worker {number} did not stop; killing it", number=process.number)
+                    process.signal("KILL")
+            await ended
+        self.sockets.close()
+        self._bound = False
+
+    def info(self) -> dict[str, dict[str, Any]]:
+        """Each worker's pid, state and restarts, by number."""
+        return {str(slot.number): slot.info() for slot in self.slots}
+
+
+class ParentReload:
+    """What a SIGHUP reloads in the parent: the workers (signalled), and its own part."""
+
+    def __init__(self, service: Any, pool: WorkerPool) -> None:
+        self.service = service
+        self.pool = pool
+
+    def reopen(self) -> None:
+        self.service.reopen()
+
+    def reload(self, config: Config) -> Deferred[None]:
+        if workerCount(config) != len(self.pool.slots):
+            self.pool.log.warn("workers: a new number of workers applies at the next restart")
+        self.pool.signal("HUP")
+        result: Deferred[None] = self.service.reload(parentConfig(config))
+        return result
+
+
+def buildParent(make: Callable[[Config], Any], config: Config, reactor: Any, path: str) -> Any:
+    """The parent agent for ``config`` (built by ``make``), with its `WorkerPool` as ``workers``.
+
+    ``config`` is the whole configuration, already validated.
+    """
+    service = make(parentConfig(config))
+    pool = WorkerPool(
+        reactor,
+        service.clock,
+        path,
+        workerCount(config),
+        sharedListens(config),
+        float(config.get("shutdown_timeout") or 0.0),
+    )
+    pool.setServiceParent(service)  # the last child: the first to stop
+    service.workers = pool
+    service.reloadTarget = ParentReload(service, pool)
+    return service

@@ -1,0 +1,122 @@
+"""One worker process: the shared listeners of a configuration, and their outputs.
+
+It reads the configuration file the parent validated, keeps its own part
+(`duct.workers.config.workerConfig`), and runs it as an agent of its own
+on the inherited sockets.  It reports its web server's port to the parent
+as one JSON line on stdout, logs to stderr (which the parent relays), stops cleanly
+on SIGTERM, reloads on SIGHUP, and stops when the parent goes away
+(its stdin closes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+from twisted.internet import stdio
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
+from twisted.python.failure import Failure
+
+from duct.configuration import Config, ConfigFile, ConfigurationError
+from duct.service import DuctService
+from duct.workers.config import workerConfig
+
+log = Logger()
+
+
+class ParentChannel(Protocol):
+    """The worker's stdin and stdout: reports go out; the end of stdin means the parent is gone."""
+
+    def __init__(self, reactor: Any) -> None:
+        self.reactor = reactor
+
+    def report(self, **fields: Any) -> None:
+        transport: Any = self.transport
+        if transport is not None:
+            transport.write(json.dumps(fields).encode() + b"\n")
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        if self.reactor.running:
+            log.warn("worker: the parent is gone; stopping")
+            self.reactor.stop()
+
+
+class WorkerReload:
+    """What a SIGHUP reloads in a worker: its own part of the file."""
+
+    def __init__(self, service: DuctService, number: int, listens: list[str]) -> None:
+        self.service = service
+        self.number = number
+        self.listens = listens
+
+    def reopen(self) -> None:
+        self.service.reopen()
+
+    def reload(self, config: Config) -> Any:
+        return self.service.reload(workerConfig(config, self.number, self.listens))
+
+
+def acceptOneAtATime(port: Any) -> None:
+    """Have ``port`` accept one connection each time it is readable.
+
+    Every worker waiting on a shared socket is woken by a new connection,
+    and Twisted's port otherwise accepts as many as are queued: the first
+    worker to run would take a whole burst (clients reconnecting at once),
+    leaving the others idle.  Accepting one at a time, each worker takes
+    its turn, and a busy worker, slower to get back to ``accept``, takes
+    fewer.
+    """
+    if not hasattr(port, "numberAccepts"):
+        return
+    doRead = port.doRead
+
+    def oneAccept() -> Any:
+        port.numberAccepts = 1
+        return doRead()
+
+    port.doRead = oneAccept
+
+
+def run(path: str, number: int, listens: list[str]) -> int:
+    """Run worker ``number`` until it is stopped; its exit status."""
+    from twisted.internet import reactor as _reactor
+
+    from duct.tap import installSignalHandlers
+
+    reactor: Any = _reactor
+    observer: Any = textFileLogObserver(sys.stderr)
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+    try:
+        config = workerConfig(ConfigFile(path).load(), number, listens)
+        service = DuctService(config, reactor)
+    except ConfigurationError as e:
+        log.error("worker {number}: invalid configuration:\n{error}", number=number, error=str(e))
+        return 1
+    channel = ParentChannel(reactor)
+    outcome: list[int] = [0]
+
+    def start() -> None:
+        try:
+            service.startService()
+        except ConfigurationError as e:
+            log.error("worker {number}: cannot start:\n{error}", number=number, error=str(e))
+            outcome[0] = 1
+            reactor.stop()
+            return
+        for source in service.sources:
+            acceptOneAtATime(getattr(source, "port", None))
+        stdio.StandardIO(channel, reactor=reactor)
+        web = service.web.port.getHost().port if service.web and service.web.port else None
+        channel.report(web=web, pid=os.getpid(), number=number)
+        installSignalHandlers(reactor, service, path, WorkerReload(service, number, listens))
+
+    def stop() -> Any:
+        return service.stopService() if service.running else None
+
+    reactor.callWhenRunning(start)
+    reactor.addSystemEventTrigger("before", "shutdown", stop)
+    reactor.run()
+    return outcome[0]

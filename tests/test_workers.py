@@ -1,0 +1,257 @@
+"""The parts of ``workers: N`` that need no process: backoff, the pool on a Clock, the split."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+
+from duct.configuration import ConfigFile, ConfigurationError
+from duct.workers.backoff import RestartBackoff
+from duct.workers.config import adoptedListen, parentConfig, sharedListens, workerConfig
+from duct.workers.parent import STOP_MARGIN, WorkerPool
+from duct.workers.stats import labelled, merged
+
+# -- backoff ---------------------------------------------------------------------------
+
+
+def test_backoff_doubles_for_a_worker_that_keeps_dying_up_to_its_maximum() -> None:
+    backoff = RestartBackoff(initial=0.1, maximum=1.0, stable=10.0)
+    delays = [backoff.died(0.5) for _ in range(6)]
+    assert delays == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.0, 1.0])
+
+
+def test_backoff_starts_again_after_a_worker_ran_long_enough() -> None:
+    backoff = RestartBackoff(initial=0.1, maximum=30.0, stable=10.0)
+    backoff.died(1.0)
+    backoff.died(1.0)
+    assert backoff.died(10.0) == pytest.approx(0.1)
+    assert backoff.died(1.0) == pytest.approx(0.2)
+
+
+# -- the pool, on a Clock ------------------------------------------------------------------
+
+
+class FakeTransport:
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.signals: list[str] = []
+
+    def signalProcess(self, name: str) -> None:
+        self.signals.append(name)
+
+
+class FakeSockets:
+    def __init__(self) -> None:
+        self.closed = False
+
+    def bind(self) -> None:
+        pass
+
+    def descriptors(self) -> list[int]:
+        return [7, 8]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Spawner:
+    def __init__(self) -> None:
+        self.spawned: list[tuple[Any, list[str], dict[int, Any]]] = []
+
+    def __call__(self, protocol: Any, executable: str, argv: list[str], **kwargs: Any) -> None:
+        protocol.makeConnection(FakeTransport(1000 + len(self.spawned)))
+        self.spawned.append((protocol, argv, kwargs["childFDs"]))
+
+    def process(self, number: int) -> Any:
+        return [p for p, _, _ in self.spawned if p.number == number][-1]
+
+
+def pool(clock: Clock, spawner: Spawner, count: int = 2) -> WorkerPool:
+    workers = WorkerPool(clock, clock, "/etc/duct.yml", count, ["tcp:5555"], 10.0, spawner)
+    workers.sockets = FakeSockets()  # type: ignore[assignment]
+    return workers
+
+
+def die(process: Any, signal: int = 9) -> None:
+    process.processEnded(Failure(ProcessTerminated(signal=signal)))
+
+
+def test_workers_start_with_the_shared_sockets_from_fd_3() -> None:
+    clock, spawner = Clock(), Spawner()
+    workers = pool(clock, spawner)
+    workers.startService()
+    assert len(spawner.spawned) == 2
+    protocol, argv, childFDs = spawner.spawned[0]
+    assert childFDs == {0: "w", 1: "r", 2: "r", 3: 7, 4: 8}
+    assert argv[1:3] == ["-m", "duct.workers"] and argv[argv.index("--number") + 1] == "1"
+    assert workers.info()["1"] == {"pid": 1000, "state": "starting", "restarts": 0}
+    protocol.outReceived(b'{"web": 4321, "pid": 1000}\n')
+    assert protocol.web == 4321 and workers.info()["1"]["state"] == "running"
+
+
+def test_a_worker_that_dies_is_restarted_with_backoff_on_the_clock() -> None:
+    clock, spawner = Clock(), Spawner()
+    workers = pool(clock, spawner)
+    workers.startService()
+    die(spawner.process(1))
+    assert workers.info()["1"]["state"] == "restarting" and workers.info()["1"]["restarts"] == 1
+    clock.advance(0.099)
+    assert len(spawner.spawned) == 2
+    clock.advance(0.002)
+    assert len(spawner.spawned) == 3 and spawner.process(1).pid == 1002
+    die(spawner.process(1))  # again at once: twice the delay
+    clock.advance(0.199)
+    assert len(spawner.spawned) == 3
+    clock.advance(0.002)
+    assert len(spawner.spawned) == 4
+    clock.advance(60)  # ran a while: back to the first delay
+    die(spawner.process(1))
+    clock.advance(0.101)
+    assert len(spawner.spawned) == 5
+    assert workers.info()["1"]["restarts"] == 3 and workers.info()["2"]["restarts"] == 0
+
+
+def test_stopping_forwards_sigterm_and_waits_for_every_worker() -> None:
+    clock, spawner = Clock(), Spawner()
+    workers = pool(clock, spawner)
+    workers.startService()
+    one, two = spawner.process(1), spawner.process(2)
+    stopped = workers.stopService()
+    assert one.transport.signals == ["TERM"] and two.transport.signals == ["TERM"]
+    one.processEnded(Failure(ProcessDone(0)))
+    assert not stopped.called
+    two.processEnded(Failure(ProcessDone(0)))
+    assert stopped.called and workers.sockets.closed  # type: ignore[attr-defined]
+    assert len(spawner.spawned) == 2  # a worker asked to stop is not restarted
+
+
+def test_a_worker_that_does_not_stop_in_time_is_killed() -> None:
+    clock, spawner = Clock(), Spawner()
+    workers = pool(clock, spawner, count=1)
+    workers.startService()
+    stopped = workers.stopService()
+    clock.advance(10.0 + STOP_MARGIN)
+    process = spawner.process(1)
+    assert process.transport.signals == ["TERM", "KILL"]
+    die(process)
+    assert stopped.called
+
+
+def test_a_restart_pending_at_stop_is_cancelled() -> None:
+    clock, spawner = Clock(), Spawner()
+    workers = pool(clock, spawner, count=1)
+    workers.startService()
+    die(spawner.process(1))
+    workers.stopService()
+    clock.advance(60)
+    assert len(spawner.spawned) == 1 and not clock.getDelayedCalls()
+
+
+def test_sighup_is_forwarded_to_every_running_worker() -> None:
+    clock, spawner = Clock(), Spawner()
+    workers = pool(clock, spawner)
+    workers.startService()
+    workers.signal("HUP")
+    assert [p.transport.signals for p, _, _ in spawner.spawned] == [["HUP"], ["HUP"]]
+
+
+# -- the split of a configuration -----------------------------------------------------------
+
+CONFIG = {
+    "workers": 2,
+    "state_dir": "/var/lib/duct",
+    "web": {"listen": "tcp:8901", "token": "secret"},
+    "outputs": [
+        {"output": "duct.outputs.riemann.RiemannTCP", "name": "a", "buffer": {"type": "disk"}},
+        {
+            "output": "duct.outputs.riemann.RiemannTCP",
+            "name": "b",
+            "buffer": {"type": "disk", "path": "/srv/b"},
+        },
+    ],
+    "sources": [
+        {"service": "relay", "source": "duct.sources.riemann.RiemannTCP", "listen": "tcp:5555"},
+        {"service": "udp", "source": "duct.sources.riemann.RiemannUDP", "port": 5556},
+        {"service": "load", "source": "duct.sources.linux.basic.LoadAverage"},
+    ],
+}
+
+
+def test_tcp_listeners_go_to_the_workers_and_the_rest_stays_in_the_parent() -> None:
+    config = ConfigFile.fromDict(CONFIG)
+    assert sharedListens(config) == ["tcp:5555"]
+    parent = parentConfig(config)
+    assert [i.config["service"] for i in parent.sources] == ["udp", "load"]
+    assert [i.config["name"] for i in parent.outputs] == ["a", "b"]
+    worker = workerConfig(config, 2, ["tcp:5555"])
+    assert [i.config["service"] for i in worker.sources] == ["relay"]
+    assert worker.sources[0].config["listen"] == "systemd:domain=INET:index=0"
+    assert config.sources[0].config["listen"] == "tcp:5555"  # the original is untouched
+    assert worker["state_dir"] == "/var/lib/duct/worker-2"
+    assert worker.outputs[1].config["buffer"]["path"] == "/srv/b/worker-2"
+    assert worker["web"]["listen"] == "tcp:0:interface=127.0.0.1"
+    assert worker["web"]["token"] == "secret"
+
+
+def test_a_parent_without_sources_of_its_own_keeps_no_outputs() -> None:
+    only = {**CONFIG, "sources": CONFIG["sources"][:1]}  # type: ignore[index]
+    assert parentConfig(ConfigFile.fromDict(only)).outputs == []
+
+
+def test_an_ipv6_listener_is_adopted_as_inet6() -> None:
+    assert adoptedListen(1, "tcp:5555:interface=\\:\\:1") == "systemd:domain=INET6:index=1"
+
+
+def test_workers_is_validated_with_the_rest_of_the_file() -> None:
+    with pytest.raises(ConfigurationError, match="workers"):
+        ConfigFile.fromDict({"workers": -1})
+
+
+# -- statistics -------------------------------------------------------------------------------
+
+
+def snap(emitted: int, sent: int, pid: int) -> dict[str, Any]:
+    source = {"class": "duct.sources.riemann.RiemannTCP", "emitted": emitted, "polls": 0}
+    output = {"class": "duct.outputs.riemann.RiemannTCP", "events_sent": sent, "connected": True}
+    return {
+        "time": 1.0,
+        "hostname": "h",
+        "process": {"pid": pid, "rss_bytes": 100},
+        "sources": {"relay": source},
+        "outputs": {"sink": output},
+        "totals": {},
+    }
+
+
+def test_the_parent_stats_roll_up_the_workers_and_show_each() -> None:
+    parent = {**snap(0, 0, 1), "sources": {}, "outputs": {}}
+    workers = {"1": snap(30, 30, 2), "2": snap(12, 10, 3)}
+    info = {
+        "1": {"pid": 2, "state": "running", "restarts": 0},
+        "2": {"pid": 3, "state": "running", "restarts": 1},
+    }
+    result = merged(parent, workers, info)
+    assert result["sources"]["relay"]["emitted"] == 42
+    assert result["totals"]["outputs"]["events_sent"] == 40
+    assert result["process"]["rss_bytes"] == 300 and result["process"]["processes"] == 3
+    assert (
+        result["workers"]["2"]["restarts"] == 1 and result["workers"]["2"]["stats"] == workers["2"]
+    )
+
+
+def test_a_worker_that_does_not_answer_is_shown_without_figures() -> None:
+    parent = {**snap(0, 0, 1), "sources": {}, "outputs": {}}
+    info = {"1": {"pid": None, "state": "restarting", "restarts": 1}, "2": {"pid": 3}}
+    result = merged(parent, {"1": None, "2": snap(5, 5, 3)}, info)
+    assert result["workers"]["1"]["stats"] is None and result["sources"]["relay"]["emitted"] == 5
+
+
+def test_metrics_carry_a_worker_label() -> None:
+    families = {f.name: f for f in labelled([("1", snap(3, 3, 2)), ("2", snap(4, 4, 3))])}
+    samples = families["duct_source_events_emitted"].samples
+    assert {(s.labels["worker"], s.value) for s in samples} == {("1", 3.0), ("2", 4.0)}
+    assert len(families["duct_info"].samples) == 2

@@ -1,0 +1,213 @@
+"""``workers: N`` end to end: a real twistd parent, its worker processes, a Riemann sink.
+
+The parent binds the relay's port and its workers share it; each worker
+relays to the sink through outputs of its own.  Clients and the sink run
+in this process on the real reactor, and every wait polls with a deadline.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest_twisted
+from agents import (
+    Agent,
+    Agents,
+    Client,
+    Sink,
+    closeClient,
+    connectClient,
+    freePort,
+    getJSON,
+    waitFor,
+)
+
+from duct.testing import pause
+
+EVENTS_PER_MSG = 10
+
+
+def workersConfig(tmp: Path, listen: int, sink: int, web: int, buffer: str) -> Path:
+    config = tmp / "duct.yml"
+    config.write_text(
+        f"""
+workers: 2
+state_dir: {tmp / "state"}
+shutdown_timeout: 10
+web: {{listen: "tcp:{web}:interface=127.0.0.1"}}
+outputs:
+  - output: duct.outputs.riemann.RiemannTCP
+    name: sink
+    server: 127.0.0.1
+    port: {sink}
+    batch_size: 100
+    reconnect_initial: 0.1
+    reconnect_max: 1.0
+    buffer: {buffer}
+sources:
+  - service: relay
+    source: duct.sources.riemann.RiemannTCP
+    listen: "tcp:{listen}:interface=127.0.0.1"
+"""
+    )
+    return config
+
+
+async def startWorkers(reactor: Any, agents: Agents) -> Agent:
+    agent = agents.start()
+    await waitFor(
+        reactor,
+        lambda: (
+            (
+                "worker 1 (pid" in agent.log
+                and "worker 2 (pid" in agent.log
+                and agent.log.count("serving; its statistics") >= 2
+            )
+            or not agent.running
+        ),
+        "both workers to serve",
+    )
+    assert agent.running, agent.log
+    return agent
+
+
+async def relay(reactor: Any, listen: int, prefix: str, clients: int, msgs: int) -> list[Client]:
+    """``clients`` clients, each sending ``msgs`` Msgs; returns once every Msg is acked."""
+    sent = [Client(f"{prefix}{i}", msgs, window=4, batch=EVENTS_PER_MSG) for i in range(clients)]
+    for client in sent:
+        await connectClient(reactor, listen, client)
+    await waitFor(reactor, lambda: all(c.done.called for c in sent), f"acks for {prefix}")
+    for client in sent:
+        await closeClient(reactor, client)
+    return sent
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_workers_relay_every_event_and_stats_add_up(reactor: Any, tmp_path: Path) -> None:
+    listen, sinkPort, web = freePort(), freePort(), freePort()
+    config = workersConfig(tmp_path, listen, sinkPort, web, "{type: memory}")
+    sink = Sink(reactor, sinkPort)
+    sink.start()
+    agents = Agents(reactor, config)
+    try:
+        agent = await startWorkers(reactor, agents)
+        clients = await relay(reactor, listen, "w", 8, 40)
+        expected = set().union(*(c.services(c.msgs) for c in clients))
+        await waitFor(reactor, lambda: expected <= set(sink.counts), "every event at the sink")
+
+        def settled(stats: dict[str, Any]) -> bool:
+            return stats["outputs"].get("sink", {}).get("events_sent", 0) >= len(expected)
+
+        stats = await getJSON(reactor, web, "/stats")
+        for _ in range(100):
+            if settled(stats):
+                break
+            await pause(reactor, 0.05)
+            stats = await getJSON(reactor, web, "/stats")
+        workers = stats["workers"]
+        assert set(workers) == {"1", "2"}
+        assert all(w["state"] == "running" and w["restarts"] == 0 for w in workers.values())
+        snaps = [w["stats"] for w in workers.values()]
+        for key in ("emitted", "messages", "connections"):
+            each = [s["sources"]["relay"][key] for s in snaps]
+            assert stats["sources"]["relay"][key] == sum(each)
+        assert stats["sources"]["relay"]["emitted"] == len(expected)
+        each = [s["totals"]["outputs"]["events_sent"] for s in snaps]
+        assert stats["totals"]["outputs"]["events_sent"] == sum(each) == len(expected)
+        assert stats["process"]["processes"] == 3  # the parent and two workers
+
+        metrics = await metricsText(reactor, web)
+        assert 'worker="1"' in metrics and 'worker="2"' in metrics and 'worker="parent"' in metrics
+
+        agent.transport.signalProcess("HUP")  # type: ignore[union-attr]
+        await waitFor(
+            reactor,
+            lambda: agent.log.count("SIGHUP: reopening files") >= 3,
+            "the parent and both workers to reload",
+        )
+        clients = await relay(reactor, listen, "reloaded", 4, 10)  # still relaying
+        expected |= set().union(*(c.services(c.msgs) for c in clients))
+        await waitFor(reactor, lambda: expected <= set(sink.counts), "the events after reload")
+
+        await agents.terminate(agent)
+        assert agent.code == 0, agent.log
+        assert agent.log.count("duct stopped; 0 events undelivered") >= 2
+        assert "Traceback" not in agent.log
+    finally:
+        await agents.cleanup()
+        await sink.stop()
+
+
+async def metricsText(reactor: Any, port: int) -> str:
+    from treq.client import HTTPClient
+    from twisted.web.client import Agent as WebAgent
+    from twisted.web.client import HTTPConnectionPool
+
+    client = HTTPClient(WebAgent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
+    response = await client.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+    assert response.code == 200
+    return str((await response.content()).decode())
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_killed_worker_is_restarted_and_no_acked_event_is_lost(
+    reactor: Any, tmp_path: Path
+) -> None:
+    """SIGKILL one worker mid-stream: it is restarted, acks go on, every acked event arrives.
+
+    The buffers are on disk with ``sync: always``: what the killed worker
+    acked is in its own directory, which its replacement replays.
+    """
+    listen, sinkPort, web = freePort(), freePort(), freePort()
+    buffer = "{type: disk, sync: always}"
+    config = workersConfig(tmp_path, listen, sinkPort, web, buffer)
+    sink = Sink(reactor, sinkPort)
+    sink.start()
+    agents = Agents(reactor, config)
+    clients: list[Client] = []
+    try:
+        agent = await startWorkers(reactor, agents)
+        stats = await getJSON(reactor, web, "/stats")
+        victim = stats["workers"]["1"]["pid"]
+        # Clients that keep sending, on connections spread over both workers.
+        streams = [Client(f"s{i}", 100_000, window=4, batch=EVENTS_PER_MSG) for i in range(6)]
+        for client in streams:
+            await connectClient(reactor, listen, client)
+        clients += streams
+        await waitFor(reactor, lambda: all(c.acked >= 5 for c in streams), "acks before the kill")
+        os.kill(victim, signal.SIGKILL)
+
+        async def restarted() -> bool:
+            info = (await getJSON(reactor, web, "/stats"))["workers"]["1"]
+            return info["restarts"] == 1 and info["state"] == "running" and info["pid"] != victim
+
+        for _ in range(600):
+            if await restarted():
+                break
+            await pause(reactor, 0.05)
+        else:
+            raise AssertionError(f"worker 1 was not restarted:\n{agent.log}")
+        assert "worker 1 (pid" in agent.log and "died" in agent.log
+        # The clients of the surviving worker kept their connections, and their acks go on.
+        survivors = [c for c in streams if c.open]
+        assert survivors, "every client lost its connection"
+        before = {c: c.acked for c in survivors}
+        await waitFor(reactor, lambda: all(c.acked > before[c] + 5 for c in survivors), "more acks")
+        # New clients are served, by either worker.
+        clients += await relay(reactor, listen, "after", 6, 20)
+        for client in streams:
+            if client.open:
+                await closeClient(reactor, client)
+
+        await agents.terminate(agent)
+        assert agent.code == 0, agent.log
+        acked = set().union(*(c.services(c.acked) for c in clients))
+        missing = acked - set(sink.counts)
+        assert not missing, f"{len(missing)} acked events never reached the sink"
+        assert "Traceback" not in agent.log
+    finally:
+        await agents.cleanup()
+        await sink.stop()
