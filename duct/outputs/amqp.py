@@ -11,13 +11,11 @@ from pika.adapters.twisted_connection import TwistedChannel
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.python.failure import Failure
 
-from duct.event import Event
 from duct.lib.amqp import AMQP_OPTIONS, Connector, declareQueue, urlProblems
 from duct.lib.json import eventLines
-from duct.objects import Output
 from duct.options import Option
-from duct.outputs.riemann_common import encodeForQueue
-from duct.protocol.riemann import EncodedEvents, msgFromEncoded, pb, sizesOf
+from duct.outputs.riemann_bytes import RiemannBytesOutput
+from duct.protocol.riemann import msgFromEncoded, pb
 from duct.stats import Stat, counter
 
 __all__ = ["AMQP", "FORMATS"]
@@ -32,7 +30,7 @@ def templateFields(template: str) -> list[str]:
     return [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
 
 
-class AMQP(Output):
+class AMQP(RiemannBytesOutput):
     """Publish batches to a RabbitMQ exchange with publisher confirms.
 
     Each batch (up to `batch_size` events) goes as one message per routing
@@ -153,26 +151,6 @@ class AMQP(Output):
                 output=self.name,
                 count=count,
             )
-
-    # -- events in ---------------------------------------------------------------
-
-    def eventsReceived(self, events: list[Event] | EncodedEvents) -> int:
-        if not self.acceptsEncoded:
-            return super().eventsReceived(events)  # type: ignore[arg-type]
-        self.received += len(events)
-        encoded, _, _, failed, error = encodeForQueue(events)
-        if failed:
-            self.dropUnencodable(events, failed, error)
-        if not encoded:
-            return 0
-        kept = self.buffer.put(encoded, sizesOf(encoded))
-        self.resumeWriting()
-        return kept
-
-    def batchEvents(self, batch: Any) -> Any:
-        if self.acceptsEncoded:
-            return EncodedEvents(list(batch.events))
-        return batch.events
 
     # -- the writer's hooks --------------------------------------------------------
 

@@ -10,15 +10,13 @@ from urllib.parse import urlsplit
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
-from duct.event import Event
 from duct.lib.http import HTTP_CLIENT_OPTIONS, HTTPError
 from duct.lib.json import eventJson
 from duct.lib.retryafter import retryAfter
-from duct.objects import Output
 from duct.options import REQUIRED, Option
 from duct.output import Refused
-from duct.outputs.riemann_common import encodeForQueue
-from duct.protocol.riemann import EncodedEvents, msgFromEncoded, pb, sizesOf
+from duct.outputs.riemann_bytes import RiemannBytesOutput
+from duct.protocol.riemann import msgFromEncoded, pb
 from duct.stats import Stat, counter
 
 __all__ = ["FORMATS", "HTTP", "Unavailable"]
@@ -53,7 +51,7 @@ def firstLine(text: str) -> str:
     return ""
 
 
-class HTTP(Output):
+class HTTP(RiemannBytesOutput):
     """POST each batch of events to ``url``.
 
     The body is a JSON array of events (``format: json``), one JSON object
@@ -149,27 +147,6 @@ class HTTP(Output):
             ):
                 problems.append(("headers", "Authorization is already set by token or user"))
         return problems
-
-    # -- events in ---------------------------------------------------------------
-
-    def eventsReceived(self, events: list[Event] | EncodedEvents) -> int:
-        """Queue events; for ``format: riemann`` as their Riemann bytes."""
-        if not self.acceptsEncoded:
-            return super().eventsReceived(events)  # type: ignore[arg-type]
-        self.received += len(events)
-        encoded, _, _, failed, error = encodeForQueue(events)
-        if failed:
-            self.dropUnencodable(events, failed, error)
-        if not encoded:
-            return 0
-        kept = self.buffer.put(encoded, sizesOf(encoded))
-        self.resumeWriting()
-        return kept
-
-    def batchEvents(self, batch: Any) -> Any:
-        if self.acceptsEncoded:
-            return EncodedEvents(list(batch.events))
-        return batch.events
 
     def describeItem(self, item: Any) -> str:
         if isinstance(item, bytes):
