@@ -13,10 +13,12 @@ from sshserver import keygen
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "docs"))
 
+from twisted.internet.task import Clock  # noqa: E402
 from update_reference import render  # noqa: E402
 
 from duct.configuration import ConfigFile  # noqa: E402
 from duct.errors import ConfigurationError  # noqa: E402
+from duct.service import DuctService  # noqa: E402
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -59,7 +61,7 @@ def readmeConfigs() -> list[tuple[int, object]]:
 
 
 def test_every_config_in_the_readme_passes_check(tmp_path: Path) -> None:
-    """Each config the README shows is valid, read as parts of one: the queues
+    """Each config the README shows is valid and builds, read as parts of one: the queues
     one section declares serve the others, and key files are the reader's own."""
     configs = readmeConfigs()
     assert len(configs) > 20, "the README lost its examples"
@@ -70,11 +72,15 @@ def test_every_config_in_the_readme_passes_check(tmp_path: Path) -> None:
     keygen(keyfile)
     failures = []
     for line, document in configs:
-        document = {"queues": queues, **ownKeys(document, str(keyfile))}  # type: ignore[dict-item]
+        document = {  # type: ignore[dict-item]
+            "queues": queues,
+            "state_dir": str(tmp_path / f"state-{line}"),
+            **ownKeys(document, str(keyfile)),
+        }
         path = tmp_path / f"readme-{line}.yml"
         path.write_text(yaml.safe_dump(document))
         try:
-            ConfigFile(str(path)).load()
+            DuctService(ConfigFile(str(path)).load(), Clock())  # builds every source and output
         except ConfigurationError as e:
             failures.append(f"README.md line {line}: {e}")
     assert not failures, "\n".join(failures)
