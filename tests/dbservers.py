@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from localservers import debianBinary, freePort
+from localservers import answers, debianBinary, freePort, waitUntil
 
 REDIS = "/usr/bin/redis-server"
 MEMCACHED = "/usr/bin/memcached"
@@ -63,17 +61,12 @@ def asUser(user: str, argv: list[str]) -> list[str]:
 
 def waitForPort(server: Server, timeout: float = 60.0) -> Server:
     """Return once ``server`` accepts a TCP connection; RuntimeError if it exits first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"{server.name} exited: {server.log()[-2000:]}")
-        try:
-            socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
-            return server
-        except OSError:
-            time.sleep(0.05)
-    server.stop()
-    raise RuntimeError(f"{server.name} did not listen within {timeout:g}s")
+    try:
+        waitUntil(lambda: answers(server.port), server.name, timeout, process=server.process)
+    except RuntimeError as e:
+        server.stop()
+        raise RuntimeError(f"{e}: {server.log()[-2000:]}") from None
+    return server
 
 
 def spawn(name: str, root: Path, port: int, argv: list[str]) -> Server:
@@ -129,9 +122,7 @@ def startPostgres(binary: str) -> Server:
     version = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
     server.version = version.split()[2]
     ready = [str(bin / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port)]
-    deadline = time.monotonic() + 60
-    while subprocess.run(ready).returncode != 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    waitUntil(lambda: subprocess.run(ready).returncode == 0, "postgres", process=server.process)
     return server
 
 

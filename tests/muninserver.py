@@ -9,13 +9,11 @@ GAUGE, always 0.25) and ``requests`` (a DERIVE read from the file
 
 from __future__ import annotations
 
-import socket
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from localservers import debianBinary, freePort
+from localservers import answers, debianBinary, freePort, waitUntil
 
 MUNIN_NODE = "/usr/sbin/munin-node"
 
@@ -113,15 +111,9 @@ def startMunin(binary: str, root: Path) -> MuninServer:
     with (root / "stderr").open("wb") as stderr:
         process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
     server = MuninServer(root, port, process)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"munin-node exited: {(root / 'stderr').read_text()}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                if s.recv(100).startswith(b"# munin node"):
-                    return server
-        except OSError:
-            time.sleep(0.05)
-    server.stop()
-    raise RuntimeError(f"munin-node did not listen on {port}: {(root / 'stderr').read_text()}")
+    try:
+        waitUntil(lambda: answers(port, b"# munin node"), "munin-node", 30, process=process)
+    except RuntimeError as e:
+        server.stop()
+        raise RuntimeError(f"{e}: {(root / 'stderr').read_text()}") from None
+    return server

@@ -10,16 +10,13 @@ user, so `startPostfix` opens it to all (pytest's own tmp is private).
 
 from __future__ import annotations
 
-import os
 import shutil
 import smtplib
-import socket
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from localservers import debianBinary, freePort
+from localservers import answers, debianBinary, freePort, processExit, waitUntil
 
 POSTFIX = "/usr/sbin/postfix"
 
@@ -107,13 +104,10 @@ class PostfixServer:
     def stop(self) -> None:
         subprocess.run([POSTFIX, "-c", self.conf, "stop"], capture_output=True, timeout=60)
         pid = self.root / "queue" / "pid" / "master.pid"
-        deadline = time.monotonic() + 30
-        while pid.exists() and time.monotonic() < deadline:
-            try:
-                os.kill(int(pid.read_text()), 0)
-            except (OSError, ValueError):
-                break
-            time.sleep(0.05)
+        try:
+            processExit(int(pid.read_text()), 30)
+        except (OSError, ValueError):  # no pid file: the master is gone
+            pass
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -136,13 +130,10 @@ def startPostfix(binary: str, root: Path) -> PostfixServer:
                           timeout=120)  # fmt: skip
     if done.returncode != 0:
         raise RuntimeError(f"postfix did not start: {done.stderr}{server.log()}")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-                if s.recv(100).startswith(b"220"):
-                    return server
-        except OSError:
-            time.sleep(0.05)
-    server.stop()
-    raise RuntimeError(f"postfix did not listen on {port}: {server.log()}")
+    master = int((root / "queue" / "pid" / "master.pid").read_text())
+    try:
+        waitUntil(lambda: answers(port, b"220", timeout=5), "postfix", 30, pid=master)
+    except RuntimeError as e:
+        server.stop()
+        raise RuntimeError(f"{e}: {server.log()}") from None
+    return server

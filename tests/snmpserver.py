@@ -10,11 +10,10 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from localservers import debianBinary, freePort
+from localservers import debianBinary, freePort, waitUntil
 
 SNMPD = "/usr/sbin/snmpd"
 COMMUNITY = "duct-community"
@@ -63,12 +62,13 @@ def startSNMPD(binary: str, root: Path) -> SNMPAgent:
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)  # fmt: skip
     server = SNMPAgent(root, port, process)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"snmpd exited: {server.log()}")
-        if (root / "snmpd.log").exists() and "NET-SNMP version" in server.log():
-            return server
-        time.sleep(0.05)
-    server.stop()
-    raise RuntimeError(f"snmpd did not start on {port}: {server.log()}")
+
+    def started() -> bool:
+        return (root / "snmpd.log").exists() and "NET-SNMP version" in server.log()
+
+    try:
+        waitUntil(started, "snmpd", 30, process=process)
+    except RuntimeError as e:
+        server.stop()
+        raise RuntimeError(f"{e}: {server.log()}") from None
+    return server

@@ -23,7 +23,7 @@ def harness(reactor: Any, **config: Any) -> SourceHarness:
 def plugin(name: str) -> str:
     path = debianBinary(f"{PLUGINS}/{name}", "monitoring-plugins")
     if path is None:
-        pytest.skip(f"{name} is not installed (monitoring-plugins)")
+        pytest.fail(f"{name} is not installed: run scripts/test-deps.sh (as root) or make test")
     return path
 
 

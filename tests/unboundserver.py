@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from localservers import debianBinary, freePort
+from localservers import debianBinary, freePort, waitUntil
 
 UNBOUND = "/usr/sbin/unbound"
 UNBOUND_CONTROL = "/usr/sbin/unbound-control"
@@ -87,13 +86,11 @@ def startUnbound(binary: str, root: Path) -> UnboundServer:
         process = subprocess.Popen([binary, "-d", "-c", str(conf)], stdout=subprocess.DEVNULL,
                                    stderr=stderr)  # fmt: skip
     server = UnboundServer(root, port, process)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"unbound exited: {(root / 'stderr').read_text()}{server.log()}")
-        status = subprocess.run([UNBOUND_CONTROL, "-c", str(conf), "status"], capture_output=True)
-        if status.returncode == 0:
-            return server
-        time.sleep(0.05)
-    server.stop()
-    raise RuntimeError(f"unbound did not start: {server.log()}")
+    status = [UNBOUND_CONTROL, "-c", str(conf), "status"]
+    try:
+        waitUntil(lambda: subprocess.run(status, capture_output=True).returncode == 0,
+                  "unbound", 30, process=process)  # fmt: skip
+    except RuntimeError as e:
+        server.stop()
+        raise RuntimeError(f"{e}: {(root / 'stderr').read_text()}{server.log()}") from None
+    return server

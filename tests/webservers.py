@@ -9,16 +9,14 @@ and `stop` terminates it and waits.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from localservers import debianBinary, freePort
+from localservers import answers, debianBinary, freePort, waitUntil
 
 APACHE = "/usr/sbin/apache2"
 HAPROXY = "/usr/sbin/haproxy"
@@ -66,18 +64,12 @@ class Server:
 
 
 def waitForPort(port: int, process: subprocess.Popen[bytes], output: object) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            break
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    process.kill()
-    text = output() if callable(output) else ""
-    raise RuntimeError(f"the server on port {port} did not start:\n{text[-3000:]}")
+    try:
+        waitUntil(lambda: answers(port), f"the server on port {port}", DEADLINE, process=process)
+    except RuntimeError as e:
+        process.kill()
+        text = output() if callable(output) else ""
+        raise RuntimeError(f"{e}:\n{text[-3000:]}") from None
 
 
 APACHE_CONFIG = """\
