@@ -65,6 +65,9 @@ class Output(Writer):
 
     log = Logger()
 
+    connection: Any = None
+    """The live connection, for an output that keeps one (see `connectionLost`)."""
+
     connected: bool | None = None
     """Whether the destination is connected; None for an output with no
     connection (a file), which counts as connected for ``/health``."""
@@ -178,6 +181,26 @@ class Output(Writer):
         if close is not None:
             close()
         return result
+
+    def connectionLost(self, server: str, reason: Any) -> None:
+        """The connection to ``server`` dropped: what was in flight goes back, logged.
+
+        For an output that keeps its connection in ``self.connection``;
+        ``reason`` is the Failure it was lost with, or None.
+        """
+        self.connection = None
+        self.connected = False
+        count = self.requeueInFlight()
+        if not self.stopped:
+            self.rateLog.emit(
+                "lost",
+                "output {output}: lost the connection to {server} ({error}); "
+                "{count} events go back in the queue",
+                output=self.name,
+                server=server,
+                error="" if reason is None else reason.getErrorMessage() or repr(reason.value),
+                count=count,
+            )
 
     # -- events in ---------------------------------------------------------------
 

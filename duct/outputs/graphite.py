@@ -228,17 +228,4 @@ class Graphite(Output):
     def _lost(self, connection: CarbonProtocol) -> None:
         if connection is not self.connection:
             return
-        reason = connection.lostReason
-        self.connection = None
-        self.connected = False
-        count = self.requeueInFlight()
-        if not self.stopped:
-            self.rateLog.emit(
-                "lost",
-                "output {output}: lost the connection to carbon at {server} ({error}); "
-                "{count} events go back in the queue",
-                output=self.name,
-                server=self.label,
-                error="" if reason is None else reason.getErrorMessage() or repr(reason.value),
-                count=count,
-            )
+        self.connectionLost(f"carbon at {self.label}", connection.lostReason)

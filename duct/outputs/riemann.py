@@ -327,17 +327,4 @@ class RiemannTCP(Output):
     def _lost(self, connection: RiemannClientProtocol) -> None:
         if connection is not self.connection:
             return
-        reason = connection.lostReason
-        self.connection = None
-        self.connected = False
-        count = self.requeueInFlight()
-        if not self.stopped:
-            self.rateLog.emit(
-                "lost",
-                "output {output}: lost the connection to {server} ({error}); "
-                "{count} events go back in the queue",
-                output=self.name,
-                server=connection.label,
-                error="" if reason is None else reason.getErrorMessage() or repr(reason.value),
-                count=count,
-            )
+        self.connectionLost(connection.label, connection.lostReason)
