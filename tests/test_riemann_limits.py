@@ -231,6 +231,53 @@ def test_a_stepped_msg_waits_piece_by_piece_within_the_bound() -> None:
     assert written == [f"n.{i}" for i in range(PIECE_EVENTS + count)]
 
 
+# -- replies to pipelined Msgs ----------------------------------------------------------------
+
+
+class CountingTransport(StringTransport):
+    """Keeps each write apart, so a test can see how replies were grouped."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+        super().write(data)
+
+
+def test_msgs_read_together_are_answered_in_one_write_in_order() -> None:
+    listener = Listener(output={})
+    protocol = listener.source.factory.buildProtocol(None)
+    transport = CountingTransport()
+    protocol.makeConnection(transport)
+    bad = b"\x32\x03\x1a\x05x"  # an event cut short: this Msg alone is refused
+    protocol.dataReceived(frame(events(0, 1)) + frame(bad) + frame(events(1, 2)))
+    assert len(transport.writes) == 1
+    assert [r.ok for r in replies(transport.writes[0])] == [True, False, True]
+    protocol.dataReceived(frame(events(3, 1)))
+    assert len(transport.writes) == 2 and [r.ok for r in replies(transport.writes[1])] == [True]
+
+
+def test_msgs_queued_behind_a_held_ack_are_answered_together_once_it_is_released() -> None:
+    listener = Listener(output={"maxsize": 9, "overflow": "block", "batch_size": 6})
+    output = listener.output
+    assert output is not None
+    output.failing = True
+    protocol = listener.source.factory.buildProtocol(None)
+    transport = CountingTransport()
+    protocol.makeConnection(transport)
+    frames = [frame(events(0, 6)), frame(events(6, 6))] + [frame(events(12 + i, 1)) for i in range(3)]
+    protocol.dataReceived(b"".join(frames))
+    assert [len(replies(w)) for w in transport.writes] == [1]  # the second Msg is held
+    output.failing = False
+    for _ in range(5):
+        listener.clock.advance(1)
+    assert [len(replies(w)) for w in transport.writes] == [1, 1, 3]
+    assert all(r.ok for w in transport.writes for r in replies(w))
+    assert [e.service for e in output.written] == [f"n.{i}" for i in range(15)]
+
+
 # -- large Msgs, in steps ----------------------------------------------------------------------
 
 

@@ -67,6 +67,9 @@ class RiemannTCPProtocol(Protocol):
         # frame spanning many reads costs time linear in its size.
         self._partial = bytearray()
         self._need = 4
+        # While a read is being handled, the replies it makes, written
+        # together at its end: one send for a client's pipelined Msgs.
+        self._replies: list[bytes] | None = None
 
     # -- the connection ---------------------------------------------------------
 
@@ -122,6 +125,7 @@ class RiemannTCPProtocol(Protocol):
         self._closeWith = b""
         self._dropPartial()
         self._stopWatchingIdle()
+        self._flush()
         if not self._lost:
             self.transport.loseConnection()
 
@@ -203,7 +207,11 @@ class RiemannTCPProtocol(Protocol):
                 return
             data = bytes(partial)
             partial.clear()
-        self._frames(data)
+        self._replies = []
+        try:
+            self._frames(data)
+        finally:
+            self._flush()
 
     def _frames(self, data: bytes) -> None:
         end = len(data)
@@ -296,8 +304,7 @@ class RiemannTCPProtocol(Protocol):
     def _handle(self, data: bytes) -> None:
         result = self.source.receive(data)
         if isinstance(result, bytes):
-            if not self._lost:
-                writeNow(self.transport, result)
+            self._reply(result)
             if len(data) > SMALL_FRAME:  # after the reply: a frame this frees comes later
                 self.source.budget.release(len(data))
             return
@@ -312,9 +319,20 @@ class RiemannTCPProtocol(Protocol):
         self.source.budget.release(length)
         return result
 
+    def _flush(self) -> None:
+        """Write the replies kept back during a read, and write at once from now on."""
+        replies, self._replies = self._replies, None
+        if replies and not self._lost:
+            writeNow(self.transport, replies[0] if len(replies) == 1 else b"".join(replies))
+
     def _reply(self, reply: bytes) -> None:
-        if not self._lost:
-            self.transport.write(reply)
+        """Write ``reply`` after those before it: at once, or at the end of the read."""
+        if self._lost:
+            return
+        if self._replies is not None:
+            self._replies.append(reply)
+        else:
+            writeNow(self.transport, reply)
 
     def _answer(self, reply: bytes) -> None:
         """The held Msg's events are in every buffer (or failed): reply, go on."""
@@ -326,12 +344,17 @@ class RiemannTCPProtocol(Protocol):
     def _drain(self) -> None:
         """Handle queued frames in order until one is held; then read again, or close."""
         self._draining = True
+        batching = self._replies is None
+        if batching:
+            self._replies = []
         try:
             queue = self._queue
             while queue and self._held is None:
                 self._handle(queue.popleft())
         finally:
             self._draining = False
+            if batching:
+                self._flush()
         if self._held is not None or self._lost:
             return
         if self._closeWith is not None:
