@@ -12,8 +12,9 @@ the workers; each worker listens on `adoptedListen` instead:
   worker reads the files again; a UNIX socket's file is left to the
   parent, which removed it when it stops, as Twisted does.
 
-A descriptor ``N`` is found as Twisted's ``systemd:`` endpoint finds it,
-through ``LISTEN_FDS``/``LISTEN_PID`` (set by `duct.workers.__main__`).
+A descriptor ``N`` is found where Twisted's ``systemd:`` endpoint finds
+it, in what it read of ``LISTEN_FDS``/``LISTEN_PID`` (set by
+`duct.workers.__main__`).
 """
 
 from __future__ import annotations
@@ -23,9 +24,8 @@ from typing import Any
 
 from twisted.internet import tcp, unix
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.endpoints import _parse, _parseSSL
+from twisted.internet.endpoints import _parse, _parseSSL, _SystemdParser
 from twisted.protocols.tls import TLSMemoryBIOFactory
-from twisted.python.systemd import ListenFDs
 
 SHARED_TYPES = ("tcp", "tcp6", "ssl", "unix", "udp")
 """The endpoint types a worker can adopt from the parent."""
@@ -104,16 +104,20 @@ def isAdopted(listen: str) -> bool:
 def splitAdopted(listen: str) -> tuple[int, str]:
     """``adopted:N:ENDPOINT`` as (the descriptor, ENDPOINT)."""
     _, index, original = listen.split(":", 2)
-    return ListenFDs.fromEnvironment().inheritedDescriptors()[int(index)], original
+    # Twisted's own view: reading LISTEN_FDS clears it, and its systemd: parser did at import.
+    return _SystemdParser._sddaemon.inheritedDescriptors()[int(index)], original
 
 
 class _KeptUNIXPort(unix.Port):
-    """An adopted UNIX port that leaves the socket's file to the parent that bound it.
+    """An adopted UNIX port that leaves the socket, and its file, to the parent that bound it.
 
-    Twisted's UNIX port removes its file when it stops listening, which a
-    worker that restarts must not do: the parent's socket would lose its
-    name while it is still listening.
+    Twisted's UNIX port shuts its socket down and removes its file when it
+    stops listening, which a worker that stops must not do: the socket is
+    the one every worker shares, and the parent's file names it.  (Twisted
+    spares an adopted TCP socket the shutdown, but not a UNIX one.)
     """
+
+    _shouldShutdown = False
 
     def connectionLost(self, reason: Any) -> None:
         tcp.Port.connectionLost(self, reason)
