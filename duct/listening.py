@@ -123,6 +123,9 @@ def probe(config: Any, reactor: Any) -> list[Problem]:
             source.startTimer()
         except CannotListen as e:
             problems.append(Problem(item.file, item.label, e.key, str(e)))
+        except Exception as e:  # an endpoint that cannot be built: a TLS key that is unreadable...
+            why = f"cannot listen: {type(e).__name__}: {e}"
+            problems.append(Problem(item.file, item.label, "listen", why))
         else:
             source.stopTimer()
     return problems
