@@ -293,6 +293,14 @@ def test_a_worker_takes_its_listeners_on_the_sockets_it_inherited() -> None:
     ]
 
 
+def test_a_listener_on_an_endpoint_of_the_wrong_kind_stays_in_the_parent() -> None:
+    data = listeners()
+    data["sources"][0]["listen"] = "udp:5555"  # a TCP listener: it fails there, as alone
+    config = ConfigFile.fromDict(data)
+    assert "udp:5555" not in sharedListens(config)
+    assert services(parentConfig(config)) == ["one", "home"]
+
+
 def test_without_a_shared_listener_there_are_no_workers() -> None:
     config = ConfigFile.fromDict({**listeners(), "sources": listeners()["sources"][3:]})
     assert workerCount(config) == 0 and sharedListens(config) == {}
@@ -369,7 +377,7 @@ def test_a_tls_listener_with_a_missing_certificate_fails_the_parent_naming_the_k
     assert "missing.pem" in problem.message
     from duct.workers.parent import buildParent
 
-    with pytest.raises(ConfigurationError, match="cannot read the TLS key"):
+    with pytest.raises(ConfigurationError, match="cannot set up TLS"):
         buildParent(lambda part: None, config, Clock(), "/etc/duct.yml")
 
 

@@ -530,6 +530,9 @@ class RiemannUDP(_RiemannListener):
         counter("shed", "shed", "shed_datagrams", "datagrams dropped while outputs were full"),
     )
 
+    datagrams = True
+    """It listens on a ``udp:`` endpoint (for the workers that share it)."""
+
     options = (
         Option("interface", "string", "127.0.0.1", "address to listen on, 0.0.0.0 for every one"),
         Option("port", "integer", 5555, "UDP port to listen on (0: any free port)", minimum=0),

@@ -56,6 +56,8 @@ def sharable(item: Item) -> str | None:
     listen = listenOf(item)
     if listen is None or endpointType(listen) not in SHARED_TYPES:
         return None
+    if (endpointType(listen) == "udp") != bool(getattr(item.cls, "datagrams", False)):
+        return None  # an endpoint of the wrong kind: it fails in the parent, as in one process
     return listen
 
 
@@ -103,9 +105,7 @@ def sharedProblems(config: Config) -> list[Problem]:
             tlsContext(listen)
         except Exception as e:  # the parser raises OSError, ValueError, SSL errors...
             why = f"{type(e).__name__}: {e}"
-            problems.append(
-                Problem(item.file, item.label, "listen", f"cannot read the TLS key: {why}")
-            )
+            problems.append(Problem(item.file, item.label, "listen", f"cannot set up TLS: {why}"))
     return problems
 
 
