@@ -16,6 +16,16 @@ from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 
 from duct.errors import Problem
+from duct.options import Option
+
+WORKERS_OPTION = Option(
+    "workers",
+    "integer",
+    None,
+    "worker processes that run this listener (default: the top-level workers; 0: the parent)",
+    minimum=0,
+)
+"""The per-listener ``workers:``, declared by each listener that worker processes can run."""
 
 
 class CannotListen(Exception):
@@ -54,6 +64,37 @@ def listenNow(
     return result, None
 
 
+def serverEndpoint(reactor: Any, listen: str) -> Any:
+    """The stream server endpoint for ``listen``: Twisted's, or a socket inherited from a parent.
+
+    ``adopted:N:...`` is what a worker listens on instead of a TLS or UNIX
+    endpoint the parent bound (`duct.workers.endpoints`).
+    """
+    from duct.workers.endpoints import adoptedEndpoint, isAdopted
+
+    if isAdopted(listen):
+        return adoptedEndpoint(reactor, listen)
+    return serverFromString(reactor, listen)
+
+
+def listenDatagram(reactor: Any, listen: str, protocol: Any, maxPacketSize: int) -> Any:
+    """Listen for datagrams on ``udp:PORT[:interface=ADDRESS]``, or on an inherited socket.
+
+    Raises `CannotListen` (key ``listen``) if the port cannot be bound.
+    """
+    from twisted.internet.error import CannotListenError
+
+    from duct.workers.endpoints import adoptDatagram, isAdopted, parseUDP
+
+    if isAdopted(listen):
+        return adoptDatagram(reactor, listen, protocol, maxPacketSize)
+    port, interface = parseUDP(listen)
+    try:
+        return reactor.listenUDP(port, protocol, interface=interface, maxPacketSize=maxPacketSize)
+    except CannotListenError as e:
+        raise CannotListen("listen", listen, str(e)) from None
+
+
 def probe(config: Any, reactor: Any) -> list[Problem]:
     """Bind and release every address ``config`` listens on; a problem for each that fails.
 
@@ -82,6 +123,9 @@ def probe(config: Any, reactor: Any) -> list[Problem]:
             source.startTimer()
         except CannotListen as e:
             problems.append(Problem(item.file, item.label, e.key, str(e)))
+        except Exception as e:  # an endpoint that cannot be built: a TLS key that is unreadable...
+            why = f"cannot listen: {type(e).__name__}: {e}"
+            problems.append(Problem(item.file, item.label, "listen", why))
         else:
             source.stopTimer()
     return problems

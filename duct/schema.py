@@ -47,7 +47,7 @@ GLOBAL_OPTIONS: dict[str, Option] = {
             "workers",
             "integer",
             0,
-            "processes that run the TCP listener sources on shared sockets (0: none)",
+            "processes that run the listener sources on shared sockets (0: none)",
             minimum=0,
         ),
         Option("web", "mapping", None, "the web server: {listen, token}; none without it"),

@@ -256,3 +256,19 @@ def test_check_prints_a_note_and_a_warning_for_an_original_config(tmp_path: Path
     assert "sources[0] (service: relay)" in note and "127.0.0.1 only" in note
     assert "relay: duct.sources.riemann.RiemannTCP" in result.stdout
     assert result.stdout.rstrip().endswith("web: none (no web: key, no port opened)")
+
+
+def test_check_names_the_key_of_a_tls_listener_whose_key_file_is_missing(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.pem"
+    config = (
+        "workers: 2\n"
+        "sources:\n"
+        "  - service: tls\n"
+        "    source: duct.sources.riemann.RiemannTCP\n"
+        f"    listen: 'ssl:0:privateKey={missing}'\n"
+    )
+    result = check(write(tmp_path / "duct.yml", config))
+    assert result.returncode == 1, result
+    assert "Traceback" not in result.stderr
+    line = lineWith(result.stderr, f"{tmp_path / 'duct.yml'}: sources[0] (service: tls): listen:")
+    assert "missing.pem" in line

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,7 +13,15 @@ from twisted.python.failure import Failure
 
 from duct.configuration import ConfigFile, ConfigurationError
 from duct.workers.backoff import RestartBackoff
-from duct.workers.config import adoptedListen, parentConfig, sharedListens, workerConfig
+from duct.workers.config import (
+    adoptedListen,
+    parentConfig,
+    sharedListens,
+    sharedProblems,
+    workerConfig,
+    workerCount,
+)
+from duct.workers.endpoints import boundListen
 from duct.workers.parent import STOP_MARGIN, WorkerPool
 from duct.workers.stats import labelled, merged
 
@@ -70,8 +80,9 @@ class Spawner:
         return [p for p, _, _ in self.spawned if p.number == number][-1]
 
 
-def pool(clock: Clock, spawner: Spawner, count: int = 2) -> WorkerPool:
-    workers = WorkerPool(clock, clock, "/etc/duct.yml", count, ["tcp:5555"], 10.0, spawner)
+def pool(clock: Clock, spawner: Spawner, count: int = 2, listens: Any = None) -> WorkerPool:
+    listens = ["tcp:5555", "udp:5556"] if listens is None else listens
+    workers = WorkerPool(clock, clock, "/etc/duct.yml", count, listens, 10.0, spawner)
     workers.sockets = FakeSockets()  # type: ignore[assignment]
     return workers
 
@@ -91,6 +102,17 @@ def test_workers_start_with_the_shared_sockets_from_fd_3() -> None:
     assert workers.info()["1"] == {"pid": 1000, "state": "starting", "restarts": 0}
     protocol.outReceived(b'{"web": 4321, "pid": 1000}\n')
     assert protocol.web == 4321 and workers.info()["1"]["state"] == "running"
+
+
+def test_a_worker_inherits_only_the_sockets_of_the_listeners_it_runs() -> None:
+    clock, spawner = Clock(), Spawner()
+    workers = pool(clock, spawner, count=2, listens={"tcp:5555": 1, "udp:5556": 2})
+    workers.startService()
+    (_, one, fds1), (_, two, fds2) = spawner.spawned
+    assert fds1 == {0: "w", 1: "r", 2: "r", 3: 7, 4: 8}
+    assert json.loads(one[one.index("--listens") + 1]) == ["tcp:5555", "udp:5556"]
+    assert fds2 == {0: "w", 1: "r", 2: "r", 3: 8}  # the UDP socket, as its fd 3
+    assert json.loads(two[two.index("--listens") + 1]) == ["udp:5556"]
 
 
 def test_a_worker_that_dies_is_restarted_with_backoff_on_the_clock() -> None:
@@ -181,15 +203,17 @@ CONFIG = {
 }
 
 
-def test_tcp_listeners_go_to_the_workers_and_the_rest_stays_in_the_parent() -> None:
+def test_listeners_go_to_the_workers_and_the_rest_stays_in_the_parent() -> None:
     config = ConfigFile.fromDict(CONFIG)
-    assert sharedListens(config) == ["tcp:5555"]
+    udp = "udp:5556:interface=127.0.0.1"
+    assert sharedListens(config) == {"tcp:5555": 2, udp: 2}
     parent = parentConfig(config)
-    assert [i.config["service"] for i in parent.sources] == ["udp", "load"]
+    assert [i.config["service"] for i in parent.sources] == ["load"]
     assert [i.config["name"] for i in parent.outputs] == ["a", "b"]
-    worker = workerConfig(config, 2, ["tcp:5555"])
-    assert [i.config["service"] for i in worker.sources] == ["relay"]
+    worker = workerConfig(config, 2, ["tcp:5555", udp])
+    assert [i.config["service"] for i in worker.sources] == ["relay", "udp"]
     assert worker.sources[0].config["listen"] == "systemd:domain=INET:index=0"
+    assert worker.sources[1].config["listen"] == f"adopted:1:{udp}"
     assert config.sources[0].config["listen"] == "tcp:5555"  # the original is untouched
     assert worker["state_dir"] == "/var/lib/duct/worker-2"
     assert worker.outputs[1].config["buffer"]["path"] == "/srv/b/worker-2"
@@ -209,6 +233,159 @@ def test_an_ipv6_listener_is_adopted_as_inet6() -> None:
 def test_workers_is_validated_with_the_rest_of_the_file() -> None:
     with pytest.raises(ConfigurationError, match="workers"):
         ConfigFile.fromDict({"workers": -1})
+
+
+RELAY = "duct.sources.riemann.RiemannTCP"
+STORE = "duct.outputs.store.Store"
+
+
+def listeners(tmp: Path | None = None, **extra: Any) -> dict[str, Any]:
+    """Three listeners, two outputs: ``one`` in 1 worker, ``three`` in 3, ``home`` in the parent."""
+    state = str(tmp) if tmp is not None else "/var/lib/duct"
+    return {
+        "workers": 2,
+        "state_dir": state,
+        "outputs": [
+            {"output": STORE, "name": "near", "path": f"{state}/near.sqlite"},
+            {"output": STORE, "name": "far", "path": f"{state}/far.sqlite"},
+        ],
+        "sources": [
+            {"service": "one", "source": RELAY, "listen": "tcp:5555", "workers": 1,
+             "route": "near"},
+            {"service": "three", "source": RELAY, "listen": "tcp:5556", "workers": 3,
+             "route": "far"},
+            {"service": "two", "source": "duct.sources.riemann.RiemannUDP", "port": 5557,
+             "route": "far"},
+            {"service": "home", "source": RELAY, "listen": "tcp:5558", "workers": 0,
+             "route": "near"},
+        ],
+        **extra,
+    }  # fmt: skip
+
+
+def services(config: Any) -> list[str]:
+    return [item.config["service"] for item in config.sources]
+
+
+def test_each_listener_runs_in_as_many_workers_as_it_says() -> None:
+    config = ConfigFile.fromDict(listeners())
+    udp = "udp:5557:interface=127.0.0.1"
+    assert sharedListens(config) == {"tcp:5555": 1, "tcp:5556": 3, udp: 2}
+    assert workerCount(config) == 3  # the largest count, above the top-level 2
+    assert services(parentConfig(config)) == ["home"]
+    listens = list(sharedListens(config))
+    one, two, three = (workerConfig(config, n, listens) for n in (1, 2, 3))
+    assert services(one) == ["one", "three", "two"]
+    assert services(two) == ["three", "two"]
+    assert services(three) == ["three"]
+    # Each worker keeps the outputs its listeners route to, and no other.
+    assert [o.config["name"] for o in one.outputs] == ["near", "far"]
+    assert [o.config["name"] for o in two.outputs] == ["far"]
+    assert [o.config["name"] for o in three.outputs] == ["far"]
+
+
+def test_a_worker_takes_its_listeners_on_the_sockets_it_inherited() -> None:
+    config = ConfigFile.fromDict(listeners())
+    worker = workerConfig(config, 2, ["tcp:5556", "udp:5557:interface=127.0.0.1"])
+    assert [i.config["listen"] for i in worker.sources] == [
+        "systemd:domain=INET:index=0",
+        "adopted:1:udp:5557:interface=127.0.0.1",
+    ]
+
+
+def test_a_listener_on_an_endpoint_of_the_wrong_kind_stays_in_the_parent() -> None:
+    data = listeners()
+    data["sources"][0]["listen"] = "udp:5555"  # a TCP listener: it fails there, as alone
+    config = ConfigFile.fromDict(data)
+    assert "udp:5555" not in sharedListens(config)
+    assert services(parentConfig(config)) == ["one", "home"]
+
+
+def test_without_a_shared_listener_there_are_no_workers() -> None:
+    config = ConfigFile.fromDict({**listeners(), "sources": listeners()["sources"][3:]})
+    assert workerCount(config) == 0 and sharedListens(config) == {}
+
+
+def test_a_source_workers_count_is_inherited_from_the_top_level_or_its_own() -> None:
+    data = listeners(workers=0)
+    config = ConfigFile.fromDict(data)
+    assert sharedListens(config) == {"tcp:5555": 1, "tcp:5556": 3}  # two has no count now
+    assert services(parentConfig(config)) == ["two", "home"]
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [("two", "expected an integer"), (-1, "must be at least 0"), (1.5, "expected an integer")],
+)
+def test_a_bad_listener_workers_is_a_problem_naming_the_file_and_key(value: Any, why: str) -> None:
+    data = listeners()
+    data["sources"][1]["workers"] = value
+    with pytest.raises(ConfigurationError) as raised:
+        ConfigFile.fromDict(data, path="/etc/duct.yml")
+    (problem,) = raised.value.problems
+    assert (problem.file, problem.key) == ("/etc/duct.yml", "workers")
+    assert problem.item is not None and problem.item.startswith("sources[1]")
+    assert str(problem).startswith("/etc/duct.yml: sources[1] (service: three): workers: ")
+
+
+def test_workers_is_declared_by_the_listeners_that_workers_can_run() -> None:
+    from duct.options import declaredOptions
+    from duct.sources.http import Ingest
+    from duct.sources.riemann import RiemannTCP, RiemannUDP
+    from duct.sources.statsd import StatsD
+
+    for cls in (RiemannTCP, RiemannUDP, Ingest):
+        assert "workers" in declaredOptions(cls)
+    assert "workers" not in declaredOptions(StatsD)  # it sums what arrives: one process
+
+
+@pytest.mark.parametrize(
+    ("listen", "bound", "adopted"),
+    [
+        ("tcp:5555", "tcp:5555", "systemd:domain=INET:index=2"),
+        ("tcp:5555:interface=\\:\\:1", "tcp:5555:interface=\\:\\:1",
+         "systemd:domain=INET6:index=2"),
+        ("tcp6:5555", "tcp6:5555", "systemd:domain=INET6:index=2"),
+        ("ssl:5556:privateKey=key.pem:certKey=cert.pem:interface=0.0.0.0",
+         "tcp:5556:interface=0.0.0.0",
+         "adopted:2:ssl:5556:privateKey=key.pem:certKey=cert.pem:interface=0.0.0.0"),
+        ("ssl:5556:privateKey=k.pem:interface=\\:\\:1:backlog=9",
+         "tcp:5556:interface=\\:\\:1:backlog=9",
+         "adopted:2:ssl:5556:privateKey=k.pem:interface=\\:\\:1:backlog=9"),
+        ("unix:/run/duct.sock:mode=660", "unix:/run/duct.sock:mode=660",
+         "adopted:2:unix:/run/duct.sock:mode=660"),
+        ("udp:5557:interface=0.0.0.0", "udp:5557:interface=0.0.0.0",
+         "adopted:2:udp:5557:interface=0.0.0.0"),
+    ],
+)  # fmt: skip
+def test_endpoints_are_bound_by_the_parent_and_adopted_by_a_worker(
+    listen: str, bound: str, adopted: str
+) -> None:
+    assert boundListen(listen) == bound
+    assert adoptedListen(2, listen) == adopted
+
+
+def test_a_tls_listener_with_a_missing_certificate_fails_the_parent_naming_the_key(
+    tmp_path: Path,
+) -> None:
+    data = listeners(tmp_path)
+    key = tmp_path / "missing.pem"
+    data["sources"][0]["listen"] = f"ssl:0:privateKey={key}"
+    config = ConfigFile.fromDict(data, path="/etc/duct.yml")
+    (problem,) = sharedProblems(config)
+    assert str(problem).startswith("/etc/duct.yml: sources[0] (service: one): listen: ")
+    assert "missing.pem" in problem.message
+    from duct.workers.parent import buildParent
+
+    with pytest.raises(ConfigurationError, match="cannot set up TLS"):
+        buildParent(lambda part: None, config, Clock(), "/etc/duct.yml")
+
+
+def test_a_udp_listen_that_is_not_a_udp_endpoint_is_a_problem() -> None:
+    data = listeners()
+    data["sources"][2]["listen"] = "tcp:5557"
+    with pytest.raises(ConfigurationError, match=r"sources\[2\].*listen: expected udp:PORT"):
+        ConfigFile.fromDict(data)
 
 
 # -- statistics -------------------------------------------------------------------------------

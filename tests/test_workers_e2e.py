@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,16 @@ from agents import (
     connectClient,
     freePort,
     getJSON,
+    makeMsg,
     waitFor,
+)
+from test_riemann_source import selfSigned
+from twisted.internet import ssl
+from twisted.internet.endpoints import (
+    SSL4ClientEndpoint,
+    TCP4ClientEndpoint,
+    UNIXClientEndpoint,
+    connectProtocol,
 )
 
 from duct.testing import pause
@@ -207,6 +217,121 @@ async def test_a_killed_worker_is_restarted_and_no_acked_event_is_lost(
         acked = set().union(*(c.services(c.acked) for c in clients))
         missing = acked - set(sink.counts)
         assert not missing, f"{len(missing)} acked events never reached the sink"
+        assert "Traceback" not in agent.log
+    finally:
+        await agents.cleanup()
+        await sink.stop()
+
+
+def listenersConfig(tmp: Path, ports: dict[str, int], key: str, cert: str) -> Path:
+    """Listeners of every shared kind, in the workers, and one kept in the parent."""
+    config = tmp / "duct.yml"
+    config.write_text(
+        f"""
+workers: 2
+state_dir: {tmp / "state"}
+shutdown_timeout: 10
+web: {{listen: "tcp:{ports["web"]}:interface=127.0.0.1"}}
+outputs:
+  - output: duct.outputs.riemann.RiemannTCP
+    name: sink
+    server: 127.0.0.1
+    port: {ports["sink"]}
+    batch_size: 100
+    reconnect_initial: 0.1
+    reconnect_max: 1.0
+sources:
+  - service: udp
+    source: duct.sources.riemann.RiemannUDP
+    listen: "udp:{ports["udp"]}:interface=127.0.0.1"
+  - service: tls
+    source: duct.sources.riemann.RiemannTCP
+    listen: "ssl:{ports["tls"]}:interface=127.0.0.1:privateKey={key}:certKey={cert}"
+  - service: unix
+    source: duct.sources.riemann.RiemannTCP
+    listen: "unix:{tmp / "r.sock"}"
+  - service: home
+    source: duct.sources.riemann.RiemannTCP
+    listen: "tcp:{ports["home"]}:interface=127.0.0.1"
+    workers: 0
+"""
+    )
+    return config
+
+
+async def acked(reactor: Any, endpoint: Any, prefix: str, msgs: int = 5) -> Client:
+    """A client that sends ``msgs`` Msgs on ``endpoint``; returns once each is acked."""
+    client = Client(prefix, msgs, window=2, batch=EVENTS_PER_MSG)
+    await connectProtocol(endpoint, client)
+    await waitFor(reactor, lambda: client.done.called, f"acks for {prefix}")
+    await closeClient(reactor, client)
+    return client
+
+
+@pytest_twisted.ensureDeferred
+async def test_udp_tls_and_unix_listeners_in_workers_and_one_kept_in_the_parent(
+    reactor: Any, tmp_path: Path
+) -> None:
+    ports = {name: freePort() for name in ("web", "sink", "udp", "tls", "home")}
+    key, cert, certPem = selfSigned(tmp_path)
+    sock = tmp_path / "r.sock"
+    assert len(str(sock)) < 100, "a UNIX socket's path must be short"
+    sink = Sink(reactor, ports["sink"])
+    sink.start()
+    agents = Agents(reactor, listenersConfig(tmp_path, ports, key, cert))
+    expected: set[str] = set()
+    try:
+        agent = await startWorkers(reactor, agents)
+        assert "riemann listener home listening on" in agent.log
+
+        # UDP: the parent bound the socket; the workers read its datagrams.
+        datagrams = 40
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            for i in range(datagrams):
+                udp.sendto(makeMsg("u", i * 5, 5), ("127.0.0.1", ports["udp"]))
+        expected |= {f"u.{i}" for i in range(datagrams * 5)}
+
+        # TLS: the workers wrap the adopted socket in TLS and ack.
+        trust = ssl.Certificate.loadPEM(certPem)
+        options = ssl.optionsForClientTLS("localhost", trustRoot=trust)
+        tls = SSL4ClientEndpoint(reactor, "127.0.0.1", ports["tls"], options)
+        for i in range(3):
+            expected |= (await acked(reactor, tls, f"t{i}")).services(5)
+
+        # UNIX, and the listener kept in the parent.
+        unix = UNIXClientEndpoint(reactor, str(sock))
+        expected |= (await acked(reactor, unix, "x")).services(5)
+        home = TCP4ClientEndpoint(reactor, "127.0.0.1", ports["home"])
+        expected |= (await acked(reactor, home, "h")).services(5)
+        await waitFor(reactor, lambda: expected <= set(sink.counts), "every event at the sink")
+
+        stats = await getJSON(reactor, ports["web"], "/stats")
+        snaps = [w["stats"] for w in stats["workers"].values()]
+        assert stats["sources"]["udp"]["emitted"] == datagrams * 5
+        assert sum(s["sources"]["udp"]["emitted"] for s in snaps) == datagrams * 5
+        assert stats["sources"]["tls"]["emitted"] == 3 * 5 * EVENTS_PER_MSG
+        assert all("home" not in s["sources"] for s in snaps)
+        assert stats["parent"]["sources"]["home"]["emitted"] == 5 * EVENTS_PER_MSG
+        assert set(stats["parent"]["sources"]) == {"home"}
+
+        # A worker that stops on its own (its ports closed in order) is restarted,
+        # and every shared socket still serves: the UNIX one keeps its file.
+        os.kill(stats["workers"]["1"]["pid"], signal.SIGTERM)
+        await waitFor(reactor, lambda: "died" in agent.log, "worker 1 to end")
+        await waitFor(
+            reactor, lambda: agent.log.count("serving; its statistics") >= 3, "the restart"
+        )
+        assert sock.exists()
+        expected |= (await acked(reactor, unix, "x-after")).services(5)
+        expected |= (await acked(reactor, tls, "t-after")).services(5)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.sendto(makeMsg("u-after", 0, 5), ("127.0.0.1", ports["udp"]))
+        expected |= {f"u-after.{i}" for i in range(5)}
+        await waitFor(reactor, lambda: expected <= set(sink.counts), "the events after restart")
+
+        await agents.terminate(agent)
+        assert agent.code == 0, agent.log
+        assert not sock.exists()  # removed by the parent as it stopped, as Twisted does
         assert "Traceback" not in agent.log
     finally:
         await agents.cleanup()

@@ -6,7 +6,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError, maybeDeferred, succeed
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
@@ -14,7 +13,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from duct.errors import TooLarge
 from duct.lib.lograte import RateLimitedLog
-from duct.listening import CannotListen, listenNow
+from duct.listening import WORKERS_OPTION, CannotListen, listenNow, serverEndpoint
 from duct.objects import Source
 from duct.options import Option
 from duct.protocol.riemann import EncodedEvents
@@ -94,6 +93,7 @@ class Ingest(Source):
             minimum=0,
         ),
         Option("retry_after", "integer", 1, "seconds a 429 asks the client to wait", minimum=0),
+        WORKERS_OPTION,
     )
 
     # fmt: off
@@ -168,7 +168,7 @@ class Ingest(Source):
         root = Resource()
         resource: Any = self.resource
         root.putChild(self.segment.encode("utf-8"), resource)
-        endpoint = serverFromString(self.duct.reactor, self.listen)
+        endpoint = serverEndpoint(self.duct.reactor, self.listen)
         try:
             port, pending = listenNow(endpoint, QuietSite(root), "listen", self.listen)
         except CannotListen as e:

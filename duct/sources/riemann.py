@@ -23,14 +23,12 @@ from typing import Any
 
 from google.protobuf.message import Error as ProtobufError
 from twisted.internet.defer import CancelledError, Deferred, maybeDeferred, succeed
-from twisted.internet.endpoints import serverFromString
-from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import DatagramProtocol
 from twisted.python.failure import Failure
 
 from duct.errors import TooLarge
 from duct.lib.lograte import RateLimitedLog
-from duct.listening import CannotListen, listenNow
+from duct.listening import WORKERS_OPTION, CannotListen, listenDatagram, listenNow, serverEndpoint
 from duct.objects import Source
 from duct.options import Option
 from duct.protocol.riemann import MAX_DATAGRAM, EncodedEvents, ack, decodeMsg
@@ -115,6 +113,8 @@ class _RiemannListener(Source):
                 "reactor turns taken by large messages"),
     )
     # fmt: on
+
+    options: tuple[Option, ...] = (WORKERS_OPTION,)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -426,7 +426,7 @@ class RiemannTCP(_RiemannListener):
         """Listen on ``listen``; raises `CannotListen` if it cannot (a port in use)."""
         if self.port is not None or (self.listening is not None and not self.listening.called):
             return  # listening, or about to
-        endpoint = serverFromString(self.duct.reactor, self.listen)
+        endpoint = serverEndpoint(self.duct.reactor, self.listen)
         self.failure = None
         try:
             port, pending = listenNow(endpoint, self.factory, "listen", self.listen)
@@ -521,23 +521,57 @@ class RiemannUDP(_RiemannListener):
     one per reactor turn.
 
     It listens on ``interface`` (``0.0.0.0`` or ``::`` for every
-    interface) and ``port``.  As over TCP, events pass on as the clients
-    sent them.
+    interface) and ``port``, or on ``listen``
+    (``udp:PORT:interface=ADDRESS``) if given.  As over TCP, events pass on
+    as the clients sent them.
     """
 
     stats = (
         counter("shed", "shed", "shed_datagrams", "datagrams dropped while outputs were full"),
     )
 
+    datagrams = True
+    """It listens on a ``udp:`` endpoint (for the workers that share it)."""
+
     options = (
         Option("interface", "string", "127.0.0.1", "address to listen on, 0.0.0.0 for every one"),
         Option("port", "integer", 5555, "UDP port to listen on (0: any free port)", minimum=0),
+        Option(
+            "listen",
+            "string",
+            None,
+            "udp:PORT:interface=ADDRESS, instead of port and interface",
+        ),
         Option("max_waiting", "integer", 1000, "datagrams held while outputs are full", minimum=1),
         MAX_EVENTS_OPTION,
     )
 
+    @classmethod
+    def optionProblems(cls, config: dict[str, Any]) -> list[tuple[str, str]]:
+        """A ``listen`` that is not a UDP endpoint."""
+        from duct.workers.endpoints import parseUDP
+
+        listen = config.get("listen")
+        if isinstance(listen, str):
+            try:
+                parseUDP(listen)
+            except ValueError as e:
+                return [("listen", str(e))]
+        return []
+
+    @classmethod
+    def listenOf(cls, config: dict[str, Any]) -> str:
+        """The UDP endpoint ``config`` listens on: ``listen``, or ``port`` and ``interface``."""
+        from duct.workers.endpoints import escape
+
+        if config.get("listen"):
+            return str(config["listen"])
+        port = 5555 if config.get("port") is None else config["port"]
+        return f"udp:{port}:interface={escape(config.get('interface') or '127.0.0.1')}"
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.listen: str | None = self.config["listen"]
         self.interface: str = self.config["interface"]
         self.portNumber: int = self.config["port"]
         self.maxWaiting: int = self.config["max_waiting"]
@@ -547,7 +581,7 @@ class RiemannUDP(_RiemannListener):
 
     @property
     def address(self) -> str:
-        return f"udp:{self.portNumber}:interface={self.interface}"
+        return self.listen or f"udp:{self.portNumber}:interface={self.interface}"
 
     def startTimer(self) -> None:
         """Start listening; raises `CannotListen` if the port cannot be bound."""
@@ -556,13 +590,14 @@ class RiemannUDP(_RiemannListener):
         try:
             # Read whole datagrams: an oversized one is then seen and counted,
             # rather than truncated into a malformed one.
-            self.port = self.duct.reactor.listenUDP(
-                self.portNumber, self.protocol, interface=self.interface, maxPacketSize=65536
+            self.port = listenDatagram(
+                self.duct.reactor, self.listenOf(self.config), self.protocol, 65536
             )
-        except CannotListenError as e:
+        except CannotListen as e:
             self.errors += 1
-            self.failure = f"cannot listen on {self.address}: {e}"
-            raise CannotListen("port", self.address, str(e)) from None
+            self.failure = f"cannot listen on {self.address}: {e.reason}"
+            key = "listen" if self.listen else "port"
+            raise CannotListen(key, self.address, e.reason) from None
         self.log.info(
             "riemann listener {source} listening on {address}",
             source=self.service,

@@ -1,15 +1,29 @@
 """The parent of ``workers: N``: binds the shared sockets, runs and restarts the workers.
 
-How the sockets are shared: the parent binds each listener's TCP
-endpoint once and passes the descriptor to every worker (``childFDs`` of
-``spawnProcess``, from fd 3 up); each worker adopts it with Twisted's
-``systemd:`` endpoint (``reactor.adoptStreamPort``).  The kernel hands
-each new connection to one of the workers waiting in ``accept``.  This is
-preferred over ``SO_REUSEPORT``: there is no race for the port between
-processes, nothing else can bind it beside us, a port in use fails the
-parent's start before any worker runs, and the port stays bound while a
-worker restarts, so clients connecting meanwhile are served by the other
-workers (or wait in the backlog) instead of being refused.
+Which worker runs what: each shared listener runs in as many workers as
+its own ``workers:`` says, or the top-level ``workers:`` if it says
+nothing (``workers: 0`` keeps it in the parent).  The pool has as many
+workers as the largest of those counts, and worker ``k`` (from 1) runs
+every shared listener whose count is at least ``k``, with the outputs
+they route to.  So worker 1 runs every shared listener, and a listener
+with a count of 1 is simply moved out of the parent into a process of its
+own.  A worker inherits only the sockets of the listeners it runs.
+
+How the sockets are shared: the parent binds each listener's endpoint
+once and passes the descriptor to the workers that run it (``childFDs``
+of ``spawnProcess``, from fd 3 up); each worker adopts it
+(`duct.workers.endpoints`): a TCP socket with Twisted's ``systemd:``
+endpoint (``reactor.adoptStreamPort``), a TLS one the same way with the
+TLS wrapped around it in the worker, from the same endpoint options, a
+UNIX one without taking over its file, a UDP one with
+``reactor.adoptDatagramPort``.  The kernel hands each new connection to
+one of the workers waiting in ``accept``, and each datagram to one of
+those reading.  This is preferred over ``SO_REUSEPORT``, for UDP as for
+TCP: there is no race for the port between processes, nothing else can
+bind it beside us, a port in use fails the parent's start before any
+worker runs, and the port stays bound while a worker restarts, so
+clients connecting (or datagrams arriving) meanwhile are served by the
+other workers, or wait in the socket's queue, instead of being refused.
 
 What each worker owns: its listeners' connections, and outputs of its own
 with their own buffers (a disk buffer in ``<path>/worker-<n>``, or under
@@ -33,7 +47,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.application.service import Service
@@ -48,7 +62,7 @@ from duct.errors import ConfigurationError, Problem
 from duct.lib.deferreds import within
 from duct.listening import CannotListen
 from duct.workers.backoff import RestartBackoff
-from duct.workers.config import parentConfig, sharedListens, workerCount
+from duct.workers.config import parentConfig, sharedListens, sharedProblems, workerCount
 from duct.workers.sockets import SharedSockets
 
 STOP_MARGIN = 5.0
@@ -145,7 +159,8 @@ class WorkerPool(Service):
     :param clock: times the restarts and the stop.
     :param configPath: the file each worker reads (the parent validated it).
     :param count: how many workers.
-    :param listens: the endpoints the workers share.
+    :param listens: the endpoints the workers share; a mapping gives how many
+        workers run each (the first ones), a list has every worker run each.
     :param timeout: the stop's ``shutdown_timeout``.
     :param spawner: ``reactor.spawnProcess`` unless given (tests pass a fake).
     """
@@ -159,16 +174,17 @@ class WorkerPool(Service):
         clock: Any,
         configPath: str,
         count: int,
-        listens: list[str],
+        listens: list[str] | Mapping[str, int],
         timeout: float = 10.0,
         spawner: Spawner | None = None,
     ) -> None:
         self.reactor = reactor
         self.clock = clock
         self.configPath = configPath
-        self.listens = listens
+        self.listens = list(listens)
+        self.counts = dict(listens) if isinstance(listens, Mapping) else None
         self.timeout = timeout
-        self.sockets = SharedSockets(reactor, listens)
+        self.sockets = SharedSockets(reactor, self.listens)
         self.spawner: Spawner = spawner if spawner is not None else reactor.spawnProcess
         self.slots = [Slot(number) for number in range(1, count + 1)]
         self._bound = False
@@ -195,6 +211,15 @@ class WorkerPool(Service):
         for slot in self.slots:
             self.spawn(slot)
 
+    def listensFor(self, number: int) -> list[int]:
+        """The indexes in ``listens`` of the endpoints worker ``number`` runs."""
+        counts = self.counts
+        return [
+            index
+            for index, listen in enumerate(self.listens)
+            if counts is None or counts[listen] >= number
+        ]
+
     def argv(self, number: int) -> list[str]:
         return [
             sys.executable,
@@ -205,15 +230,16 @@ class WorkerPool(Service):
             "--number",
             str(number),
             "--listens",
-            json.dumps(self.listens),
+            json.dumps([self.listens[index] for index in self.listensFor(number)]),
         ]
 
     def spawn(self, slot: Slot) -> None:
         slot.pending = None
         process = WorkerProcess(self, slot.number)
         childFDs: dict[int, Any] = {0: "w", 1: "r", 2: "r"}
-        for index, fd in enumerate(self.sockets.descriptors()):
-            childFDs[3 + index] = fd
+        descriptors = self.sockets.descriptors()
+        for position, index in enumerate(self.listensFor(slot.number)):
+            childFDs[3 + position] = descriptors[index]
         argv = self.argv(slot.number)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         slot.process = process
@@ -317,8 +343,13 @@ class ParentReload:
 def buildParent(make: Callable[[Config], Any], config: Config, reactor: Any, path: str) -> Any:
     """The parent agent for ``config`` (built by ``make``), with its `WorkerPool` as ``workers``.
 
-    ``config`` is the whole configuration, already validated.
+    ``config`` is the whole configuration, already validated; what only
+    the parent checks of the shared listeners (`sharedProblems`) raises
+    ConfigurationError here, before anything starts.
     """
+    problems = sharedProblems(config)
+    if problems:
+        raise ConfigurationError(problems)
     service = make(parentConfig(config))
     pool = WorkerPool(
         reactor,

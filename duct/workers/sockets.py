@@ -2,9 +2,12 @@
 
 The parent binds each endpoint with Twisted (so a port in use fails the
 start with the usual message) and stops reading it at once: it never
-accepts a connection itself.  Each worker inherits the descriptors and
-adopts them; the kernel hands each new connection to one of the workers
-waiting in ``accept``.
+accepts a connection, nor reads a datagram, itself.  Each worker inherits
+the descriptors and adopts them; the kernel hands each new connection to
+one of the workers waiting in ``accept``, and each datagram to one of
+those reading.  A TLS endpoint is bound as its plain TCP socket (the
+workers do the TLS); a UNIX socket's file is removed when the parent
+stops listening, as Twisted does, and never by a worker.
 """
 
 from __future__ import annotations
@@ -12,16 +15,17 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import DatagramProtocol, Factory
 
-from duct.listening import listenNow
+from duct.listening import listenDatagram, listenNow
+from duct.workers.endpoints import boundListen, endpointType
 
 
 class SharedSockets:
     """The bound sockets, one per shared endpoint, in the order the workers inherit them.
 
     :param reactor: the reactor that binds them.
-    :param listens: the endpoint strings (``tcp:...``) to bind.
+    :param listens: the endpoint strings (``tcp:``, ``ssl:``, ``unix:``, ``udp:``) to bind.
     """
 
     def __init__(self, reactor: Any, listens: list[str]) -> None:
@@ -33,14 +37,19 @@ class SharedSockets:
         """Bind every endpoint; `duct.listening.CannotListen` (and none bound) if one fails."""
         try:
             for listen in self.listens:
-                port, _ = listenNow(
-                    serverFromString(self.reactor, listen), Factory(), "listen", listen
-                )
+                port = self.bindOne(listen)
                 port.stopReading()  # the workers accept; the parent never does
                 self.ports.append(port)
         except Exception:
             self.close()
             raise
+
+    def bindOne(self, listen: str) -> Any:
+        if endpointType(listen) == "udp":
+            return listenDatagram(self.reactor, listen, DatagramProtocol(), 65536)
+        endpoint = serverFromString(self.reactor, boundListen(listen))
+        port, _ = listenNow(endpoint, Factory(), "listen", listen)
+        return port
 
     def descriptors(self) -> list[int]:
         """The sockets' file descriptors, in the order of ``listens``."""
