@@ -3,7 +3,8 @@
 Starts duct as a real ``twistd`` process with a RiemannTCP listener routed
 to a RiemannTCP output aimed at a counting, acking sink in this process.
 Four client connections send N events, each client waiting for the ack of
-every Msg before sending the next, with B events per Msg.  Prints JSON:
+every Msg before sending the next (``--window`` lets each keep more Msgs
+unacked), with B events per Msg.  Prints JSON:
 
 - events_per_s: end to end, first send to the sink's last event;
 - duct_cpu_ms_per_1000: duct's user+system CPU per 1,000 events;
@@ -29,12 +30,18 @@ Every figure is the median of ``--runs`` runs.
 
 With ``--workers 1,2,4``, it measures ``workers: N`` instead, with one event
 per Msg: for each count, the relay's events/s, the CPU per 1,000 events of
-the parent and its workers together, and both as a ratio to one worker
-(the counts run in turn, so that each sees the same load on the machine);
+the parent and its workers together (and the parent's alone), and both as
+a ratio to one worker (the counts run in turn, so that each sees the same
+load on the machine), and how the clients' connections spread over the
+workers.  Each client keeps 128 Msgs unacked there unless ``--window``
+says otherwise: four clients waiting for every ack cannot offer more than
+one worker takes, and cost this process as much CPU per event as duct
+(``bench_cpu_ms_per_1000``), where the workers need that core.  Four
+clients with 128 Msgs in flight stand for many agents with one each.
 ``--clients`` changes the number of clients.
 
     .venv/bin/python bench/riemann_relay.py [--events 200000] [--runs 5]
-    .venv/bin/python bench/riemann_relay.py --workers 1,2 [--events 100000] [--runs 3]
+    .venv/bin/python bench/riemann_relay.py --workers 1,2 [--events 400000] [--runs 5]
 """
 
 from __future__ import annotations
@@ -59,6 +66,7 @@ from duct.protocol import riemann_pb2 as pb
 from duct.protocol.riemann import ack, frame
 
 CLIENTS = 4
+WORKERS_WINDOW = 128
 BIN = Path(sys.executable).parent
 
 
@@ -132,7 +140,9 @@ class Client(protocol.Protocol):
         limit = min(len(self.frames), self.acked + self.window)
         if limit > self.sent:
             count = limit - self.sent
-            data = self.frames[self.sent] if count == 1 else b"".join(self.frames[self.sent : limit])
+            data = (
+                self.frames[self.sent] if count == 1 else b"".join(self.frames[self.sent : limit])
+            )
             self.sentAt.extend([time.perf_counter()] * count)
             self.sent = limit
             self.transport.write(data)  # type: ignore[union-attr]
@@ -294,6 +304,7 @@ async def relayRun(
             sink.expected = per * CLIENTS
             sink.done = done = defer.Deferred()
             cpu0, t0 = treeCpuSeconds(proc), reactor.seconds()
+            parent0 = cpuSeconds(proc)
             me = psutil.Process()
             own0 = cpuSeconds(me)
             clients = []
@@ -306,6 +317,7 @@ async def relayRun(
             acked = reactor.seconds()
             t1 = await done  # may have fired already: the sink can finish first
             cpu = treeCpuSeconds(proc) - cpu0
+            parentCpu = cpuSeconds(proc) - parent0
             own = cpuSeconds(me) - own0
             latencies = sorted(x for c in clients for x in c.latencies)
             spread = clientsPerWorker(proc, listen) if workers else []
@@ -323,6 +335,7 @@ async def relayRun(
             }
             if workers:
                 result["clients_per_worker"] = spread
+                result["parent_cpu_ms_per_1000"] = parentCpu * 1000 / (sink.expected / 1000)
             return result
         finally:
             duct.terminate()
@@ -484,12 +497,14 @@ async def workersMain(args: argparse.Namespace) -> None:
     global CLIENTS
     CLIENTS = args.clients
     counts = [int(n) for n in args.workers.split(",")]
-    runs: dict[int, list[dict[str, float]]] = {n: [] for n in counts}
+    window = args.window or WORKERS_WINDOW
+    runs: dict[int, list[dict[str, Any]]] = {n: [] for n in counts}
     for _ in range(args.runs):
         for n in counts:
-            runs[n].append(await relayRun(args.events, 1, workers=n, window=args.window))
+            runs[n].append(await relayRun(args.events, 1, workers=n, window=window))
     report: dict[str, Any] = {"events": args.events, "runs": args.runs, "clients": CLIENTS}
     report["events_per_msg"] = 1
+    report["window"] = window
     base = statistics.median(r["events_per_s"] for r in runs[counts[0]])
     baseCpu = statistics.median(r["cpu_ms_per_1000"] for r in runs[counts[0]])
     for n in counts:
@@ -508,6 +523,9 @@ async def workersMain(args: argparse.Namespace) -> None:
                 statistics.median(r["bench_cpu_ms_per_1000"] for r in runs[n]), 1
             ),
             "clients_per_worker": [r["clients_per_worker"] for r in runs[n]],
+            "parent_cpu_ms_per_1000": round(
+                statistics.median(r["parent_cpu_ms_per_1000"] for r in runs[n]), 2
+            ),
         }
     print(json.dumps(report, indent=2))
 
@@ -517,11 +535,12 @@ async def main(reactor_: Any, args: argparse.Namespace) -> None:
         await workersMain(args)
         return
     report: dict[str, Any] = {"events": args.events, "runs": args.runs, "clients": CLIENTS}
+    report["window"] = args.window or 1
     for perMsg in args.batch:
         ducts, bares = [], []
         for _ in range(args.runs):  # in turn, so that both see the same load on the machine
-            ducts.append(await relayRun(args.events, perMsg))
-            bares.append(await relayRun(args.events, perMsg, bare=True))
+            ducts.append(await relayRun(args.events, perMsg, window=args.window or 1))
+            bares.append(await relayRun(args.events, perMsg, bare=True, window=args.window or 1))
         result: dict[str, Any] = {
             key: round(statistics.median(r[key] for r in ducts), 3) for key in ducts[0]
         }
@@ -560,7 +579,9 @@ if __name__ == "__main__":
     parser.add_argument("--batch", type=int, nargs="+", default=[100, 1])
     parser.add_argument("--twisted-floor", action="store_true", help="time a bare Twisted acker")
     parser.add_argument("--workers", help="compare workers: N for these counts, e.g. 1,2,4,8")
-    parser.add_argument("--window", type=int, default=1, help="unacked Msgs per client")
+    parser.add_argument(
+        "--window", type=int, help="unacked Msgs per client (1; 128 with --workers)"
+    )
     parser.add_argument("--clients", type=int, default=CLIENTS, help="clients, with --workers")
     parser.add_argument("--no-buffered", action="store_true", help="skip the memory measure")
     parser.add_argument("--bare-ack-server", type=int, help=argparse.SUPPRESS)

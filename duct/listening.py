@@ -67,13 +67,15 @@ def listenNow(
 def serverEndpoint(reactor: Any, listen: str) -> Any:
     """The stream server endpoint for ``listen``: Twisted's, or a socket inherited from a parent.
 
-    ``adopted:N:...`` is what a worker listens on instead of a TLS or UNIX
-    endpoint the parent bound (`duct.workers.endpoints`).
+    ``handoff:N:...`` is what a worker listens on instead of a stream
+    endpoint the parent accepts on (`duct.workers.endpoints`).
     """
-    from duct.workers.endpoints import adoptedEndpoint, isAdopted
+    from duct.workers.endpoints import isHandOff
 
-    if isAdopted(listen):
-        return adoptedEndpoint(reactor, listen)
+    if isHandOff(listen):
+        from duct.workers.receive import HandOffEndpoint
+
+        return HandOffEndpoint(listen)
     return serverFromString(reactor, listen)
 
 

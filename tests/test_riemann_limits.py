@@ -267,7 +267,9 @@ def test_msgs_queued_behind_a_held_ack_are_answered_together_once_it_is_released
     protocol = listener.source.factory.buildProtocol(None)
     transport = CountingTransport()
     protocol.makeConnection(transport)
-    frames = [frame(events(0, 6)), frame(events(6, 6))] + [frame(events(12 + i, 1)) for i in range(3)]
+    frames = [frame(events(0, 6)), frame(events(6, 6))] + [
+        frame(events(12 + i, 1)) for i in range(3)
+    ]
     protocol.dataReceived(b"".join(frames))
     assert [len(replies(w)) for w in transport.writes] == [1]  # the second Msg is held
     output.failing = False

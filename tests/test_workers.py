@@ -3,25 +3,26 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 
 from duct.configuration import ConfigFile, ConfigurationError
 from duct.workers.backoff import RestartBackoff
 from duct.workers.config import (
-    adoptedListen,
     parentConfig,
     sharedListens,
     sharedProblems,
     workerConfig,
     workerCount,
 )
-from duct.workers.endpoints import boundListen
+from duct.workers.endpoints import adoptedListen, boundListen
 from duct.workers.parent import STOP_MARGIN, WorkerPool
 from duct.workers.stats import labelled, merged
 
@@ -55,17 +56,25 @@ class FakeTransport:
 
 
 class FakeSockets:
+    """The pool's bound sockets: a real TCP and UDP socket each, bound by nobody else."""
+
     def __init__(self) -> None:
         self.closed = False
+        self.ports = [socket.socket(), socket.socket(type=socket.SOCK_DGRAM)]
+        for sock in self.ports:
+            sock.bind(("127.0.0.1", 0))
+        self.ports[0].listen()
 
     def bind(self) -> None:
         pass
 
     def descriptors(self) -> list[int]:
-        return [7, 8]
+        return [sock.fileno() for sock in self.ports]
 
     def close(self) -> None:
         self.closed = True
+        for sock in self.ports:
+            sock.close()
 
 
 class Spawner:
@@ -80,43 +89,60 @@ class Spawner:
         return [p for p, _, _ in self.spawned if p.number == number][-1]
 
 
-def pool(clock: Clock, spawner: Spawner, count: int = 2, listens: Any = None) -> WorkerPool:
+def pool(
+    clock: MemoryReactorClock, spawner: Spawner, count: int = 2, listens: Any = None
+) -> WorkerPool:
     listens = ["tcp:5555", "udp:5556"] if listens is None else listens
     workers = WorkerPool(clock, clock, "/etc/duct.yml", count, listens, 10.0, spawner)
     workers.sockets = FakeSockets()  # type: ignore[assignment]
     return workers
 
 
+def adopted(argv: list[str]) -> dict[str, str]:
+    return dict(json.loads(argv[argv.index("--adopted") + 1]))
+
+
 def die(process: Any, signal: int = 9) -> None:
     process.processEnded(Failure(ProcessTerminated(signal=signal)))
 
 
-def test_workers_start_with_the_shared_sockets_from_fd_3() -> None:
-    clock, spawner = Clock(), Spawner()
+def test_workers_start_with_a_hand_off_socket_on_fd_3_and_udp_sockets_after() -> None:
+    clock, spawner = MemoryReactorClock(), Spawner()
     workers = pool(clock, spawner)
     workers.startService()
     assert len(spawner.spawned) == 2
     protocol, argv, childFDs = spawner.spawned[0]
-    assert childFDs == {0: "w", 1: "r", 2: "r", 3: 7, 4: 8}
+    udp = workers.sockets.descriptors()[1]
+    assert set(childFDs) == {0, 1, 2, 3, 4} and childFDs[4] == udp
+    assert argv[argv.index("--handoff-fd") + 1] == "3"
+    assert adopted(argv) == {"tcp:5555": "handoff:0:tcp:5555", "udp:5556": "adopted:4:udp:5556"}
     assert argv[1:3] == ["-m", "duct.workers"] and argv[argv.index("--number") + 1] == "1"
-    assert workers.info()["1"] == {"pid": 1000, "state": "starting", "restarts": 0}
+    info = workers.info()["1"]
+    assert info == {
+        "pid": 1000, "state": "starting", "restarts": 0, "connections": 0, "connections_handed": 0,
+    }  # fmt: skip
+    assert not clock.readers  # no worker serves yet: nothing is accepted
     protocol.outReceived(b'{"web": 4321, "pid": 1000}\n')
     assert protocol.web == 4321 and workers.info()["1"]["state"] == "running"
+    assert len(clock.readers) == 1  # the TCP listener, now that a worker can take connections
+    workers.stopService()
+    assert not clock.readers
 
 
 def test_a_worker_inherits_only_the_sockets_of_the_listeners_it_runs() -> None:
-    clock, spawner = Clock(), Spawner()
+    clock, spawner = MemoryReactorClock(), Spawner()
     workers = pool(clock, spawner, count=2, listens={"tcp:5555": 1, "udp:5556": 2})
     workers.startService()
     (_, one, fds1), (_, two, fds2) = spawner.spawned
-    assert fds1 == {0: "w", 1: "r", 2: "r", 3: 7, 4: 8}
-    assert json.loads(one[one.index("--listens") + 1]) == ["tcp:5555", "udp:5556"]
-    assert fds2 == {0: "w", 1: "r", 2: "r", 3: 8}  # the UDP socket, as its fd 3
-    assert json.loads(two[two.index("--listens") + 1]) == ["udp:5556"]
+    assert set(fds1) == {0, 1, 2, 3, 4}
+    assert list(adopted(one)) == ["tcp:5555", "udp:5556"]
+    udp = workers.sockets.descriptors()[1]
+    assert fds2 == {0: "w", 1: "r", 2: "r", 4: udp}  # no stream listener: no hand-off socket
+    assert adopted(two) == {"udp:5556": "adopted:4:udp:5556"} and "--handoff-fd" not in two
 
 
 def test_a_worker_that_dies_is_restarted_with_backoff_on_the_clock() -> None:
-    clock, spawner = Clock(), Spawner()
+    clock, spawner = MemoryReactorClock(), Spawner()
     workers = pool(clock, spawner)
     workers.startService()
     die(spawner.process(1))
@@ -138,7 +164,7 @@ def test_a_worker_that_dies_is_restarted_with_backoff_on_the_clock() -> None:
 
 
 def test_stopping_forwards_sigterm_and_waits_for_every_worker() -> None:
-    clock, spawner = Clock(), Spawner()
+    clock, spawner = MemoryReactorClock(), Spawner()
     workers = pool(clock, spawner)
     workers.startService()
     one, two = spawner.process(1), spawner.process(2)
@@ -152,7 +178,7 @@ def test_stopping_forwards_sigterm_and_waits_for_every_worker() -> None:
 
 
 def test_a_worker_that_does_not_stop_in_time_is_killed() -> None:
-    clock, spawner = Clock(), Spawner()
+    clock, spawner = MemoryReactorClock(), Spawner()
     workers = pool(clock, spawner, count=1)
     workers.startService()
     stopped = workers.stopService()
@@ -164,7 +190,7 @@ def test_a_worker_that_does_not_stop_in_time_is_killed() -> None:
 
 
 def test_a_restart_pending_at_stop_is_cancelled() -> None:
-    clock, spawner = Clock(), Spawner()
+    clock, spawner = MemoryReactorClock(), Spawner()
     workers = pool(clock, spawner, count=1)
     workers.startService()
     die(spawner.process(1))
@@ -174,7 +200,7 @@ def test_a_restart_pending_at_stop_is_cancelled() -> None:
 
 
 def test_sighup_is_forwarded_to_every_running_worker() -> None:
-    clock, spawner = Clock(), Spawner()
+    clock, spawner = MemoryReactorClock(), Spawner()
     workers = pool(clock, spawner)
     workers.startService()
     workers.signal("HUP")
@@ -210,10 +236,10 @@ def test_listeners_go_to_the_workers_and_the_rest_stays_in_the_parent() -> None:
     parent = parentConfig(config)
     assert [i.config["service"] for i in parent.sources] == ["load"]
     assert [i.config["name"] for i in parent.outputs] == ["a", "b"]
-    worker = workerConfig(config, 2, ["tcp:5555", udp])
+    worker = workerConfig(config, 2, {"tcp:5555": "handoff:0:tcp:5555", udp: f"adopted:4:{udp}"})
     assert [i.config["service"] for i in worker.sources] == ["relay", "udp"]
-    assert worker.sources[0].config["listen"] == "systemd:domain=INET:index=0"
-    assert worker.sources[1].config["listen"] == f"adopted:1:{udp}"
+    assert worker.sources[0].config["listen"] == "handoff:0:tcp:5555"
+    assert worker.sources[1].config["listen"] == f"adopted:4:{udp}"
     assert config.sources[0].config["listen"] == "tcp:5555"  # the original is untouched
     assert worker["state_dir"] == "/var/lib/duct/worker-2"
     assert worker.outputs[1].config["buffer"]["path"] == "/srv/b/worker-2"
@@ -224,10 +250,6 @@ def test_listeners_go_to_the_workers_and_the_rest_stays_in_the_parent() -> None:
 def test_a_parent_without_sources_of_its_own_keeps_no_outputs() -> None:
     only = {**CONFIG, "sources": CONFIG["sources"][:1]}  # type: ignore[index]
     assert parentConfig(ConfigFile.fromDict(only)).outputs == []
-
-
-def test_an_ipv6_listener_is_adopted_as_inet6() -> None:
-    assert adoptedListen(1, "tcp:5555:interface=\\:\\:1") == "systemd:domain=INET6:index=1"
 
 
 def test_workers_is_validated_with_the_rest_of_the_file() -> None:
@@ -273,8 +295,8 @@ def test_each_listener_runs_in_as_many_workers_as_it_says() -> None:
     assert sharedListens(config) == {"tcp:5555": 1, "tcp:5556": 3, udp: 2}
     assert workerCount(config) == 3  # the largest count, above the top-level 2
     assert services(parentConfig(config)) == ["home"]
-    listens = list(sharedListens(config))
-    one, two, three = (workerConfig(config, n, listens) for n in (1, 2, 3))
+    every = {listen: f"taken over: {listen}" for listen in sharedListens(config)}
+    one, two, three = (workerConfig(config, n, every) for n in (1, 2, 3))
     assert services(one) == ["one", "three", "two"]
     assert services(two) == ["three", "two"]
     assert services(three) == ["three"]
@@ -284,13 +306,13 @@ def test_each_listener_runs_in_as_many_workers_as_it_says() -> None:
     assert [o.config["name"] for o in three.outputs] == ["far"]
 
 
-def test_a_worker_takes_its_listeners_on_the_sockets_it_inherited() -> None:
+def test_a_worker_takes_its_listeners_on_what_the_parent_gives_it() -> None:
     config = ConfigFile.fromDict(listeners())
-    worker = workerConfig(config, 2, ["tcp:5556", "udp:5557:interface=127.0.0.1"])
-    assert [i.config["listen"] for i in worker.sources] == [
-        "systemd:domain=INET:index=0",
-        "adopted:1:udp:5557:interface=127.0.0.1",
-    ]
+    udp = "udp:5557:interface=127.0.0.1"
+    given = {"tcp:5556": "handoff:1:tcp:5556", udp: f"adopted:4:{udp}"}
+    worker = workerConfig(config, 2, given)
+    assert [i.config["listen"] for i in worker.sources] == [given["tcp:5556"], given[udp]]
+    assert services(workerConfig(config, 2, {"tcp:5556": "handoff:1:tcp:5556"})) == ["three"]
 
 
 def test_a_listener_on_an_endpoint_of_the_wrong_kind_stays_in_the_parent() -> None:
@@ -342,27 +364,27 @@ def test_workers_is_declared_by_the_listeners_that_workers_can_run() -> None:
 @pytest.mark.parametrize(
     ("listen", "bound", "adopted"),
     [
-        ("tcp:5555", "tcp:5555", "systemd:domain=INET:index=2"),
+        ("tcp:5555", "tcp:5555", "handoff:2:tcp:5555"),
         ("tcp:5555:interface=\\:\\:1", "tcp:5555:interface=\\:\\:1",
-         "systemd:domain=INET6:index=2"),
-        ("tcp6:5555", "tcp6:5555", "systemd:domain=INET6:index=2"),
+         "handoff:2:tcp:5555:interface=\\:\\:1"),
+        ("tcp6:5555", "tcp6:5555", "handoff:2:tcp6:5555"),
         ("ssl:5556:privateKey=key.pem:certKey=cert.pem:interface=0.0.0.0",
          "tcp:5556:interface=0.0.0.0",
-         "adopted:2:ssl:5556:privateKey=key.pem:certKey=cert.pem:interface=0.0.0.0"),
+         "handoff:2:ssl:5556:privateKey=key.pem:certKey=cert.pem:interface=0.0.0.0"),
         ("ssl:5556:privateKey=k.pem:interface=\\:\\:1:backlog=9",
          "tcp:5556:interface=\\:\\:1:backlog=9",
-         "adopted:2:ssl:5556:privateKey=k.pem:interface=\\:\\:1:backlog=9"),
+         "handoff:2:ssl:5556:privateKey=k.pem:interface=\\:\\:1:backlog=9"),
         ("unix:/run/duct.sock:mode=660", "unix:/run/duct.sock:mode=660",
-         "adopted:2:unix:/run/duct.sock:mode=660"),
+         "handoff:2:unix:/run/duct.sock:mode=660"),
         ("udp:5557:interface=0.0.0.0", "udp:5557:interface=0.0.0.0",
-         "adopted:2:udp:5557:interface=0.0.0.0"),
+         "adopted:7:udp:5557:interface=0.0.0.0"),
     ],
 )  # fmt: skip
 def test_endpoints_are_bound_by_the_parent_and_adopted_by_a_worker(
     listen: str, bound: str, adopted: str
 ) -> None:
     assert boundListen(listen) == bound
-    assert adoptedListen(2, listen) == adopted
+    assert adoptedListen(listen, 2, fd=7) == adopted
 
 
 def test_a_tls_listener_with_a_missing_certificate_fails_the_parent_naming_the_key(

@@ -34,6 +34,7 @@ from twisted.internet.endpoints import (
     UNIXClientEndpoint,
     connectProtocol,
 )
+from twisted.internet.protocol import Protocol
 
 from duct.testing import pause
 
@@ -132,6 +133,21 @@ async def test_two_workers_relay_every_event_and_stats_add_up(reactor: Any, tmp_
         metrics = await metricsText(reactor, web)
         assert 'worker="1"' in metrics and 'worker="2"' in metrics and 'worker="parent"' in metrics
 
+        # Four clients at once: the parent hands two to each worker, and hears them close.
+        idle = [
+            await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", listen), Protocol())
+            for _ in range(4)
+        ]
+
+        async def spread() -> list[int]:
+            workers = (await getJSON(reactor, web, "/stats"))["workers"]
+            return sorted(w["connections"] for w in workers.values())
+
+        await waitFor(reactor, lambda: _equals(spread(), [2, 2]), "two connections per worker")
+        for protocol in idle:
+            protocol.transport.loseConnection()  # type: ignore[union-attr]
+        await waitFor(reactor, lambda: _equals(spread(), [0, 0]), "the closes told to the parent")
+
         agent.transport.signalProcess("HUP")  # type: ignore[union-attr]
         await waitFor(
             reactor,
@@ -149,6 +165,10 @@ async def test_two_workers_relay_every_event_and_stats_add_up(reactor: Any, tmp_
     finally:
         await agents.cleanup()
         await sink.stop()
+
+
+async def _equals(value: Any, expected: Any) -> bool:
+    return bool(await value == expected)
 
 
 async def metricsText(reactor: Any, port: int) -> str:

@@ -17,19 +17,19 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from duct.configuration import Config, Item
 from duct.defaults import STATE_DIR
 from duct.errors import Problem
 from duct.options import declaredOptions
-from duct.workers.endpoints import SHARED_TYPES, adoptedListen, endpointType, tlsContext
+from duct.workers.endpoints import SHARED_TYPES, endpointType, tlsContext
 
 WORKER_WEB = "tcp:0:interface=127.0.0.1"
 """Each worker's web server: an ephemeral local port it reports to the parent."""
 
 __all__ = [
-    "adoptedListen",
     "listenerWorkers",
     "parentConfig",
     "sharedListen",
@@ -128,14 +128,15 @@ def parentConfig(config: Config) -> Config:
     )
 
 
-def workerConfig(config: Config, number: int, listens: list[str]) -> Config:
-    """What worker ``number`` runs: its shared listeners, on the inherited sockets.
+def workerConfig(config: Config, number: int, adopted: Mapping[str, str]) -> Config:
+    """What worker ``number`` runs: its shared listeners, on what the parent gives it.
 
     Those are the listeners whose count is at least ``number``, and the
-    outputs they route to.
-    ``listens`` are the endpoints the parent bound, in the order of the
-    descriptors the worker inherited.  A listener on another endpoint (one
-    added by a reload) is left out: its socket is bound at the next start.
+    outputs they route to.  ``adopted`` maps each endpoint the parent
+    shares with this worker to what the worker listens on instead
+    (`duct.workers.endpoints.adoptedListen`).  A listener on another
+    endpoint (one added by a reload) is left out: its socket is bound at
+    the next start.
     Each worker's state, and so each disk buffer, has a directory of its
     own (``<state_dir>/worker-<n>``, or ``<buffer path>/worker-<n>``), so
     that a restarted worker replays what it had acknowledged.
@@ -143,10 +144,10 @@ def workerConfig(config: Config, number: int, listens: list[str]) -> Config:
     sources = []
     for item in config.sources:
         listen = sharedListen(config, item)
-        if listen is None or listen not in listens or listenerWorkers(config, item) < number:
+        if listen is None or listen not in adopted or listenerWorkers(config, item) < number:
             continue
         item = copy.deepcopy(item)
-        item.config["listen"] = adoptedListen(listens.index(listen), listen)
+        item.config["listen"] = adopted[listen]
         sources.append(item)
     routed = routedOutputs(sources)
     stateDir = os.path.join(str(config.get("state_dir") or STATE_DIR), f"worker-{number}")

@@ -1,20 +1,16 @@
-"""The three forms of a shared listener's endpoint: as configured, as bound, as adopted.
+"""The three forms of a shared listener's endpoint: as configured, as bound, as taken over.
 
 The parent binds each shared endpoint once (`boundListen`: ``ssl:`` is
-bound as the plain ``tcp:`` socket under it) and passes the socket to
-the workers; each worker listens on `adoptedListen` instead:
+bound as the plain ``tcp:`` socket under it).  What a worker listens on
+instead (`adoptedListen`):
 
-- ``tcp:``/``tcp6:``: Twisted's ``systemd:domain=INET:index=N``;
-- ``ssl:``, ``unix:`` and ``udp:``: ``adopted:N:<the endpoint as configured>``,
-  which `adoptedEndpoint` and `adoptDatagram` turn into a port on the
-  inherited descriptor.  A TLS listener's key and certificate are read
-  there, in the worker, by Twisted's own ``ssl:`` parser, so a restarted
-  worker reads the files again; a UNIX socket's file is left to the
-  parent, which removed it when it stops, as Twisted does.
-
-A descriptor ``N`` is found where Twisted's ``systemd:`` endpoint finds
-it, in what it read of ``LISTEN_FDS``/``LISTEN_PID`` (set by
-`duct.workers.__main__`).
+- a stream endpoint (``tcp:``, ``tcp6:``, ``ssl:``, ``unix:``):
+  ``handoff:N:<the endpoint as configured>``, the connections the parent
+  accepts on it and hands to the worker (`duct.workers.handoff`,
+  `duct.workers.receive`);
+- ``udp:``: ``adopted:FD:<the endpoint as configured>``, the bound socket
+  itself, inherited as descriptor FD, which `adoptDatagram` reads: each
+  datagram goes to one of the workers reading.
 """
 
 from __future__ import annotations
@@ -22,15 +18,13 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from twisted.internet import tcp, unix
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.endpoints import _parse, _parseSSL, _SystemdParser
-from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.internet.endpoints import _parse, _parseSSL
 
 SHARED_TYPES = ("tcp", "tcp6", "ssl", "unix", "udp")
 """The endpoint types a worker can adopt from the parent."""
 
 ADOPTED = "adopted"
+HANDOFF = "handoff"
 
 
 def endpointType(listen: str) -> str:
@@ -89,67 +83,34 @@ def boundListen(listen: str) -> str:
     return bound
 
 
-def adoptedListen(index: int, listen: str) -> str:
-    """The endpoint a worker listens on instead of ``listen``: inherited descriptor ``index``."""
-    if endpointType(listen) in ("tcp", "tcp6"):
-        domain = "INET6" if family(listen) == socket.AF_INET6 else "INET"
-        return f"systemd:domain={domain}:index={index}"
-    return f"{ADOPTED}:{index}:{listen}"
+def adoptedListen(listen: str, index: int, fd: int | None = None) -> str:
+    """What a worker listens on instead of ``listen``, shared listener ``index``.
+
+    A stream endpoint takes the connections handed off under ``index``; a
+    UDP one adopts the inherited descriptor ``fd``.
+    """
+    if endpointType(listen) == "udp":
+        if fd is None:
+            raise ValueError(f"{listen}: a UDP socket is inherited, and no descriptor was given")
+        return f"{ADOPTED}:{fd}:{listen}"
+    return f"{HANDOFF}:{index}:{listen}"
 
 
 def isAdopted(listen: str) -> bool:
     return listen.startswith(f"{ADOPTED}:")
 
 
+def isHandOff(listen: str) -> bool:
+    return listen.startswith(f"{HANDOFF}:")
+
+
 def splitAdopted(listen: str) -> tuple[int, str]:
-    """``adopted:N:ENDPOINT`` as (the descriptor, ENDPOINT)."""
-    _, index, original = listen.split(":", 2)
-    # Twisted's own view: reading LISTEN_FDS clears it, and its systemd: parser did at import.
-    return _SystemdParser._sddaemon.inheritedDescriptors()[int(index)], original
-
-
-class _KeptUNIXPort(unix.Port):
-    """An adopted UNIX port that leaves the socket, and its file, to the parent that bound it.
-
-    Twisted's UNIX port shuts its socket down and removes its file when it
-    stops listening, which a worker that stops must not do: the socket is
-    the one every worker shares, and the parent's file names it.  (Twisted
-    spares an adopted TCP socket the shutdown, but not a UNIX one.)
-    """
-
-    _shouldShutdown = False
-
-    def connectionLost(self, reason: Any) -> None:
-        tcp.Port.connectionLost(self, reason)
-
-
-class AdoptedEndpoint:
-    """A stream server endpoint on an inherited TLS or UNIX socket (``adopted:N:...``)."""
-
-    def __init__(self, reactor: Any, listen: str) -> None:
-        self.reactor = reactor
-        self.fd, self.original = splitAdopted(listen)
-
-    def listen(self, factory: Any) -> Deferred[Any]:
-        kind = endpointType(self.original)
-        if kind == "unix":
-            port = _KeptUNIXPort._fromListeningDescriptor(self.reactor, self.fd, factory)
-            port.startListening()
-            return succeed(port)
-        if kind != "ssl":
-            raise ValueError(f"no stream socket to adopt for {self.original!r}")
-        _, contextFactory, _ = tlsContext(self.original)
-        wrapped = TLSMemoryBIOFactory(contextFactory, False, factory)
-        port = self.reactor.adoptStreamPort(self.fd, family(self.original), wrapped)
-        port._type = "TLS"  # as Twisted's listenSSL names it in its logs
-        return succeed(port)
-
-
-def adoptedEndpoint(reactor: Any, listen: str) -> AdoptedEndpoint:
-    return AdoptedEndpoint(reactor, listen)
+    """``adopted:FD:ENDPOINT`` as (FD, ENDPOINT)."""
+    _, fd, original = listen.split(":", 2)
+    return int(fd), original
 
 
 def adoptDatagram(reactor: Any, listen: str, protocol: Any, maxPacketSize: int) -> Any:
-    """A UDP port on the inherited socket ``adopted:N:udp:...``."""
+    """A UDP port on the inherited socket ``adopted:FD:udp:...``."""
     fd, original = splitAdopted(listen)
     return reactor.adoptDatagramPort(fd, family(original), protocol, maxPacketSize)

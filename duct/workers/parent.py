@@ -10,20 +10,18 @@ with a count of 1 is simply moved out of the parent into a process of its
 own.  A worker inherits only the sockets of the listeners it runs.
 
 How the sockets are shared: the parent binds each listener's endpoint
-once and passes the descriptor to the workers that run it (``childFDs``
-of ``spawnProcess``, from fd 3 up); each worker adopts it
-(`duct.workers.endpoints`): a TCP socket with Twisted's ``systemd:``
-endpoint (``reactor.adoptStreamPort``), a TLS one the same way with the
-TLS wrapped around it in the worker, from the same endpoint options, a
-UNIX one without taking over its file, a UDP one with
-``reactor.adoptDatagramPort``.  The kernel hands each new connection to
-one of the workers waiting in ``accept``, and each datagram to one of
-those reading.  This is preferred over ``SO_REUSEPORT``, for UDP as for
-TCP: there is no race for the port between processes, nothing else can
-bind it beside us, a port in use fails the parent's start before any
-worker runs, and the port stays bound while a worker restarts, so
-clients connecting (or datagrams arriving) meanwhile are served by the
-other workers, or wait in the socket's queue, instead of being refused.
+once (a port in use fails its start before any worker runs) and keeps it
+bound while workers come and go, so clients connecting while one
+restarts are served by the others, or wait in the backlog, instead of
+being refused.  On a stream endpoint (TCP, TLS, UNIX) the parent accepts
+each connection and hands it to the worker that runs the listener and
+holds the fewest (`duct.workers.handoff`), which adopts it, inside TLS
+for a TLS listener (`duct.workers.receive`): left to the kernel, a few
+long-lived connections pile up in one worker.  A UDP socket is inherited
+by the workers that run it (``childFDs`` of ``spawnProcess``) and adopted
+with ``reactor.adoptDatagramPort``; each datagram goes to one of the
+workers reading.  Neither needs ``SO_REUSEPORT``: nothing else can bind
+the port beside us, and there is no race for it between processes.
 
 What each worker owns: its listeners' connections, and outputs of its own
 with their own buffers (a disk buffer in ``<path>/worker-<n>``, or under
@@ -63,7 +61,12 @@ from duct.lib.deferreds import within
 from duct.listening import CannotListen
 from duct.workers.backoff import RestartBackoff
 from duct.workers.config import parentConfig, sharedListens, sharedProblems, workerCount
+from duct.workers.endpoints import adoptedListen, endpointType
+from duct.workers.handoff import Distributor
 from duct.workers.sockets import SharedSockets
+
+HANDOFF_FD = 3
+"""The worker's descriptor for its end of the hand-off socket pair; UDP sockets follow."""
 
 STOP_MARGIN = 5.0
 """Seconds beyond ``shutdown_timeout`` a worker may take to stop before it is killed."""
@@ -187,6 +190,8 @@ class WorkerPool(Service):
         self.sockets = SharedSockets(reactor, self.listens)
         self.spawner: Spawner = spawner if spawner is not None else reactor.spawnProcess
         self.slots = [Slot(number) for number in range(1, count + 1)]
+        self.distributor = Distributor(reactor, {})
+        """Accepts on the stream listeners, once bound, and hands the connections out."""
         self._bound = False
 
     # -- starting ------------------------------------------------------------------
@@ -204,6 +209,14 @@ class WorkerPool(Service):
         except CannotListen as e:
             raise ConfigurationError([Problem(self.configPath, "workers", e.key, str(e))]) from None
         self._bound = True
+        streams = {
+            index: port
+            for index, (listen, port) in enumerate(
+                zip(self.listens, self.sockets.ports, strict=True)
+            )
+            if endpointType(listen) != "udp"
+        }
+        self.distributor = Distributor(self.reactor, streams)
 
     def startService(self) -> None:
         self.bind()
@@ -220,8 +233,8 @@ class WorkerPool(Service):
             if counts is None or counts[listen] >= number
         ]
 
-    def argv(self, number: int) -> list[str]:
-        return [
+    def argv(self, number: int, adopted: dict[str, str], handOff: bool) -> list[str]:
+        argv = [
             sys.executable,
             "-m",
             "duct.workers",
@@ -229,26 +242,46 @@ class WorkerPool(Service):
             self.configPath,
             "--number",
             str(number),
-            "--listens",
-            json.dumps([self.listens[index] for index in self.listensFor(number)]),
+            "--adopted",
+            json.dumps(adopted),
         ]
+        return argv + ["--handoff-fd", str(HANDOFF_FD)] if handOff else argv
 
     def spawn(self, slot: Slot) -> None:
+        """Start worker ``slot``: its socket pair for connections on fd 3, UDP sockets after."""
         slot.pending = None
         process = WorkerProcess(self, slot.number)
         childFDs: dict[int, Any] = {0: "w", 1: "r", 2: "r"}
         descriptors = self.sockets.descriptors()
-        for position, index in enumerate(self.listensFor(slot.number)):
-            childFDs[3 + position] = descriptors[index]
-        argv = self.argv(slot.number)
+        indexes = self.listensFor(slot.number)
+        streams = {i for i in indexes if endpointType(self.listens[i]) != "udp"}
+        theirs = self.distributor.link(slot.number, streams) if streams else None
+        if theirs is not None:
+            childFDs[HANDOFF_FD] = theirs.fileno()
+        adopted: dict[str, str] = {}
+        fd = HANDOFF_FD + 1
+        for index in indexes:
+            listen = self.listens[index]
+            if index in streams:
+                adopted[listen] = adoptedListen(listen, index)
+            else:
+                childFDs[fd] = descriptors[index]
+                adopted[listen] = adoptedListen(listen, index, fd)
+                fd += 1
+        argv = self.argv(slot.number, adopted, theirs is not None)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         slot.process = process
         slot.startedAt = self.clock.seconds()
         slot.starts += 1
-        self.spawner(process, argv[0], argv, env=env, childFDs=childFDs)
+        try:
+            self.spawner(process, argv[0], argv, env=env, childFDs=childFDs)
+        finally:
+            if theirs is not None:
+                theirs.close()  # the worker has its own copy now
         self.log.info("worker {number} started (pid {pid})", number=slot.number, pid=process.pid)
 
     def serving(self, process: WorkerProcess) -> None:
+        self.distributor.ready(process.number)
         self.log.info(
             "worker {number} (pid {pid}) serving; its statistics on 127.0.0.1:{web}",
             number=process.number,
@@ -263,6 +296,7 @@ class WorkerPool(Service):
         if slot.process is not process:
             return
         slot.process = None
+        self.distributor.unlink(slot.number)
         if not self.running:
             self.log.info(
                 "worker {number} (pid {pid}) stopped, status {code}, signal {signal}",
@@ -301,6 +335,7 @@ class WorkerPool(Service):
         return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
+        self.distributor.stop()  # new connections wait in the backlog for the next start
         for slot in self.slots:
             if slot.pending is not None and slot.pending.active():
                 slot.pending.cancel()
@@ -318,8 +353,11 @@ class WorkerPool(Service):
         self._bound = False
 
     def info(self) -> dict[str, dict[str, Any]]:
-        """Each worker's pid, state and restarts, by number."""
-        return {str(slot.number): slot.info() for slot in self.slots}
+        """Each worker's pid, state, restarts and connections, by number."""
+        return {
+            str(slot.number): {**slot.info(), **self.distributor.info(slot.number)}
+            for slot in self.slots
+        }
 
 
 class ParentReload:

@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 from duct.configuration import Config, ConfigFile, ConfigurationError
 from duct.service import DuctService
 from duct.workers.config import workerConfig
+from duct.workers.receive import listenForHandOffs
 
 log = Logger()
 
@@ -47,41 +48,24 @@ class ParentChannel(Protocol):
 class WorkerReload:
     """What a SIGHUP reloads in a worker: its own part of the file."""
 
-    def __init__(self, service: DuctService, number: int, listens: list[str]) -> None:
+    def __init__(self, service: DuctService, number: int, adopted: dict[str, str]) -> None:
         self.service = service
         self.number = number
-        self.listens = listens
+        self.adopted = adopted
 
     def reopen(self) -> None:
         self.service.reopen()
 
     def reload(self, config: Config) -> Any:
-        return self.service.reload(workerConfig(config, self.number, self.listens))
+        return self.service.reload(workerConfig(config, self.number, self.adopted))
 
 
-def acceptOneAtATime(port: Any) -> None:
-    """Have ``port`` accept one connection each time it is readable.
+def run(path: str, number: int, adopted: dict[str, str], handOffFd: int | None = None) -> int:
+    """Run worker ``number`` until it is stopped; its exit status.
 
-    Every worker waiting on a shared socket is woken by a new connection,
-    and Twisted's port otherwise accepts as many as are queued: the first
-    worker to run would take a whole burst (clients reconnecting at once),
-    leaving the others idle.  Accepting one at a time, each worker takes
-    its turn, and a busy worker, slower to get back to ``accept``, takes
-    fewer.
+    ``adopted`` is what `duct.workers.config.workerConfig` takes;
+    ``handOffFd``, if given, brings the connections of stream listeners.
     """
-    if not hasattr(port, "numberAccepts"):
-        return
-    doRead = port.doRead
-
-    def oneAccept() -> Any:
-        port.numberAccepts = 1
-        return doRead()
-
-    port.doRead = oneAccept
-
-
-def run(path: str, number: int, listens: list[str]) -> int:
-    """Run worker ``number`` until it is stopped; its exit status."""
     from twisted.internet import reactor as _reactor
 
     from duct.tap import installSignalHandlers
@@ -90,7 +74,7 @@ def run(path: str, number: int, listens: list[str]) -> int:
     observer: Any = textFileLogObserver(sys.stderr)
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
     try:
-        config = workerConfig(ConfigFile(path).load(), number, listens)
+        config = workerConfig(ConfigFile(path).load(), number, adopted)
         service = DuctService(config, reactor)
     except ConfigurationError as e:
         log.error("worker {number}: invalid configuration:\n{error}", number=number, error=str(e))
@@ -99,6 +83,8 @@ def run(path: str, number: int, listens: list[str]) -> int:
     outcome: list[int] = [0]
 
     def start() -> None:
+        if handOffFd is not None:
+            listenForHandOffs(reactor, handOffFd)
         try:
             service.startService()
         except ConfigurationError as e:
@@ -106,12 +92,10 @@ def run(path: str, number: int, listens: list[str]) -> int:
             outcome[0] = 1
             reactor.stop()
             return
-        for source in service.sources:
-            acceptOneAtATime(getattr(source, "port", None))
         stdio.StandardIO(channel, reactor=reactor)
         web = service.web.port.getHost().port if service.web and service.web.port else None
         channel.report(web=web, pid=os.getpid(), number=number)
-        installSignalHandlers(reactor, service, path, WorkerReload(service, number, listens))
+        installSignalHandlers(reactor, service, path, WorkerReload(service, number, adopted))
 
     def stop() -> Any:
         return service.stopService() if service.running else None
