@@ -7,6 +7,7 @@ in this process on the real reactor, and every wait polls with a deadline.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -167,6 +168,19 @@ async def test_two_workers_relay_every_event_and_stats_add_up(reactor: Any, tmp_
         await sink.stop()
 
 
+async def postJSON(reactor: Any, port: int, path: str, body: bytes) -> int:
+    from treq.client import HTTPClient
+    from twisted.web.client import Agent as WebAgent
+    from twisted.web.client import HTTPConnectionPool
+
+    client = HTTPClient(WebAgent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
+    url = f"http://127.0.0.1:{port}{path}"
+    headers = {"Content-Type": "application/json"}
+    response = await client.post(url, data=body, headers=headers, timeout=10)
+    await response.content()
+    return int(response.code)
+
+
 async def _equals(value: Any, expected: Any) -> bool:
     return bool(await value == expected)
 
@@ -274,6 +288,9 @@ sources:
     source: duct.sources.riemann.RiemannTCP
     listen: "tcp:{ports["home"]}:interface=127.0.0.1"
     workers: 0
+  - service: ingest
+    source: duct.sources.http.Ingest
+    listen: "tcp:{ports["ingest"]}:interface=127.0.0.1"
 """
     )
     return config
@@ -292,7 +309,7 @@ async def acked(reactor: Any, endpoint: Any, prefix: str, msgs: int = 5) -> Clie
 async def test_udp_tls_and_unix_listeners_in_workers_and_one_kept_in_the_parent(
     reactor: Any, tmp_path: Path
 ) -> None:
-    ports = {name: freePort() for name in ("web", "sink", "udp", "tls", "home")}
+    ports = {name: freePort() for name in ("web", "sink", "udp", "tls", "home", "ingest")}
     key, cert, certPem = selfSigned(tmp_path)
     sock = tmp_path / "r.sock"
     assert len(str(sock)) < 100, "a UNIX socket's path must be short"
@@ -323,6 +340,12 @@ async def test_udp_tls_and_unix_listeners_in_workers_and_one_kept_in_the_parent(
         expected |= (await acked(reactor, unix, "x")).services(5)
         home = TCP4ClientEndpoint(reactor, "127.0.0.1", ports["home"])
         expected |= (await acked(reactor, home, "h")).services(5)
+
+        # HTTP ingest: its connections are handed to the workers as the Riemann ones are.
+        for i in range(4):
+            body = json.dumps([{"host": "h", "service": f"i.{i}", "metric": i}]).encode()
+            assert await postJSON(reactor, ports["ingest"], "/ingest", body) == 200
+        expected |= {f"i.{i}" for i in range(4)}
         await waitFor(reactor, lambda: expected <= set(sink.counts), "every event at the sink")
 
         stats = await getJSON(reactor, ports["web"], "/stats")
@@ -330,6 +353,7 @@ async def test_udp_tls_and_unix_listeners_in_workers_and_one_kept_in_the_parent(
         assert stats["sources"]["udp"]["emitted"] == datagrams * 5
         assert sum(s["sources"]["udp"]["emitted"] for s in snaps) == datagrams * 5
         assert stats["sources"]["tls"]["emitted"] == 3 * 5 * EVENTS_PER_MSG
+        assert sum(s["sources"]["ingest"]["emitted"] for s in snaps) == 4
         assert all("home" not in s["sources"] for s in snaps)
         assert stats["parent"]["sources"]["home"]["emitted"] == 5 * EVENTS_PER_MSG
         assert set(stats["parent"]["sources"]) == {"home"}

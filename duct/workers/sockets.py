@@ -1,13 +1,12 @@
 """The listening sockets the workers share, bound once in the parent.
 
 The parent binds each endpoint with Twisted (so a port in use fails the
-start with the usual message) and stops reading it at once: it never
-accepts a connection, nor reads a datagram, itself.  Each worker inherits
-the descriptors and adopts them; the kernel hands each new connection to
-one of the workers waiting in ``accept``, and each datagram to one of
-those reading.  A TLS endpoint is bound as its plain TCP socket (the
-workers do the TLS); a UNIX socket's file is removed when the parent
-stops listening, as Twisted does, and never by a worker.
+start with the usual message) and stops reading it at once.  On a stream
+endpoint the parent's `duct.workers.handoff.Distributor` accepts, on a
+descriptor of its own, and hands each connection to a worker; a UDP
+socket is inherited by the workers, which read it.  A TLS endpoint is
+bound as its plain TCP socket (the workers do the TLS); a UNIX socket's
+file is removed when the parent stops listening, as Twisted does.
 """
 
 from __future__ import annotations
@@ -38,7 +37,7 @@ class SharedSockets:
         try:
             for listen in self.listens:
                 port = self.bindOne(listen)
-                port.stopReading()  # the workers accept; the parent never does
+                port.stopReading()  # the hand-off accepts on its own descriptor; workers read UDP
                 self.ports.append(port)
         except Exception:
             self.close()
