@@ -28,17 +28,19 @@ unacked), with B events per Msg.  Prints JSON:
 
 Every figure is the median of ``--runs`` runs.
 
-With ``--workers 1,2,4``, it measures ``workers: N`` instead, with one event
-per Msg: for each count, the relay's events/s, the CPU per 1,000 events of
-the parent and its workers together (and the parent's alone), and both as
-a ratio to one worker (the counts run in turn, so that each sees the same
-load on the machine), and how the clients' connections spread over the
-workers.  Each client keeps 128 Msgs unacked there unless ``--window``
-says otherwise: four clients waiting for every ack cannot offer more than
-one worker takes, and cost this process as much CPU per event as duct
-(``bench_cpu_ms_per_1000``), where the workers need that core.  Four
-clients with 128 Msgs in flight stand for many agents with one each.
-``--clients`` changes the number of clients.
+With ``--workers 1,2,4``, it measures ``workers: N`` instead, with one
+event per Msg: for each count, the relay's events/s, the CPU per 1,000
+events of the parent and its workers together (and the parent's alone),
+and both as a ratio to one worker: the counts run in turn, so that each
+sees the same load on the machine, and a ratio is the median of those
+taken in each round (``*_of_medians`` divides the medians instead); and
+how the clients' connections spread over the workers. Each client keeps
+128 Msgs unacked there unless ``--window`` says otherwise: four clients
+waiting for every ack cannot offer more than one worker takes, and cost
+this process as much CPU per event as duct (``bench_cpu_ms_per_1000``),
+where the workers need that core. Four clients with 128 Msgs in flight
+stand for many agents with one each. ``--clients`` changes the number of
+clients.
 
     .venv/bin/python bench/riemann_relay.py [--events 200000] [--runs 5]
     .venv/bin/python bench/riemann_relay.py --workers 1,2 [--events 400000] [--runs 5]
@@ -510,11 +512,16 @@ async def workersMain(args: argparse.Namespace) -> None:
     for n in counts:
         rate = statistics.median(r["events_per_s"] for r in runs[n])
         cpu = statistics.median(r["cpu_ms_per_1000"] for r in runs[n])
+        rounds = list(zip(runs[n], runs[counts[0]], strict=True))
+        rates = [(r["events_per_s"], b["events_per_s"]) for r, b in rounds]
+        cpus = [(r["cpu_ms_per_1000"], b["cpu_ms_per_1000"]) for r, b in rounds]
         report[f"workers={n}"] = {
             "events_per_s": round(rate),
             "cpu_ms_per_1000": round(cpu, 1),
-            f"rate_ratio_to_{counts[0]}": round(rate / base, 2),
-            f"cpu_ratio_to_{counts[0]}": round(cpu / baseCpu, 2),
+            f"rate_ratio_to_{counts[0]}": round(medianRatio(rates), 2),
+            f"cpu_ratio_to_{counts[0]}": round(medianRatio(cpus), 2),
+            "rate_ratio_of_medians": round(rate / base, 2),
+            "cpu_ratio_of_medians": round(cpu / baseCpu, 2),
             "runs_events_per_s": [round(r["events_per_s"]) for r in runs[n]],
             "events_per_sink_msg": round(
                 statistics.median(r["events_per_sink_msg"] for r in runs[n]), 1
