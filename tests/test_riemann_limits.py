@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from google.protobuf.message import DecodeError
 from twisted.internet import error
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -365,6 +366,35 @@ def test_other_fields_in_a_large_msg_are_checked_and_left_out() -> None:
     assert [r.ok for r in replies(transport.value())] == [True]
     got = services([b.payload for b in recorder.batches])
     assert got == [f"n.{i}" for i in range(20_005)]
+
+
+@pytest.mark.parametrize(
+    ("group", "ok"),
+    [
+        (b"\x53\x08\x01\x5b\x10\x02\x5c\x54", True),  # field 10, holding a nested group
+        (b"\x53\x08\x01\x5c", False),  # ended by another field's end-group tag
+    ],
+)
+def test_a_group_field_in_a_large_msg_is_skipped_as_whole_decoding_does(
+    group: bytes, ok: bool
+) -> None:
+    listener, recorder = recording()
+    protocol, transport = listener.connect()
+    payload = events(0, 20_000) + group + events(20_000, 5)
+    if ok:  # as the protobuf parser, which takes it whole
+        assert len(pb.Msg.FromString(payload).events) == 20_005
+    else:
+        with pytest.raises(DecodeError):
+            pb.Msg.FromString(payload)
+    protocol.dataReceived(frame(payload))
+    listener.turn()
+    (reply,) = replies(transport.value())
+    assert reply.ok is ok
+    if ok:
+        got = services([b.payload for b in recorder.batches])
+        assert got == [f"n.{i}" for i in range(20_005)]
+    else:
+        assert "malformed" in reply.error and recorder.batches == []
 
 
 def test_a_large_msg_too_big_for_a_blocking_buffer_is_refused_before_any_piece() -> None:

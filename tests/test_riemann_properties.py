@@ -154,8 +154,9 @@ def test_stepped_and_whole_decoding_agree(data: bytes) -> None:
         got = reply(source, clock, data)
     if b"\x32" in data and not expected.ok and got.ok:
         raise AssertionError(f"stepped accepted what whole refused: {expected.error}")
-    if expected.ok:
-        # A padded tag or a group is refused by the steps alone; no strategy writes one.
+    if expected.ok and "padded events tag" not in got.error:
+        # An events tag written in more bytes than it needs is refused by the steps
+        # alone, on purpose: they find the events by their one-byte tag.
         assert got.ok, got.error
         events = [e for batch in wholeReceived for e in pb.Msg.FromString(batch.payload).events]
         steppedEvents = [e for batch in received for e in pb.Msg.FromString(batch.payload).events]

@@ -71,6 +71,33 @@ def _varint(data: bytes, i: int, end: int) -> tuple[int, int]:
             raise Refused("malformed", f"malformed message: varint too long at byte {i}")
 
 
+def _skipValue(data: bytes, i: int, end: int, key: int) -> int:
+    """Where the value of field ``key`` that starts at ``i`` ends; a group is skipped whole."""
+    wire = key & 7
+    if wire == 0:
+        _, i = _varint(data, i, end)
+    elif wire == 1:
+        i += 8
+    elif wire == 2:
+        size, i = _varint(data, i, end)
+        i += size
+    elif wire == 5:
+        i += 4
+    elif wire == 3:  # a group (an old form of nested field): up to its own end-group tag
+        while True:
+            inner, i = _varint(data, i, end)
+            if inner & 7 == 4:
+                if inner >> 3 != key >> 3:
+                    raise Refused("malformed", f"malformed message: unmatched group end at {i}")
+                break
+            i = _skipValue(data, i, end, inner)
+    else:
+        raise Refused("malformed", f"malformed message: unsupported wire type {wire} at byte {i}")
+    if i > end:
+        raise Refused("malformed", f"malformed message: truncated field at byte {i}")
+    return i
+
+
 def _check(piece: bytes) -> Any:
     try:
         return decodeMsg(piece)
@@ -116,22 +143,7 @@ def scan(data: bytes, maxEvents: int) -> Iterator[tuple[int, int, int] | None]:
         while i < end and fields < PIECE_EVENTS and i < limit and data[i] != _EVENTS:
             fieldStart = i
             key, i = _varint(data, i, end)
-            wire = key & 7
-            if wire == 0:
-                _, i = _varint(data, i, end)
-            elif wire == 1:
-                i += 8
-            elif wire == 2:
-                size, i = _varint(data, i, end)
-                i += size
-            elif wire == 5:
-                i += 4
-            else:
-                raise Refused(
-                    "malformed", f"malformed message: unsupported wire type {wire} at byte {i}"
-                )
-            if i > end:
-                raise Refused("malformed", f"malformed message: truncated field at byte {i}")
+            i = _skipValue(data, i, end, key)
             if key == _EVENTS:  # an events tag written in more bytes than it needs
                 raise Refused(
                     "malformed", f"malformed message: padded events tag at byte {fieldStart}"
