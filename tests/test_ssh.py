@@ -11,6 +11,7 @@ import pytest
 import pytest_twisted
 from sshserver import SSHD, keygen
 from twisted.application.internet import backoffPolicy
+from twisted.internet.task import Clock
 from twisted.logger import LogLevel
 
 from duct.configuration import ConfigFile, ConfigurationError
@@ -81,6 +82,50 @@ async def test_a_command_past_its_timeout_is_killed_on_the_remote_host(
         assert await source.run(["true"]) == (0, "", "")  # the connection still serves
     finally:
         await source.duct.ssh.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_same_account_with_other_host_key_rules_gets_a_connection_of_its_own(
+    reactor: Any, sshd: SSHD, knownHosts: str, tmp_path: Path
+) -> None:
+    strict = probe(reactor, sshd, knownHosts)
+    lax = probe(reactor, sshd, str(tmp_path / "empty_known_hosts"), ssh_accept_unknown_hosts=True)
+    again = probe(reactor, sshd, knownHosts)
+    pool = SSHPool(reactor)
+    for source in (strict, lax, again):
+        source.duct.ssh = pool
+    try:
+        for source in (strict, lax, again):
+            assert await source.run(["true"]) == (0, "", "")
+        assert len(pool.hosts) == 2  # strict and again share; lax has its own
+        assert {host.target.key for host in pool.hosts.values()} == {strict.commands.target.key}
+    finally:
+        await pool.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_connection_no_command_uses_is_closed_and_opened_again_when_needed(
+    reactor: Any, sshd: SSHD, knownHosts: str
+) -> None:
+    clock = Clock()
+    pool = SSHPool(reactor, clock=clock, idleClose=900)
+    source = probe(reactor, sshd, knownHosts)
+    source.duct.ssh = pool
+    try:
+        assert await source.run(["true"]) == (0, "", "")
+        [first] = pool.hosts.values()
+        clock.advance(899)
+        assert await source.run(["true"]) == (0, "", "")  # used again: the wait starts over
+        clock.advance(899)
+        assert list(pool.hosts.values()) == [first] and first.client is not None
+        clock.advance(1)
+        assert pool.hosts == {} and pool.idleClosed == 1
+        await waitFor(reactor, lambda: first.client is None, "the idle connection closed")
+        assert await source.run(["echo", "back"]) == (0, "back\n", "")
+        [second] = pool.hosts.values()
+        assert second is not first and second.connects == 1
+    finally:
+        await pool.stopService()
 
 
 SYSTEM_SOURCES = ("CPU", "Memory", "LoadAverage", "DiskIO", "DiskFree", "Network")
@@ -155,7 +200,7 @@ async def test_a_blueprint_over_two_hosts_shares_one_connection_per_host(
         await waitFor(reactor, lambda: all(s.polls >= 3 for s in service.sources), "more polls")
     finally:
         await service.stopService()
-    assert sorted(service.ssh.hosts) == [
+    assert sorted(host.target.key for host in service.ssh.hosts.values()) == [
         ("127.0.0.1", sshd.port, sshd.user),
         ("localhost", sshd.port, sshd.user),
     ]
@@ -372,4 +417,4 @@ outputs:
         )
     finally:
         await service.stopService()
-    assert sorted(host for host, _, _ in service.ssh.hosts) == ["127.0.0.1", "localhost"]
+    assert sorted(h.target.host for h in service.ssh.hosts.values()) == ["127.0.0.1", "localhost"]

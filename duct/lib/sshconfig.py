@@ -58,8 +58,10 @@ GLOBAL_SSH_OPTIONS: tuple[Option, ...] = tuple(o for o in SSH_OPTIONS if o.name 
 class SSHTarget:
     """Where to connect and how to log in.
 
-    Connections are shared by ``(host, port, username)`` (`key`): the rest
-    is how the first source that needs the connection opens it.
+    Connections are shared by sources whose targets are the same in every
+    part (`identity`): the same account reached with other credentials, or
+    with other host-key rules, gets a connection of its own, so that no
+    source runs on a connection it could not have opened itself.
     """
 
     host: str
@@ -73,7 +75,21 @@ class SSHTarget:
 
     @property
     def key(self) -> tuple[str, int, str]:
+        """The account: ``(host, port, username)``."""
         return (self.host, self.port, self.username)
+
+    @property
+    def identity(self) -> tuple[Any, ...]:
+        """The account, the credentials and the host-key rules: what a shared connection needs."""
+        keys = tuple(key.fingerprint() for key in self.keys)
+        return (
+            *self.key,
+            keys,
+            self.password,
+            self.agentSocket,
+            self.knownHosts,
+            self.acceptUnknown,
+        )
 
     def __str__(self) -> str:
         return f"{self.username}@{self.host}:{self.port}"
