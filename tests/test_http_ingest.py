@@ -144,6 +144,27 @@ async def test_a_missing_host_and_time_are_filled(rig: Rig) -> None:
     assert abs(got.time - rig.reactor.seconds()) < 60 and got.metric is None
 
 
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"time": 1_700_000_000.25}, 1_700_000_000.25),
+        ({"time": "2023-11-14T22:13:20.25Z"}, 1_700_000_000.25),
+        ({"time": "2023-11-15T00:13:20.25+02:00"}, 1_700_000_000.25),
+        ({"time_micros": 1_700_000_000_250_000}, 1_700_000_000.25),
+        ({"time": 5, "time_micros": 1_700_000_000_250_000}, 1_700_000_000.25),  # micros win
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_times_in_seconds_iso_8601_or_microseconds(
+    rig: Rig, fields: dict[str, Any], expected: float
+) -> None:
+    body = {"service": "t", **fields}
+    code, _, _ = await rig.post(json.dumps(body), {"Content-Type": "application/json"})
+    assert code == 200
+    [received] = rig.buffered
+    assert received.time == pytest.approx(expected, abs=1e-6)
+
+
 @pytest_twisted.ensureDeferred
 async def test_a_riemann_msg_body(rig: Rig) -> None:
     msg = makeMsg("r", 0, 3)
@@ -185,7 +206,9 @@ async def test_a_large_body_is_read_in_steps(reactor: Any) -> None:
         ([event("a", tags=["x", 1])], "events[0].tags[1]: not a string"),
         ([event("a", attributes={"k": [1]})], "events[0].attributes.k: not a string or a number"),
         ([event("a", ttl=-1)], "events[0].ttl: negative"),
-        ([event("a", time="now")], "events[0].time: not a number"),
+        ([event("a", time="now")], "events[0].time: neither a number nor an ISO 8601 time"),
+        ([event("a", time="2026-12-01T19:00:00")], "events[0].time: an ISO 8601 time needs"),
+        ([event("a", time_micros=1.5)], "events[0].time_micros: not an integer"),
         ([event("a", metrc=1)], "events[0].metrc: unknown field"),
         ([event("a"), 7], "events[1]: not an object"),
         ('[{"service": "a"}, {"service": ', "events[1]: not valid JSON"),

@@ -14,6 +14,7 @@ import json
 import math
 import re
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 from duct.event import Event
@@ -31,10 +32,11 @@ FIELDS = frozenset(
         "attributes",
         "description",
         "time",
+        "time_micros",
         "type",
     )
 )
-"""The fields an event may have: those `Event.asDict` writes."""
+"""The fields an event may have: those `Event.asDict` writes, and ``time_micros``."""
 
 _SPACE = re.compile(r"[ \t\n\r]*")
 
@@ -141,6 +143,25 @@ def _number(value: Any, where: str, field: str) -> float | None:
     return value
 
 
+def _when(seconds: Any, micros: Any, where: str) -> float | None:
+    """The event's time from ``time`` and ``time_micros``, or None if it has neither."""
+    if micros is not None:
+        if isinstance(micros, bool) or not isinstance(micros, int):
+            raise BadEvent(f"{where}.time_micros", "not an integer")
+        return micros / 1_000_000
+    if not isinstance(seconds, str):
+        return _number(seconds, where, "time")
+    try:  # Python before 3.11 reads no Z
+        parsed = datetime.fromisoformat(
+            seconds[:-1] + "+00:00" if seconds.endswith("Z") else seconds
+        )
+    except ValueError:
+        raise BadEvent(f"{where}.time", "neither a number nor an ISO 8601 time") from None
+    if parsed.tzinfo is None:
+        raise BadEvent(f"{where}.time", "an ISO 8601 time needs its offset (Z or +hh:mm)")
+    return parsed.timestamp()
+
+
 def _tags(value: Any, where: str) -> list[str]:
     if value is None:
         return []
@@ -174,7 +195,10 @@ def eventFromJson(value: Any, index: int, hostname: str | None = None, now: floa
     """The `Event` a decoded JSON value describes; `BadEvent` naming the field if it cannot.
 
     ``service`` is required.  Without ``host`` the event takes ``hostname``
-    (else this machine's name); without ``time``, ``now``.  A field
+    (else this machine's name); without ``time``, ``now``.  ``time`` is
+    seconds since the epoch or an ISO 8601 time with its offset, as
+    Riemann's own JSON has it; ``time_micros``, microseconds since the
+    epoch, wins over it, as in a Riemann Msg.  A field
     `Event.asDict` does not write is an error, so that a misspelt one is
     not lost without a word.
     """
@@ -189,7 +213,7 @@ def eventFromJson(value: Any, index: int, hostname: str | None = None, now: floa
     ttl = _number(get("ttl"), where, "ttl")
     if ttl is not None and ttl < 0:
         raise BadEvent(f"{where}.ttl", "negative")
-    when = _number(get("time"), where, "time")
+    when = _when(get("time"), get("time_micros"), where)
     kind = _text(get("type"), where, "type") or "metric"
     return Event(
         _text(get("state"), where, "state"),
