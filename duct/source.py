@@ -205,7 +205,12 @@ class Source:
 
     # -- commands and files --------------------------------------------------
 
-    def run(self, argv: Sequence[str], timeout: float | None = None) -> Deferred[CommandOutput]:
+    def run(
+        self,
+        argv: Sequence[str],
+        timeout: float | None = None,
+        onOutput: Callable[[str, bytes], None] | None = None,
+    ) -> Deferred[CommandOutput]:
         """Run ``argv`` here, or on ``ssh_host`` with ``use_ssh``; fires with a `CommandOutput`.
 
         ``(code, stdout, stderr)``: the exit status (minus the signal
@@ -215,9 +220,10 @@ class Source:
         Deferred fails with `duct.lib.process.ProcessTimeout`; over SSH,
         one that cannot reach the host fails with
         `duct.lib.sshhostkeys.SSHError` (`HostKeyError` for a key that did
-        not check).
+        not check).  ``onOutput``, if given, is called with ``("stdout" or
+        "stderr", bytes)`` as the output comes.
         """
-        return self.commands.run(argv, timeout)
+        return self.commands.run(argv, timeout, onOutput)
 
     def readFile(self, path: str) -> Deferred[bytes]:
         """The bytes of ``path``, here or on ``ssh_host``; OSError if it cannot be read.

@@ -128,6 +128,26 @@ async def test_a_connection_no_command_uses_is_closed_and_opened_again_when_need
         await pool.stopService()
 
 
+@pytest_twisted.ensureDeferred
+async def test_output_comes_as_the_remote_command_writes_it(
+    reactor: Any, sshd: SSHD, knownHosts: str, tmp_path: Path
+) -> None:
+    go = tmp_path / "go"
+    script = f"echo first; echo oops >&2; while [ ! -e {go} ]; do sleep 0.02; done; echo second"
+    source = probe(reactor, sshd, knownHosts)
+    seen: list[tuple[str, bytes]] = []
+    try:
+        done = source.run(["sh", "-c", script], timeout=20, onOutput=lambda *p: seen.append(p))
+        await waitFor(reactor, lambda: ("stdout", b"first\n") in seen, "the first line, early")
+        await waitFor(reactor, lambda: ("stderr", b"oops\n") in seen, "stderr too")
+        assert not done.called  # the command still waits for the file
+        go.touch()
+        assert await done == (0, "first\nsecond\n", "oops\n")
+        assert b"".join(data for kind, data in seen if kind == "stdout") == b"first\nsecond\n"
+    finally:
+        await source.duct.ssh.stopService()
+
+
 SYSTEM_SOURCES = ("CPU", "Memory", "LoadAverage", "DiskIO", "DiskFree", "Network")
 
 

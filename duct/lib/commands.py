@@ -78,9 +78,9 @@ class Commands:
     ) -> Deferred[CommandOutput]:
         """Run ``argv``; fails with `duct.lib.process.ProcessTimeout` past ``timeout`` seconds.
 
-        ``onOutput`` is called with ``("stdout" or "stderr", bytes)``: as
-        the output comes here, at the end over SSH.  Cancelling the
-        Deferred kills the command.
+        ``onOutput`` is called with ``("stdout" or "stderr", bytes)`` as
+        the output comes, here or over SSH.  Cancelling the Deferred kills
+        the command.
         """
         if not argv:
             raise ValueError("no command to run")
@@ -112,22 +112,24 @@ class Commands:
     async def _runRemote(
         self, argv: list[str], timeout: float, onOutput: Callable[[str, bytes], None] | None
     ) -> CommandOutput:
-        code, stdout, stderr = await self._remote(shellLine(argv), timeout)
-        if onOutput is not None:
-            onOutput("stdout", stdout)
-            onOutput("stderr", stderr)
+        code, stdout, stderr = await self._remote(shellLine(argv), timeout, onOutput)
         return CommandOutput(
             code, stdout.decode("utf-8", errors="replace"), stderr.decode("utf-8", errors="replace")
         )
 
-    async def _remote(self, command: bytes, timeout: float) -> Any:
+    async def _remote(
+        self,
+        command: bytes,
+        timeout: float,
+        onOutput: Callable[[str, bytes], None] | None = None,
+    ) -> Any:
         from duct.lib.sshhostkeys import HostKeyError, SSHError
 
         pool = getattr(self.duct, "ssh", None)
         if pool is None:
             raise SSHError("use_ssh: this agent has no SSH connections (duct.ssh)")
         try:
-            return await pool.run(self.target, command, timeout)
+            return await pool.run(self.target, command, timeout, onOutput)
         except HostKeyError:
             self._count(hostKey=True)
             raise

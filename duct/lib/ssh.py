@@ -17,6 +17,7 @@ twisted.conch is imported only when the first connection is made.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import Service
@@ -81,16 +82,27 @@ class SSHPool(Service):
         return host
 
     def run(
-        self, target: SSHTarget, command: bytes, timeout: float | None
+        self,
+        target: SSHTarget,
+        command: bytes,
+        timeout: float | None,
+        onOutput: Callable[[str, bytes], None] | None = None,
     ) -> Deferred[CommandResult]:
         """Run ``command`` (a remote shell command line) on ``target``.
 
         ``timeout`` bounds the wait for the connection, then the command
         itself, which is killed when it runs over (`duct.lib.sshcommand`).
+        ``onOutput`` gets each piece of output as it comes.
         """
-        return Deferred.fromCoroutine(self._run(target, command, timeout))
+        return Deferred.fromCoroutine(self._run(target, command, timeout, onOutput))
 
-    async def _run(self, target: SSHTarget, command: bytes, timeout: float | None) -> Any:
+    async def _run(
+        self,
+        target: SSHTarget,
+        command: bytes,
+        timeout: float | None,
+        onOutput: Callable[[str, bytes], None] | None,
+    ) -> Any:
         from duct.lib.sshcommand import execute
         from duct.lib.sshhostkeys import SSHError
 
@@ -108,7 +120,7 @@ class SSHPool(Service):
                 if timeout:
                     remaining = max(timeout - (self.clock.seconds() - started), 0.001)
                 return await execute(
-                    connection, command, remaining, self.clock, str(target), timeout
+                    connection, command, remaining, self.clock, str(target), timeout, onOutput
                 )
             finally:
                 host.channels.release()

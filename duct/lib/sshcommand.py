@@ -8,7 +8,8 @@ says its process id on standard error (that line is taken out of what the
 caller sees) and then becomes the command.  sshd starts each session in a
 new session and process group, led by that shell, so the id is also the
 command's process group.  Standard input is closed at once; standard
-output, standard error and the exit status are collected.
+output, standard error and the exit status are collected, and each piece
+of output is also given to ``onOutput`` as it comes, if one is given.
 
 When the command runs longer than its ``timeout``, a second channel on the
 same connection runs ``kill -s KILL -- -<group>``: the command and every
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import signal
 import struct
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from twisted.conch.ssh.channel import SSHChannel
@@ -99,8 +101,10 @@ class CommandChannel(_Channel):
         where: str,
         conn: SSHConnection,
         limit: float | None = None,
+        onOutput: Callable[[str, bytes], None] | None = None,
     ) -> None:
         super().__init__(conn=conn)
+        self.onOutput = onOutput
         self.command = command
         self.timeout = timeout
         self.limit = limit if limit is not None else timeout
@@ -146,6 +150,8 @@ class CommandChannel(_Channel):
 
     def dataReceived(self, data: bytes) -> None:
         self.stdout.append(data)
+        if self.onOutput is not None:
+            self.onOutput("stdout", data)
 
     def extReceived(self, dataType: int, data: bytes) -> None:
         if dataType != EXTENDED_DATA_STDERR:
@@ -154,7 +160,12 @@ class CommandChannel(_Channel):
             self._prelude += data
             data = self._takeGroup()
         if data:
-            self.stderr.append(data)
+            self._stderr(data)
+
+    def _stderr(self, data: bytes) -> None:
+        self.stderr.append(data)
+        if self.onOutput is not None:
+            self.onOutput("stderr", data)
 
     def _takeGroup(self) -> bytes:
         """Find the process group line in what came first on stderr; return the rest."""
@@ -186,8 +197,8 @@ class CommandChannel(_Channel):
     def closed(self) -> None:
         self._cancelTimer()
         if self._prelude:  # stderr that never held the marker
-            self.stderr.insert(0, self._prelude)
-            self._prelude = b""
+            prelude, self._prelude = self._prelude, b""
+            self._stderr(prelude)
         stdout, stderr = b"".join(self.stdout), b"".join(self.stderr)
         if self.timedOut:
             self._timeoutFailure(stdout, stderr)
@@ -258,12 +269,15 @@ def execute(
     clock: Any,
     where: str,
     limit: float | None = None,
+    onOutput: Callable[[str, bytes], None] | None = None,
 ) -> Deferred[CommandResult]:
     """Run ``command`` on ``connection``; cancelling the Deferred kills the command.
 
     ``timeout`` is the seconds it may run; ``limit``, if given, is the
     whole time limit it is part of, which the timeout message names.
+    ``onOutput`` is called with ``("stdout" or "stderr", bytes)`` as the
+    output comes.
     """
-    channel = CommandChannel(command, timeout, clock, where, connection, limit)
+    channel = CommandChannel(command, timeout, clock, where, connection, limit, onOutput)
     connection.openChannel(channel)
     return channel.finished
