@@ -321,6 +321,87 @@ def _jobArguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--token", help="the web server's token, if it requires one")
 
 
+def send(args: argparse.Namespace) -> int:
+    """Send an event (or JSON events from a file or stdin) to a Riemann server or an agent."""
+    from twisted.internet import task
+    from twisted.internet.defer import ensureDeferred
+
+    from duct import send as sending
+
+    try:
+        if args.json is not None:
+            with open(args.json, "rb") if args.json != "-" else sys.stdin.buffer as f:  # noqa: SIM115
+                events = sending.eventsFromJson(f.read(), args.host)
+        elif args.service is None:
+            raise ValueError("give --service, or --json with the events")
+        else:
+            events = [
+                sending.eventFromArguments(
+                    args.service, args.host, args.state, args.metric, args.ttl,
+                    args.description, args.tag, args.attribute, args.time,
+                )
+            ]  # fmt: skip
+        sending.parseServer(args.server)
+        tls = _clientTLS(args) if args.tls else None
+    except (ValueError, OSError) as e:  # a BadEvent is a ValueError naming the field
+        print(f"duct send: {e}", file=sys.stderr)
+        return 2
+    outcome: list[int] = []
+
+    async def go(reactor: Any) -> None:
+        try:
+            msgs = await sending.send(reactor, events, args.server, args.timeout, tls)
+        except sending.SendError as e:
+            print(f"duct send: {args.server}: {e}", file=sys.stderr)
+            outcome.append(e.code)
+            return
+        plural = "" if len(events) == 1 else "s"
+        print(f"{len(events)} event{plural} acknowledged by {args.server} in {msgs} Msg(s)")
+        outcome.append(0)
+
+    try:
+        task.react(lambda reactor: ensureDeferred(go(reactor)))
+    except SystemExit:
+        pass
+    return outcome[0] if outcome else 2
+
+
+def _clientTLS(args: argparse.Namespace) -> Any:
+    from twisted.internet import ssl
+
+    from duct.send import parseServer
+
+    host, _ = parseServer(args.server)
+    if args.ca is None:
+        return ssl.optionsForClientTLS(host)
+    with open(args.ca, "rb") as f:
+        trust = ssl.Certificate.loadPEM(f.read())
+    return ssl.optionsForClientTLS(host, trustRoot=trust)
+
+
+def _sendArguments(sub: argparse.ArgumentParser) -> None:
+    from duct.send import DEFAULT_SERVER
+
+    sub.add_argument(
+        "--server", default=DEFAULT_SERVER, help=f"HOST[:PORT] to send to ({DEFAULT_SERVER})"
+    )
+    sub.add_argument("--tls", action="store_true", help="speak TLS, checking the server")
+    sub.add_argument("--ca", help="with --tls: the CA file the server's certificate must chain to")
+    sub.add_argument("--timeout", type=float, default=10.0, help="seconds for the whole exchange")
+    sub.add_argument("--json", metavar="FILE", help="send the events of FILE (- for stdin) as JSON")
+    sub.add_argument("--service", help="the event's service")
+    sub.add_argument("--host", help="the event's host (default: this machine's name)")
+    sub.add_argument("--state", help="ok, warning, critical...")
+    sub.add_argument("--metric", type=float, help="the event's metric")
+    sub.add_argument("--ttl", type=float, help="seconds the event is valid for")
+    sub.add_argument("--description", help="the event's description")
+    sub.add_argument("--tag", action="append", default=[], help="a tag (repeat for more)")
+    sub.add_argument(
+        "--attribute", action="append", default=[], metavar="KEY=VALUE", help="(repeatable)"
+    )
+    sub.add_argument("--time", type=float, help="seconds since the epoch (default: now)")
+
+
 def _count(value: str) -> int:
     """``--since`` or ``--recent``, checked as /events checks its own."""
     from duct.web.events.format import BadRequest, count
@@ -343,6 +424,7 @@ def main(argv: list[str] | None = None) -> int:
         ("list", list_, False),
         ("tail", tail, False),
         ("job", job, False),
+        ("send", send, False),
     ):
         sub = commands.add_parser(name, help=(handler.__doc__ or "").strip().split("\n")[0])
         if needsConfig:
@@ -353,6 +435,8 @@ def main(argv: list[str] | None = None) -> int:
             _tailArguments(sub)
         if handler is job:
             _jobArguments(sub)
+        if handler is send:
+            _sendArguments(sub)
         sub.set_defaults(handler=handler)
         if name == "reload":
             sub.add_argument("--pid", type=int, help="the agent's process id (found if omitted)")
