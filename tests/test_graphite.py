@@ -49,6 +49,24 @@ def test_template_fields() -> None:
     assert paths.path(event("cpu", state="warning")) == "servers.web1.warning.cpu.web1.example.com"
 
 
+def test_paths_already_clean_and_paths_to_sanitise_agree() -> None:
+    """A clean path is taken as it is; anything else goes through sanitising, node by node."""
+    paths = PathTemplate("{prefix}.{host}.{service}")
+    assert paths.path(event("disk.sda.reads", host="web1")) == "web1.disk.sda.reads"
+    assert paths.path(event("_disk_..sda ._reads_", host="_web1_")) == "web1.disk.sda.reads"
+    assert paths.path(event("a_b.c-d", host="h")) == "h.a_b.c-d"
+    assert paths.path(event("é.x", host="h")) == "h.x"
+
+
+def test_prefix_written_into_the_template_keeps_the_template_meaning() -> None:
+    assert PathTemplate("..{prefix}..{service}").path(event("cpu")) == "cpu"
+    assert PathTemplate("{prefix}.{service}", " a..b ").path(event("cpu")) == "a.b.cpu"
+    assert PathTemplate("{prefix!s}.{service}", "p").path(event("cpu")) == "p.cpu"
+    assert PathTemplate("{{x}}.{prefix}{service}", "p").path(event("cpu")) == "x.pcpu"
+    assert PathTemplate("{prefix}_{short}.{service}", "p").path(event("cpu")) == "p_web1.cpu"
+    assert PathTemplate("{service:>{state}}").path(event("cpu", state="5")) == "cpu"
+
+
 def test_points_carbon_cannot_carry_are_refused() -> None:
     paths = PathTemplate("{host}.{service}")
     for bad in (None, float("nan"), float("inf"), "12"):
