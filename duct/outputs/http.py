@@ -161,23 +161,7 @@ class HTTP(RiemannBytesOutput):
 
     def createClient(self) -> None:
         """Keep connections open between batches, up to one per batch in flight."""
-        from twisted.web.client import Agent, HTTPConnectionPool
-
-        from duct.lib.http import TLSPolicy
-
-        client = self.http
-        if client._agent is not None or client._treq is not None:  # set already (a test's)
-            return
-        reactor = self.duct.reactor
-        self._pool = pool = HTTPConnectionPool(reactor, persistent=True)
-        pool.maxPersistentPerHost = self.maxInFlight
-        pool.retryAutomatically = False  # a POST is not repeated behind the writer's back
-        client.agent = Agent(
-            reactor,
-            contextFactory=TLSPolicy(self.config, self.name),
-            connectTimeout=client.timeout,
-            pool=pool,
-        )
+        self._pool = self.http.keepConnections(self.maxInFlight)
 
     def closeClient(self) -> Any:
         pool, self._pool = self._pool, None
