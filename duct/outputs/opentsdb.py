@@ -51,7 +51,8 @@ def encodePoint(event: Event) -> dict[str, Any]:
         tags["state"] = _clean(event.state)
     for key, value in (event.attributes or {}).items():
         tags[_clean(str(key))] = _clean(str(value))
-    tags = {key: value for key, value in tags.items() if key and value}
+    if "" in tags or not all(tags.values()):
+        tags = {key: value for key, value in tags.items() if key and value}
     if not tags:
         raise Uncarried("the event has no host and no tag")
     return {"metric": name, "timestamp": int(event.time * 1000), "value": metric, "tags": tags}
