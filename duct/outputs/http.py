@@ -11,7 +11,7 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from duct.lib.http import HTTP_CLIENT_OPTIONS, HTTPError
-from duct.lib.json import eventJson
+from duct.lib.json import eventArray, eventJson, eventLines
 from duct.lib.retryafter import retryAfter
 from duct.options import REQUIRED, Option
 from duct.output import Refused
@@ -176,12 +176,13 @@ class HTTP(RiemannBytesOutput):
         if self.format == "riemann":
             body = msgFromEncoded(events)
         else:
-            lines = self.encodeEach(events, eventJson)
-            if self.format == "json":
-                body = ("[" + ",".join(lines) + "]").encode("utf-8")
-            else:
-                lines.append("")
-                body = "\n".join(lines).encode("utf-8")
+            json = self.format == "json"
+            try:  # the whole batch at once, the common case
+                text = eventArray(events) if json else eventLines(events)
+            except Exception:  # some event cannot be encoded: find which
+                lines = self.encodeEach(events, eventJson)
+                text = "[" + ",".join(lines) + "]" if json else "\n".join([*lines, ""])
+            body = text.encode("utf-8")
         if self.gzip:
             body = gzip.compress(body, compresslevel=6, mtime=0)
         return body
