@@ -18,7 +18,13 @@ from twisted.python.failure import Failure
 from duct import testing
 from duct.objects import Event
 from duct.outputs.graphite import Graphite
-from duct.outputs.graphite_format import PathTemplate, Point, pickleMessages, plaintextLine
+from duct.outputs.graphite_format import (
+    PATHS_CACHED,
+    PathTemplate,
+    Point,
+    pickleMessages,
+    plaintextLine,
+)
 from duct.testing import FakeDuct, configure
 
 T0 = 1_700_000_000.75
@@ -65,6 +71,19 @@ def test_prefix_written_into_the_template_keeps_the_template_meaning() -> None:
     assert PathTemplate("{{x}}.{prefix}{service}", "p").path(event("cpu")) == "x.pcpu"
     assert PathTemplate("{prefix}_{short}.{service}", "p").path(event("cpu")) == "p_web1.cpu"
     assert PathTemplate("{service:>{state}}").path(event("cpu", state="5")) == "cpu"
+
+
+def test_paths_kept_for_reuse_follow_every_field_and_stay_bounded() -> None:
+    paths = PathTemplate("{short}.{state}.{service}")
+    for _ in range(2):
+        assert paths.path(event("cpu", state="ok")) == "web1.ok.cpu"
+        assert paths.path(event("cpu", state="warning")) == "web1.warning.cpu"
+        assert paths.path(event("cpu", host="db1.example", state="ok")) == "db1.ok.cpu"
+        with pytest.raises(ValueError):
+            paths.path(event("x" * 300))
+    for i in range(PATHS_CACHED + 10):
+        assert paths.path(event(f"s{i}")) == f"web1.ok.s{i}"
+    assert paths._cachedPath.cache_info().currsize == PATHS_CACHED
 
 
 def test_points_carbon_cannot_carry_are_refused() -> None:

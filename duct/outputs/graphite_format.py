@@ -9,6 +9,7 @@ bytes carbon's line and pickle receivers read.
 
 from __future__ import annotations
 
+import functools
 import math
 import pickle
 import re
@@ -41,6 +42,9 @@ MAX_PATH = 4096
 past 16 KiB, and whisper keeps each path as a file."""
 MAX_NODE = 255
 """The longest node: a node is a file or directory name in carbon's store."""
+
+PATHS_CACHED = 8192
+"""How many series' paths a `PathTemplate` keeps, the most recently used."""
 
 _LENGTH = struct.Struct("!L")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_\-:#@%+=,~]+")
@@ -107,11 +111,20 @@ class PathTemplate:
         self._host, self._fqdn, self._short, self._state = (
             name in names for name in ("host", "fqdn", "short", "state")
         )
+        self._cachedPath = functools.lru_cache(maxsize=PATHS_CACHED)(self._path)
 
     def path(self, event: Event) -> str:
-        # Only the fields the template names are worked out: this runs for every event.
-        hostname = event.hostname or ""
-        fields = {"prefix": self.prefix, "service": _sanitisePath(event.service or "")}
+        """The event's path; `UncarriedEvent` if carbon cannot store it.
+
+        The paths of the last `PATHS_CACHED` series are kept: a host
+        sends the same series again and again, each worked out once.
+        """
+        return self._cachedPath(event.hostname, event.service, event.state)
+
+    def _path(self, hostname: str | None, service: str | None, state: str | None) -> str:
+        # Only the fields the template names are worked out.
+        hostname = hostname or ""
+        fields = {"prefix": self.prefix, "service": _sanitisePath(service or "")}
         if self._host:
             fields["host"] = sanitiseNode(hostname.replace(".", "_"))
         if self._fqdn:
@@ -119,7 +132,7 @@ class PathTemplate:
         if self._short:
             fields["short"] = sanitiseNode(hostname.split(".", 1)[0])
         if self._state:
-            fields["state"] = sanitiseNode(event.state or "")
+            fields["state"] = sanitiseNode(state or "")
         path = _sanitisePath(self._format.format_map(fields))
         if not path:
             raise UncarriedEvent("the event's path is empty")
