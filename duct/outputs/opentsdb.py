@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -25,7 +26,9 @@ class Uncarried(ValueError):
     """An event OpenTSDB cannot store."""
 
 
+@functools.lru_cache(maxsize=4096)
 def _clean(text: str) -> str:
+    # Kept for the names and values seen last: the same few come with every event.
     return _UNSAFE.sub("_", text).strip("_")
 
 
