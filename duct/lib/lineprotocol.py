@@ -14,6 +14,7 @@ field.  Tags with an empty value are left out, as InfluxDB requires.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -58,6 +59,12 @@ def _checked(text: str, what: str) -> str:
     return text
 
 
+ESCAPES_CACHED = 4096
+"""How many escaped names and values are kept, the most recently used: the
+same measurements, keys, hosts and states come with point after point."""
+
+
+@functools.lru_cache(maxsize=ESCAPES_CACHED)
 def escapeMeasurement(name: str) -> str:
     """A measurement name, escaped."""
     if _PLAIN_MEASUREMENT(name):
@@ -65,6 +72,7 @@ def escapeMeasurement(name: str) -> str:
     return _checked(name, "measurement").translate(_MEASUREMENT)
 
 
+@functools.lru_cache(maxsize=ESCAPES_CACHED)
 def escapeKey(text: str, what: str = "tag") -> str:
     """A tag key, a tag value or a field key, escaped."""
     if _PLAIN_KEY(text):
