@@ -7,7 +7,10 @@ No Elasticsearch runs here; `fakeapis.BulkAPI` answers as Elasticsearch's
 
 from __future__ import annotations
 
+import hashlib
 import json
+import time
+from base64 import urlsafe_b64encode
 from typing import Any
 
 import pytest
@@ -51,6 +54,27 @@ def test_items_go_to_the_index_of_their_day_with_a_stable_id() -> None:
     assert output.encodeItem(event("cpu", 1)) == output.encodeItem(event("cpu", 1))
     assert output.encodeItem(event("cpu", 1)) != output.encodeItem(event("cpu", 2))
     assert ElasticSearchLog is ElasticSearch
+
+
+def test_an_item_is_its_action_and_document_with_the_id_a_hash_of_both() -> None:
+    output = ElasticSearch(configure(ElasticSearch, {"index": "duct-%Y.%m.%d-%H"}), FakeDuct())
+    day = 86400
+    for when in (T0, T0 + 1, T0 + day, T0 - 0.0000001, 1700006399.9999996):
+        item = output.encodeItem(event("cpu", 1, when))
+        action, source, end = item.split(b"\n")
+        index = time.strftime("duct-%Y.%m.%d-%H", time.gmtime(when))
+        digest = hashlib.blake2b(index.encode() + b"\n" + source, digest_size=15).digest()
+        expected = {"index": {"_index": index, "_id": urlsafe_b64encode(digest).decode()}}
+        assert action == json.dumps(expected, separators=(",", ":")).encode() and end == b""
+        assert source == json.dumps(document(event("cpu", 1, when)), separators=(",", ":")).encode()
+    assert (
+        json.loads(output.encodeItem(event("cpu", 1, 1700006399.9999996)).split(b"\n")[1])[
+            "@timestamp"
+        ]
+        == "2023-11-15T00:00:00.000000Z"
+    )
+    with pytest.raises(ValueError):
+        output.encodeItem(event("cpu", 1, float("nan")))
 
 
 def test_bulk_outcome_sorts_refusals_from_retries() -> None:

@@ -18,7 +18,13 @@ from twisted.python.failure import Failure
 from duct import testing
 from duct.objects import Event
 from duct.outputs.graphite import Graphite
-from duct.outputs.graphite_format import PathTemplate, Point, pickleMessages, plaintextLine
+from duct.outputs.graphite_format import (
+    PATHS_CACHED,
+    PathTemplate,
+    Point,
+    pickleMessages,
+    plaintextLine,
+)
 from duct.testing import FakeDuct, configure
 
 T0 = 1_700_000_000.75
@@ -47,6 +53,37 @@ def test_no_prefix_leaves_no_empty_node() -> None:
 def test_template_fields() -> None:
     paths = PathTemplate("servers.{short}.{state}.{service}.{fqdn}")
     assert paths.path(event("cpu", state="warning")) == "servers.web1.warning.cpu.web1.example.com"
+
+
+def test_paths_already_clean_and_paths_to_sanitise_agree() -> None:
+    """A clean path is taken as it is; anything else goes through sanitising, node by node."""
+    paths = PathTemplate("{prefix}.{host}.{service}")
+    assert paths.path(event("disk.sda.reads", host="web1")) == "web1.disk.sda.reads"
+    assert paths.path(event("_disk_..sda ._reads_", host="_web1_")) == "web1.disk.sda.reads"
+    assert paths.path(event("a_b.c-d", host="h")) == "h.a_b.c-d"
+    assert paths.path(event("é.x", host="h")) == "h.x"
+
+
+def test_prefix_written_into_the_template_keeps_the_template_meaning() -> None:
+    assert PathTemplate("..{prefix}..{service}").path(event("cpu")) == "cpu"
+    assert PathTemplate("{prefix}.{service}", " a..b ").path(event("cpu")) == "a.b.cpu"
+    assert PathTemplate("{prefix!s}.{service}", "p").path(event("cpu")) == "p.cpu"
+    assert PathTemplate("{{x}}.{prefix}{service}", "p").path(event("cpu")) == "x.pcpu"
+    assert PathTemplate("{prefix}_{short}.{service}", "p").path(event("cpu")) == "p_web1.cpu"
+    assert PathTemplate("{service:>{state}}").path(event("cpu", state="5")) == "cpu"
+
+
+def test_paths_kept_for_reuse_follow_every_field_and_stay_bounded() -> None:
+    paths = PathTemplate("{short}.{state}.{service}")
+    for _ in range(2):
+        assert paths.path(event("cpu", state="ok")) == "web1.ok.cpu"
+        assert paths.path(event("cpu", state="warning")) == "web1.warning.cpu"
+        assert paths.path(event("cpu", host="db1.example", state="ok")) == "db1.ok.cpu"
+        with pytest.raises(ValueError):
+            paths.path(event("x" * 300))
+    for i in range(PATHS_CACHED + 10):
+        assert paths.path(event(f"s{i}")) == f"web1.ok.s{i}"
+    assert paths._cachedPath.cache_info().currsize == PATHS_CACHED
 
 
 def test_points_carbon_cannot_carry_are_refused() -> None:

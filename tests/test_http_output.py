@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from email.utils import formatdate
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest_twisted
 from httpsink import HTTPSink, listen
 
 from duct.objects import Event
+from duct.output import Unencodable
 from duct.outputs.http import HTTP
 from duct.protocol.riemann import EncodedEvents, encodeEvent
 from duct.testing import FakeDuct, OutputHarness, StubHTTP, configure, waitFor
@@ -251,3 +253,26 @@ async def test_a_timeout_is_retried(reactor: Any) -> None:
     sink = Slow()
     output = await deliver(reactor, sink, [events(3)], timeout=0.2)
     assert sink.services == ["e0", "e1", "e2"] and output.failures == 1
+
+
+@pytest.mark.parametrize("format", ["json", "jsonl"])
+def test_a_batch_encoded_whole_or_event_by_event_reads_the_same(format: str) -> None:
+    output = HTTP(configure(HTTP, {"url": "http://127.0.0.1:1/", "format": format}), FakeDuct())
+
+    def decoded(body: bytes) -> list[Any]:
+        if format == "json":
+            return json.loads(body)
+        return [json.loads(line) for line in body.decode().splitlines()]
+
+    batch = events(6)
+    assert decoded(output.encode(batch)) == [e.asDict() for e in batch]
+    batch[1].metric = float("nan")  # written as null, and nothing refused
+    batch[2].attributes = {"k": object()}  # written as its str
+    body = decoded(output.encode(batch))
+    assert body[1]["metric"] is None and body[2]["attributes"]["k"].startswith("<object")
+    assert [e["service"] for e in body] == [e.service for e in batch]
+    batch[4].attributes = {("not", "text"): "x"}  # no JSON key: that event alone is refused
+    with pytest.raises(Unencodable) as refused:
+        output.encode(batch)
+    assert refused.value.items == [4]
+    assert decoded(output.encode([batch[0], batch[5]])) == [batch[0].asDict(), batch[5].asDict()]

@@ -63,8 +63,9 @@ def test_line_protocol_escapes_as_documented() -> None:
 def test_line_protocol_refuses_what_it_cannot_carry(
     measurement: str, tags: dict[str, str], fields: dict[str, Any]
 ) -> None:
-    with pytest.raises(LineProtocolError):
-        line(measurement, tags, fields)
+    for _ in range(2):  # refused again: what is kept of earlier escapes holds no refusal
+        with pytest.raises(LineProtocolError):
+            line(measurement, tags, fields)
 
 
 def test_timestamps_keep_microseconds() -> None:

@@ -36,6 +36,14 @@ def test_a_point_has_metric_timestamp_value_and_tags() -> None:
             encodePoint(event("x", bad, 1.0))
 
 
+def test_tags_that_clean_to_nothing_are_left_out() -> None:
+    e = event("cpu", 1.0, 1.0, host="web1", attributes={"  ": "x", "dc": "  ", "rack": "r 1"})
+    e.state = "  "
+    assert encodePoint(e)["tags"] == {"host": "web1", "rack": "r_1"}
+    with pytest.raises(ValueError, match="no host"):
+        encodePoint(event("cpu", 1.0, 1.0, host=" ", state=None))
+
+
 def test_details_name_the_failed_points_by_index() -> None:
     points = [encodePoint(event(f"m{i % 2}", i, 1700000000 + i)) for i in range(4)]
     answer = {

@@ -276,7 +276,7 @@ class Client:
     when ``user`` is set, and a ``timeout`` that covers connecting, the
     response and its whole body (`Timeout` when it runs out).  A status
     outside 2xx fails with `HTTPError`.  Each request has a connection of
-    its own, closed once it is done.
+    its own, closed once it is done, unless `keepConnections` was called.
 
     :param reactor: where connections and timeouts run (``duct.reactor``).
     :param config: a plugin's config; options it lacks take the defaults of
@@ -309,22 +309,42 @@ class Client:
         name = getattr(plugin, "service", None) or getattr(plugin, "name", None)
         return cls(plugin.duct.reactor, plugin.config, str(name or ""))
 
+    def _newAgent(self, pool: HTTPConnectionPool) -> Agent:
+        return Agent(
+            self.reactor,
+            contextFactory=TLSPolicy(self.config, self.name),
+            connectTimeout=self.timeout,
+            pool=pool,
+        )
+
     @property
     def agent(self) -> Any:
         if self._agent is None:
-            pool = HTTPConnectionPool(self.reactor, persistent=False)
-            self._agent = Agent(
-                self.reactor,
-                contextFactory=TLSPolicy(self.config, self.name),
-                connectTimeout=self.timeout,
-                pool=pool,
-            )
+            self._agent = self._newAgent(HTTPConnectionPool(self.reactor, persistent=False))
         return self._agent
 
     @agent.setter
     def agent(self, agent: Any) -> None:
         self._agent = agent
         self._treq = None
+
+    def keepConnections(self, perHost: int) -> HTTPConnectionPool | None:
+        """Keep up to ``perHost`` connections to each host open between requests.
+
+        For an output that sends batch after batch to one place: each
+        request then costs no new connection (nor TLS handshake).  A
+        request that fails on a connection the server closed is not sent
+        again behind the caller's back.  Returns the pool, whose
+        ``closeCachedConnections`` closes them, or None when an agent or
+        a treq was set already (a test's), which is left as it is.
+        """
+        if self._agent is not None or self._treq is not None:
+            return None
+        pool = HTTPConnectionPool(self.reactor, persistent=True)
+        pool.maxPersistentPerHost = perHost
+        pool.retryAutomatically = False
+        self.agent = self._newAgent(pool)
+        return pool
 
     @property
     def treq(self) -> Any:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from duct.event import Event
 
-__all__ = ["dumps", "eventJson", "eventLines", "finite", "finiteNumber"]
+__all__ = ["dumps", "eventArray", "eventJson", "eventLines", "finite", "finiteNumber"]
 
 # Built once: json.dumps with keyword arguments builds a new encoder per call.
 _compact = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=str).encode
@@ -63,6 +63,14 @@ def eventJson(event: Event, seq: int | None = None) -> str:
         return _compact(data)
     except ValueError:
         return _compact(finite(data))
+
+
+def eventArray(events: Sequence[Event]) -> str:
+    """The events as one compact JSON array, encoded in one call ("[]" for no events)."""
+    try:
+        return _compact([event.asDict() for event in events])
+    except ValueError:  # rare: some event carries NaN or infinity
+        return "[" + ",".join([eventJson(event) for event in events]) + "]"
 
 
 def eventLines(events: Sequence[Event]) -> str:

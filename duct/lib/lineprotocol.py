@@ -14,7 +14,9 @@ field.  Tags with an empty value are left out, as InfluxDB requires.
 
 from __future__ import annotations
 
+import functools
 import math
+import re
 from collections.abc import Iterable, Mapping
 from typing import Union
 
@@ -42,6 +44,9 @@ PRECISIONS: dict[str, int] = {"ns": 1_000_000_000, "us": 1_000_000, "ms": 1_000,
 _MEASUREMENT = str.maketrans({",": "\\,", " ": "\\ "})
 _KEY = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ "})
 _STRING = str.maketrans({"\\": "\\\\", '"': '\\"'})
+# Text that needs neither escaping nor refusing, the common case: taken as it is.
+_PLAIN_MEASUREMENT = re.compile(r"[^, \\\n\r]+").fullmatch
+_PLAIN_KEY = re.compile(r"[^,= \\\n\r]+").fullmatch
 
 
 def _checked(text: str, what: str) -> str:
@@ -54,18 +59,31 @@ def _checked(text: str, what: str) -> str:
     return text
 
 
+ESCAPES_CACHED = 4096
+"""How many escaped names and values are kept, the most recently used: the
+same measurements, keys, hosts and states come with point after point."""
+
+
+@functools.lru_cache(maxsize=ESCAPES_CACHED)
 def escapeMeasurement(name: str) -> str:
     """A measurement name, escaped."""
+    if _PLAIN_MEASUREMENT(name):
+        return name
     return _checked(name, "measurement").translate(_MEASUREMENT)
 
 
+@functools.lru_cache(maxsize=ESCAPES_CACHED)
 def escapeKey(text: str, what: str = "tag") -> str:
     """A tag key, a tag value or a field key, escaped."""
+    if _PLAIN_KEY(text):
+        return text
     return _checked(text, what).translate(_KEY)
 
 
 def formatField(value: FieldValue) -> str:
     """A field value as line protocol writes it."""
+    if type(value) is float and math.isfinite(value):  # the common case, first
+        return repr(value)
     if isinstance(value, bool):
         return "t" if value else "f"
     if isinstance(value, int):
@@ -96,15 +114,19 @@ def line(
     """One point: its measurement, tags (sorted by key, as InfluxDB prefers), fields, time."""
     if not fields:
         raise LineProtocolError(f"a point of {measurement!r} needs at least one field")
-    pairs = tags.items() if isinstance(tags, Mapping) else tags
-    parts = [escapeMeasurement(measurement)]
-    for key, value in sorted(pairs):
-        if value != "":
-            parts.append(f"{escapeKey(key, 'tag key')}={escapeKey(value, 'tag value')}")
-    fieldSet = ",".join(
-        f"{escapeKey(key, 'field key')}={formatField(value)}" for key, value in fields.items()
+    pairs = tags.items() if isinstance(tags, dict) or isinstance(tags, Mapping) else tags
+    name = escapeMeasurement(measurement)
+    tagSet = "".join(
+        [
+            f",{escapeKey(key, 'tag key')}={escapeKey(value, 'tag value')}"
+            for key, value in sorted(pairs)
+            if value != ""
+        ]
     )
-    head = ",".join(parts)
+    fieldSet = ",".join(
+        [f"{escapeKey(key, 'field key')}={formatField(value)}" for key, value in fields.items()]
+    )
+    head = name + tagSet
     if time is None:
         return f"{head} {fieldSet}"
     return f"{head} {fieldSet} {time}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -19,6 +20,27 @@ from duct.output import Refused
 from duct.outputs.httpbatch import HTTPBatchOutput, StatusError
 
 __all__ = ["ElasticSearch", "ElasticSearchLog", "Retry", "bulkOutcome", "document"]
+
+
+_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+"""Compact JSON that refuses NaN, built once (`json.dumps` builds an encoder per call)."""
+
+
+@functools.lru_cache(maxsize=256)
+def _utc(pattern: str, second: int) -> str:
+    """``pattern`` (a strftime pattern) of a whole second in UTC.
+
+    The events of a batch fall in a few seconds, so the same few are asked
+    for again and again; the cache stays small.
+    """
+    return time.strftime(pattern, time.gmtime(second))
+
+
+@functools.lru_cache(maxsize=256)
+def _action(pattern: str, second: int) -> tuple[str, bytes]:
+    """The index of an event of that second, and its action line up to the ``_id``'s value."""
+    index = _utc(pattern, second)
+    return index, f'{{"index":{{"_index":{_encode(index)},"_id":"'.encode()
 
 
 class Retry(Exception):
@@ -51,7 +73,7 @@ def _isoformat(seconds: float) -> str:
     micros = int(round((seconds - whole) * 1e6))
     if micros >= 1_000_000:
         whole, micros = whole + 1, 0
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{micros:06d}Z"
+    return _utc("%Y-%m-%dT%H:%M:%S", whole) + f".{micros:06d}Z"
 
 
 def bulkOutcome(answer: Any) -> tuple[list[int], list[int], str]:
@@ -126,11 +148,10 @@ class ElasticSearch(HTTPBatchOutput):
 
     def encodeItem(self, event: Event) -> bytes:
         """An event as its two NDJSON lines, the action and the document."""
-        index = time.strftime(self.index, time.gmtime(event.time))
-        source = json.dumps(document(event), separators=(",", ":"), allow_nan=False)
-        digest = hashlib.blake2b(f"{index}\n{source}".encode(), digest_size=15).digest()
-        action = {"index": {"_index": index, "_id": urlsafe_b64encode(digest).decode()}}
-        return f"{json.dumps(action, separators=(',', ':'))}\n{source}\n".encode()
+        index, action = _action(self.index, math.floor(event.time))
+        source = _encode(document(event)).encode()
+        digest = hashlib.blake2b(index.encode() + b"\n" + source, digest_size=15).digest()
+        return b"".join((action, urlsafe_b64encode(digest), b'"}}\n', source, b"\n"))
 
     def writeBatch(self, events: list[Event]) -> Deferred[None]:
         body = b"".join(self.encodeEach(events, self.encodeItem))

@@ -9,6 +9,7 @@ bytes carbon's line and pickle receivers read.
 
 from __future__ import annotations
 
+import functools
 import math
 import pickle
 import re
@@ -42,11 +43,21 @@ past 16 KiB, and whisper keeps each path as a file."""
 MAX_NODE = 255
 """The longest node: a node is a file or directory name in carbon's store."""
 
+PATHS_CACHED = 8192
+"""How many series' paths a `PathTemplate` keeps, the most recently used."""
+
 _LENGTH = struct.Struct("!L")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_\-:#@%+=,~]+")
 """What a path node may not hold: whitespace (which ends a plaintext field),
 dots (which separate nodes), slashes (which carbon's whisper files would
 turn into directories) and other punctuation."""
+_UNSAFE_IN_PATH = re.compile(r"[^A-Za-z0-9_\-:#@%+=,~.]+")
+"""The same, but for dots: one pass over a dotted path sanitises every node."""
+_SAFE = r"A-Za-z0-9\-:#@%+=,~"
+_NODE = rf"[{_SAFE}](?:[_{_SAFE}]*[{_SAFE}])?"
+_CLEAN_PATH = re.compile(rf"{_NODE}(?:\.{_NODE})*")
+"""A path that sanitising leaves as it is: nodes of safe characters, none
+empty, none starting or ending with ``_``."""
 
 
 class UncarriedEvent(ValueError):
@@ -65,9 +76,16 @@ def sanitiseNode(text: str) -> str:
 
 
 def _sanitisePath(text: str) -> str:
-    """A dotted path: each node sanitised, empty nodes left out."""
-    nodes = (sanitiseNode(node) for node in text.split("."))
-    return ".".join(node for node in nodes if node)
+    """A dotted path: each node sanitised, empty nodes left out.
+
+    The same as `sanitiseNode` on each node, in one substitution over the
+    whole path: a run of unsafe characters never holds a dot, so it never
+    crosses a node's boundary.
+    """
+    if _CLEAN_PATH.fullmatch(text):
+        return text
+    nodes = _UNSAFE_IN_PATH.sub("_", text).split(".")
+    return ".".join([node for part in nodes if (node := part.strip("_"))])
 
 
 class PathTemplate:
@@ -89,21 +107,38 @@ class PathTemplate:
         problem = templateProblem(template)
         if problem:
             raise ValueError(problem)
+        self._format, names = _withPrefix(template, self.prefix)
+        self._host, self._fqdn, self._short, self._state = (
+            name in names for name in ("host", "fqdn", "short", "state")
+        )
+        self._cachedPath = functools.lru_cache(maxsize=PATHS_CACHED)(self._path)
 
     def path(self, event: Event) -> str:
-        hostname = event.hostname or ""
-        fields = {
-            "prefix": self.prefix,
-            "host": sanitiseNode(hostname.replace(".", "_")),
-            "fqdn": _sanitisePath(hostname),
-            "short": sanitiseNode(hostname.split(".", 1)[0]),
-            "service": _sanitisePath(event.service or ""),
-            "state": sanitiseNode(event.state or ""),
-        }
-        path = _sanitisePath(self.template.format_map(fields))
+        """The event's path; `UncarriedEvent` if carbon cannot store it.
+
+        The paths of the last `PATHS_CACHED` series are kept: a host
+        sends the same series again and again, each worked out once.
+        """
+        return self._cachedPath(event.hostname, event.service, event.state)
+
+    def _path(self, hostname: str | None, service: str | None, state: str | None) -> str:
+        # Only the fields the template names are worked out.
+        hostname = hostname or ""
+        fields = {"prefix": self.prefix, "service": _sanitisePath(service or "")}
+        if self._host:
+            fields["host"] = sanitiseNode(hostname.replace(".", "_"))
+        if self._fqdn:
+            fields["fqdn"] = _sanitisePath(hostname)
+        if self._short:
+            fields["short"] = sanitiseNode(hostname.split(".", 1)[0])
+        if self._state:
+            fields["state"] = sanitiseNode(state or "")
+        path = _sanitisePath(self._format.format_map(fields))
         if not path:
             raise UncarriedEvent("the event's path is empty")
-        if len(path) > MAX_PATH or max(map(len, path.split("."))) > MAX_NODE:
+        if len(path) > MAX_NODE and (
+            len(path) > MAX_PATH or max(map(len, path.split("."))) > MAX_NODE
+        ):
             raise UncarriedEvent(f"the path is longer than carbon stores: {path[:80]}...")
         return path
 
@@ -119,6 +154,31 @@ class PathTemplate:
         if isinstance(metric, float) and not math.isfinite(metric):
             raise UncarriedEvent(f"metric {metric!r} is not finite")
         return Point(self.path(event), metric, int(event.time))
+
+
+def _withPrefix(template: str, prefix: str) -> tuple[str, set[str]]:
+    """``template`` with ``prefix`` written in, and the fields left in it.
+
+    Sanitising the formatted path drops empty nodes, so the leading dots
+    of the result (those of an empty prefix) are dropped here once rather
+    than for every event.  A template whose format specs hold fields of
+    their own keeps every field.
+    """
+    parts: list[str] = []
+    names: set[str] = set()
+    for literal, name, spec, conversion in string.Formatter().parse(template):
+        parts.append(literal.replace("{", "{{").replace("}", "}}"))
+        if name is None:
+            continue
+        if name == "prefix" and not spec and not conversion:
+            parts.append(prefix)  # sanitised: it holds no braces
+            continue
+        names.add(name)
+        if spec and "{" in spec:
+            names.update(FIELDS)
+        field = name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
+        parts.append("{" + field + "}")
+    return "".join(parts).lstrip("."), names
 
 
 def templateProblem(template: str) -> str | None:

@@ -11,7 +11,7 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from duct.lib.http import HTTP_CLIENT_OPTIONS, HTTPError
-from duct.lib.json import eventJson
+from duct.lib.json import eventArray, eventJson, eventLines
 from duct.lib.retryafter import retryAfter
 from duct.options import REQUIRED, Option
 from duct.output import Refused
@@ -161,23 +161,7 @@ class HTTP(RiemannBytesOutput):
 
     def createClient(self) -> None:
         """Keep connections open between batches, up to one per batch in flight."""
-        from twisted.web.client import Agent, HTTPConnectionPool
-
-        from duct.lib.http import TLSPolicy
-
-        client = self.http
-        if client._agent is not None or client._treq is not None:  # set already (a test's)
-            return
-        reactor = self.duct.reactor
-        self._pool = pool = HTTPConnectionPool(reactor, persistent=True)
-        pool.maxPersistentPerHost = self.maxInFlight
-        pool.retryAutomatically = False  # a POST is not repeated behind the writer's back
-        client.agent = Agent(
-            reactor,
-            contextFactory=TLSPolicy(self.config, self.name),
-            connectTimeout=client.timeout,
-            pool=pool,
-        )
+        self._pool = self.http.keepConnections(self.maxInFlight)
 
     def closeClient(self) -> Any:
         pool, self._pool = self._pool, None
@@ -192,12 +176,13 @@ class HTTP(RiemannBytesOutput):
         if self.format == "riemann":
             body = msgFromEncoded(events)
         else:
-            lines = self.encodeEach(events, eventJson)
-            if self.format == "json":
-                body = ("[" + ",".join(lines) + "]").encode("utf-8")
-            else:
-                lines.append("")
-                body = "\n".join(lines).encode("utf-8")
+            json = self.format == "json"
+            try:  # the whole batch at once, the common case
+                text = eventArray(events) if json else eventLines(events)
+            except Exception:  # some event cannot be encoded: find which
+                lines = self.encodeEach(events, eventJson)
+                text = "[" + ",".join(lines) + "]" if json else "\n".join([*lines, ""])
+            body = text.encode("utf-8")
         if self.gzip:
             body = gzip.compress(body, compresslevel=6, mtime=0)
         return body

@@ -12,7 +12,7 @@ from duct.lib.http import HTTP_CLIENT_OPTIONS, HTTPResponse
 from duct.lib.tokenbucket import TokenBucket
 from duct.objects import Output
 from duct.options import Option
-from duct.outputs.httppost import post
+from duct.outputs.httppost import KeptConnections, post
 
 __all__ = ["HTTPBatchOutput", "StatusError"]
 
@@ -26,7 +26,7 @@ class StatusError(Exception):
         self.code = response.code
 
 
-class HTTPBatchOutput(Output):
+class HTTPBatchOutput(KeptConnections, Output):
     """POSTs each batch to ``url`` plus a path, with the HTTP and TLS options.
 
     ``interval`` and ``maxrate`` keep the meaning of duct's own outputs of

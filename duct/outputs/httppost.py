@@ -18,7 +18,26 @@ from twisted.internet.defer import Deferred
 from duct.lib.http import Client, HTTPResponse
 from duct.lib.process import Timeout
 
-__all__ = ["post"]
+__all__ = ["KeptConnections", "post"]
+
+
+class KeptConnections:
+    """For an output that POSTs its batches: connections kept open between batches.
+
+    Up to one a batch in flight (``maxInFlight``), opened by `createClient`
+    on ``self.http`` and closed by `closeClient`.
+    """
+
+    http: Client
+    maxInFlight: int
+    _pool: Any = None
+
+    def createClient(self) -> None:
+        self._pool = self.http.keepConnections(self.maxInFlight)
+
+    def closeClient(self) -> Any:
+        pool, self._pool = self._pool, None
+        return pool.closeCachedConnections() if pool is not None else None
 
 
 def post(

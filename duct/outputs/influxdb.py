@@ -14,6 +14,7 @@ from duct.lib.tokenbucket import TokenBucket
 from duct.objects import Event, Output
 from duct.options import Option
 from duct.output import Refused
+from duct.outputs.httppost import KeptConnections
 from duct.stats import counter
 
 __all__ = ["InfluxDB", "PRECISION_NAMES", "REFUSED_CODES"]
@@ -45,7 +46,7 @@ the points at fault are found.  Every other failure is retried."""
 PLACES = ("tag", "field", "drop")
 
 
-class InfluxDB(Output):
+class InfluxDB(KeptConnections, Output):
     """Write each event as one point of InfluxDB line protocol, over HTTP.
 
     The measurement is `prefix` and the service; the event's host is the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -25,7 +26,9 @@ class Uncarried(ValueError):
     """An event OpenTSDB cannot store."""
 
 
+@functools.lru_cache(maxsize=4096)
 def _clean(text: str) -> str:
+    # Kept for the names and values seen last: the same few come with every event.
     return _UNSAFE.sub("_", text).strip("_")
 
 
@@ -51,7 +54,8 @@ def encodePoint(event: Event) -> dict[str, Any]:
         tags["state"] = _clean(event.state)
     for key, value in (event.attributes or {}).items():
         tags[_clean(str(key))] = _clean(str(value))
-    tags = {key: value for key, value in tags.items() if key and value}
+    if "" in tags or not all(tags.values()):
+        tags = {key: value for key, value in tags.items() if key and value}
     if not tags:
         raise Uncarried("the event has no host and no tag")
     return {"metric": name, "timestamp": int(event.time * 1000), "value": metric, "tags": tags}

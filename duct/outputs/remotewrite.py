@@ -16,6 +16,7 @@ from duct.lib.promlabels import LABEL_OPTIONS, Labeller, SeriesKey
 from duct.objects import Event, Output
 from duct.options import REQUIRED, Option
 from duct.output import Refused
+from duct.outputs.httppost import KeptConnections
 from duct.protocol.remote_pb2 import WriteRequest
 from duct.stats import counter
 
@@ -60,7 +61,7 @@ def decodeWriteRequest(body: bytes) -> WriteRequest:
     return request
 
 
-class RemoteWrite(Output):
+class RemoteWrite(KeptConnections, Output):
     """Send each event as a sample to a Prometheus remote write receiver (protocol 1.0).
 
     The series is named and labelled as for the `Prometheus` output
