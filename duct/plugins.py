@@ -50,6 +50,7 @@ BUILTIN_SOURCES = (
     "duct.sources.riemann.RiemannUDP",
     "duct.sources.selfstats.SelfStats",
     "duct.sources.snmp.SNMP",
+    "duct.sources.snmp.SNMPCisco837",
     "duct.sources.Duct",
 )
 
