@@ -20,7 +20,8 @@ set -euo pipefail
 # rabbitmq-server are what the database and queue sources read; the
 # Nagios plugins are what the Command check runs unchanged; munin-node,
 # snmpd, unbound (with unbound-control) and postfix are the servers their
-# sources read.
+# sources read; sensors (lm-sensors) and smartctl (smartmontools) are what
+# the hardware sources run, here finding nothing to read.
 wanted=(
     systemd-analyze:systemd
     chromium:chromium
@@ -47,6 +48,8 @@ wanted=(
     snmpd:snmpd
     unbound:unbound
     postfix:postfix
+    sensors:lm-sensors
+    smartctl:smartmontools
 )
 
 need=()
