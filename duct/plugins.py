@@ -24,6 +24,7 @@ BUILTIN_SOURCES = (
     "duct.sources.linux.sensors.Sensors",
     "duct.sources.linux.sensors.LMSensors",
     "duct.sources.linux.sensors.SMART",
+    "duct.sources.linux.ipsec.StrongSwan",
     "duct.sources.network.HTTP",
     "duct.sources.network.TCP",
     "duct.sources.network.TLS",

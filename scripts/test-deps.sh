@@ -21,7 +21,8 @@ set -euo pipefail
 # Nagios plugins are what the Command check runs unchanged; munin-node,
 # snmpd, unbound (with unbound-control) and postfix are the servers their
 # sources read; sensors (lm-sensors) and smartctl (smartmontools) are what
-# the hardware sources run, here finding nothing to read.
+# the hardware sources run, here finding nothing to read; charon, swanctl
+# and ipsec are the strongSwan the IPsec source asks, with a tunnel to itself.
 wanted=(
     systemd-analyze:systemd
     chromium:chromium
@@ -50,6 +51,9 @@ wanted=(
     postfix:postfix
     sensors:lm-sensors
     smartctl:smartmontools
+    /usr/lib/ipsec/charon:strongswan-charon
+    swanctl:strongswan-swanctl
+    ipsec:strongswan-starter
 )
 
 need=()
