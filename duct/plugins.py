@@ -44,6 +44,8 @@ BUILTIN_SOURCES = (
     "duct.sources.database.memcache.Memcache",
     "duct.sources.database.postgresql.PostgreSQL",
     "duct.sources.database.mysql.MySQL",
+    "duct.sources.database.elasticsearch.ElasticSearch",
+    "duct.sources.riak.RiakStats",
     "duct.sources.rabbitmq.Queues",
     "duct.sources.munin.MuninNode",
     "duct.sources.nginx.Nginx",
