@@ -25,6 +25,7 @@ BUILTIN_SOURCES = (
     "duct.sources.linux.sensors.LMSensors",
     "duct.sources.linux.sensors.SMART",
     "duct.sources.linux.ipsec.StrongSwan",
+    "duct.sources.sensors.environment.MPL115",
     "duct.sources.network.HTTP",
     "duct.sources.network.TCP",
     "duct.sources.network.TLS",
