@@ -21,6 +21,11 @@ BUILTIN_SOURCES = (
     "duct.sources.linux.process.ProcessCount",
     "duct.sources.linux.process.ProcessStats",
     "duct.sources.linux.process.Process",
+    "duct.sources.linux.sensors.Sensors",
+    "duct.sources.linux.sensors.LMSensors",
+    "duct.sources.linux.sensors.SMART",
+    "duct.sources.linux.ipsec.StrongSwan",
+    "duct.sources.sensors.environment.MPL115",
     "duct.sources.network.HTTP",
     "duct.sources.network.TCP",
     "duct.sources.network.TLS",
@@ -40,6 +45,8 @@ BUILTIN_SOURCES = (
     "duct.sources.database.memcache.Memcache",
     "duct.sources.database.postgresql.PostgreSQL",
     "duct.sources.database.mysql.MySQL",
+    "duct.sources.database.elasticsearch.ElasticSearch",
+    "duct.sources.riak.RiakStats",
     "duct.sources.rabbitmq.Queues",
     "duct.sources.munin.MuninNode",
     "duct.sources.nginx.Nginx",
@@ -50,6 +57,7 @@ BUILTIN_SOURCES = (
     "duct.sources.riemann.RiemannUDP",
     "duct.sources.selfstats.SelfStats",
     "duct.sources.snmp.SNMP",
+    "duct.sources.snmp.SNMPCisco837",
     "duct.sources.Duct",
 )
 

@@ -20,7 +20,9 @@ set -euo pipefail
 # rabbitmq-server are what the database and queue sources read; the
 # Nagios plugins are what the Command check runs unchanged; munin-node,
 # snmpd, unbound (with unbound-control) and postfix are the servers their
-# sources read.
+# sources read; sensors (lm-sensors) and smartctl (smartmontools) are what
+# the hardware sources run, here finding nothing to read; charon, swanctl
+# and ipsec are the strongSwan the IPsec source asks, with a tunnel to itself.
 wanted=(
     systemd-analyze:systemd
     chromium:chromium
@@ -47,6 +49,11 @@ wanted=(
     snmpd:snmpd
     unbound:unbound
     postfix:postfix
+    sensors:lm-sensors
+    smartctl:smartmontools
+    /usr/lib/ipsec/charon:strongswan-charon
+    swanctl:strongswan-swanctl
+    ipsec:strongswan-starter
 )
 
 need=()

@@ -298,3 +298,12 @@ def snmpd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SNMPAgent]:
     """Debian's snmpd on 127.0.0.1 with a v2c community and a v3 user, for the whole session."""
     root = tmp_path_factory.mktemp("snmpd")
     yield from _sessionServer(findSNMPD, lambda binary: startSNMPD(binary, root), "snmpd")
+
+
+@pytest.fixture(scope="session")
+def charon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Debian's strongSwan charon with a private config and one tunnel up, for the session."""
+    from strongswanserver import findCharon, startCharon
+
+    root = tmp_path_factory.mktemp("strongswan")
+    yield from _sessionServer(findCharon, lambda binary: startCharon(binary, root), "strongswan")

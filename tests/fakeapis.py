@@ -1,10 +1,12 @@
 """HTTP APIs played by `twisted.web` resources, answering as the real servers document.
 
-No Elasticsearch, OpenTSDB or Bosun server runs here: `BulkAPI` answers
+No Elasticsearch, OpenTSDB, Bosun or Riak server runs here: `BulkAPI` answers
 ``POST /_bulk`` with the shapes of Elasticsearch's documentation
 (``{"errors": true, "items": [{"index": {"status": 400, "error": {...}}}]}``,
 an overall 429), and `PutAPI` answers ``POST /api/put`` (and
-``/api/metadata/put``) with OpenTSDB's ``details`` answer.  `Served`
+``/api/metadata/put``) with OpenTSDB's ``details`` answer.  `StatsAPI`
+answers GETs with recorded JSON by path: Riak's ``/stats``,
+Elasticsearch's ``/_cluster/stats`` and ``/_nodes/stats``.  `Served`
 listens on a free port of 127.0.0.1 and can stop and listen again there.
 """
 
@@ -125,6 +127,48 @@ class PutAPI(resource.Resource):
         ]
         answer = {"errors": errors, "failed": len(bad), "success": len(points) - len(bad)}
         return json.dumps(answer).encode()
+
+
+class StatsAPI(resource.Resource):
+    """GET answers by path: recorded JSON, shaped as the server's documentation shows it.
+
+    With ``credentials`` (``b"user:password"``), a request without them
+    gets a 401 as Elasticsearch's security answers it.  ``silent`` makes
+    requests wait for ever; ``status`` answers every request with it.
+    The ``User-Agent`` of each request is kept in ``agents``.
+    """
+
+    isLeaf = True
+
+    def __init__(self, answers: dict[str, Any], credentials: bytes | None = None) -> None:
+        super().__init__()
+        self.answers = answers
+        self.credentials = credentials
+        self.silent = False
+        self.status: int | None = None
+        self.agents: list[bytes | None] = []
+        self.waiting: list[Any] = []
+
+    def render_GET(self, request: Any) -> Any:
+        self.agents.append(request.getHeader(b"user-agent"))
+        if self.silent:
+            self.waiting.append(request)
+            return server.NOT_DONE_YET
+        request.setHeader(b"content-type", b"application/json")
+        if self.credentials is not None:
+            given = (request.getUser() or b"") + b":" + (request.getPassword() or b"")
+            if given != self.credentials:
+                request.setResponseCode(401)
+                request.setHeader(b"www-authenticate", b'Basic realm="security"')
+                error = {"type": "security_exception", "reason": "unable to authenticate user"}
+                return json.dumps(
+                    {"error": {**error, "root_cause": [error]}, "status": 401}
+                ).encode()
+        path = request.path.decode()
+        if self.status is not None or path not in self.answers:
+            request.setResponseCode(self.status or 404)
+            return b'{"error":"not found","status":404}'
+        return json.dumps(self.answers[path]).encode()
 
 
 class Served:

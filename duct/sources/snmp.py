@@ -1,4 +1,4 @@
-"""snmp: interface counters of an SNMP agent (IF-MIB), over v2c or v3."""
+"""snmp: interface counters of an SNMP agent (IF-MIB), over v2c or v3, and an ADSL line."""
 
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ class SNMP(Source):
     """
 
     sync = True
-    options = (
+    options: tuple[Option, ...] = (
         Option("ip", "string", "127.0.0.1", "SNMP agent host"),
         Option("port", "integer", 161, "SNMP agent UDP port", minimum=1),
         Option("community", "string", "public", "v2c read community"),
@@ -102,24 +102,96 @@ class SNMP(Source):
         """The agent's rows of ``columns`` (a Deferred `Table`)."""
         return self.snmp.walk(columns)
 
+    def columns(self) -> list[str]:
+        """The columns each poll walks."""
+        return [IF_DESCR, *COLUMNS]
+
+    def tableEvents(self, table: Table) -> list[Event]:
+        """The events of one walk's answer."""
+        return interfaceEvents(self, table)
+
     async def get(self) -> list[Event]:
         where = f"SNMP agent {self.target.host}:{self.target.port}"
+        columns = self.columns()
         # Each of the columns may wait for every try; past that, the walk is abandoned.
-        limit = self.target.timeout * (self.target.retries + 1) * (len(COLUMNS) + 1) + 1
+        limit = self.target.timeout * (self.target.retries + 1) * len(columns) + 1
 
         def timedOut(result: object, seconds: float) -> Any:
             raise Timeout(f"no answer in {seconds:g}s")
 
         try:
-            walking = self.walk([IF_DESCR, *COLUMNS])
+            walking = self.walk(columns)
             table = await walking.addTimeout(limit, self.clock, onTimeoutCancel=timedOut)
         except Exception:
             why = failureReason(Failure())
             return [self.createEvent("critical", f"{where}: {why}", 0, "state")]
-        return [*interfaceEvents(self, table), self.createEvent("ok", where, 1, "state")]
+        return [*self.tableEvents(table), self.createEvent("ok", where, 1, "state")]
 
     def stopTimer(self) -> Any:
         """Stop polling, then close the SNMP engine's socket."""
         stopping = super().stopTimer()
         stopping.addCallback(lambda _: self.snmp.close())
         return stopping
+
+
+ADSL = "1.3.6.1.2.1.10.94.1.1"
+"""ADSL-LINE-MIB's tables (adslMibObjects.1)."""
+ADSL_RATES = {  # column: (service, description), the channel's current rate in bit/s
+    f"{ADSL}.4.1.2": ("adsl.rxrate", "SNMP ADSL sync downstream {value:.0f}"),
+    f"{ADSL}.5.1.2": ("adsl.txrate", "SNMP ADSL sync upstream {value:.0f}"),
+}
+"""adslAtucChanCurrTxRate (the exchange sends: downstream), adslAturChanCurrTxRate (upstream)."""
+ADSL_LINE = {  # column of adslAturPhysTable: (service, description), in tenths of a dB(m)
+    f"{ADSL}.3.1.7": ("adsl.outpwr", "SNMP ADSL output power {value:0.2f}dBm"),
+    f"{ADSL}.3.1.5": ("adsl.attn", "SNMP ADSL attenuation {value:0.2f}dB"),
+    f"{ADSL}.3.1.4": ("adsl.margin", "SNMP ADSL noise margin {value:0.2f}dB"),
+}
+"""adslAturCurrOutputPwr, adslAturCurrAtn and adslAturCurrSnrMgn of the modem's end."""
+
+
+def firstRow(rows: dict[str, tuple[str, int | str]], index: str | None) -> int | None:
+    """The integer in row ``index``, or in the lowest row when ``index`` is None."""
+    if index is None and rows:
+        index = min(rows, key=lambda key: [int(part) for part in key.split(".")])
+    kind, value = rows.get(index or "", ("", None))
+    return value if isinstance(value, int) else None
+
+
+class SNMPCisco837(SNMP):
+    """An ADSL router such as a Cisco 837: its interfaces, as `SNMP` reads them, and its line.
+
+    From ADSL-LINE-MIB: ``{service}.adsl.rxrate`` and ``.adsl.txrate``,
+    the downstream and upstream sync rates (bit/s) of the first channel;
+    ``.adsl.outpwr`` (dBm), ``.adsl.attn`` and ``.adsl.margin`` (dB) of
+    the line ``adsl_index`` (the router's end).  ``{service}.adsl.state``
+    is 1, ``ok``, when the agent has those figures, else 0, ``critical``.
+    """
+
+    options = (
+        Option(
+            "adsl_index",
+            "integer",
+            None,
+            "ifIndex of the ADSL line (default: the first line the agent lists)",
+            minimum=1,
+        ),  # fmt: skip
+    )
+
+    def columns(self) -> list[str]:
+        return [*super().columns(), *ADSL_RATES, *ADSL_LINE]
+
+    def tableEvents(self, table: Table) -> list[Event]:
+        events = super().tableEvents(table)
+        line = self.config["adsl_index"]
+        found = []
+        for figures, index, scale in ((ADSL_RATES, None, 1.0), (ADSL_LINE, line, 10.0)):
+            for column, (name, text) in figures.items():
+                value = firstRow(table.get(column, {}), None if index is None else str(index))
+                if value is not None:
+                    found.append(self.createEvent("ok", text.format(value=value / scale),
+                                                  value / scale, name))  # fmt: skip
+        if len(found) < len(ADSL_RATES) + len(ADSL_LINE):
+            where = "ADSL line" if line is None else f"ADSL line {line}"
+            missing = f"the agent has no {where} (ADSL-LINE-MIB), or not all its figures"
+            return [*events, *found, self.createEvent("critical", missing, 0, "adsl.state")]
+        return [*events, *found, self.createEvent("ok", "ADSL line", 1, "adsl.state")]

@@ -1,0 +1,1 @@
+"""Sources that read environmental sensors attached to this machine."""
