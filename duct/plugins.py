@@ -41,6 +41,7 @@ BUILTIN_SOURCES = (
     "duct.sources.database.postgresql.PostgreSQL",
     "duct.sources.database.mysql.MySQL",
     "duct.sources.rabbitmq.Queues",
+    "duct.sources.generator.Function",
     "duct.sources.munin.MuninNode",
     "duct.sources.nginx.Nginx",
     "duct.sources.postfix.Postfix",
