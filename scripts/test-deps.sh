@@ -20,7 +20,8 @@ set -euo pipefail
 # rabbitmq-server are what the database and queue sources read; the
 # Nagios plugins are what the Command check runs unchanged; munin-node,
 # snmpd, unbound (with unbound-control) and postfix are the servers their
-# sources read.
+# sources read; uwsgi, with its Python 3 plugin for the vassal's app, is
+# the Emperor whose stats the uWSGI source reads.
 wanted=(
     systemd-analyze:systemd
     chromium:chromium
@@ -47,6 +48,8 @@ wanted=(
     snmpd:snmpd
     unbound:unbound
     postfix:postfix
+    uwsgi:uwsgi
+    uwsgi_python3:uwsgi-plugin-python3
 )
 
 need=()

@@ -21,6 +21,7 @@ from sshserver import SSHD, findSSHD, startSSHD, stopSSHD
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, globalLogPublisher
 from unboundserver import UnboundServer, findUnbound, startUnbound
+from uwsgiserver import EmperorServer, findUwsgi, startEmperor
 from vmserver import VictoriaMetrics, findVictoriaMetrics, startVictoriaMetrics
 
 
@@ -291,6 +292,13 @@ def postfix() -> Iterator[PostfixServer]:
     """
     root = Path(tempfile.mkdtemp(prefix="duct-postfix-"))
     yield from _sessionServer(findPostfix, lambda binary: startPostfix(binary, root), "postfix")
+
+
+@pytest.fixture(scope="session")
+def uwsgi_emperor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmperorServer]:
+    """Debian's uWSGI as an Emperor with one Python vassal and its stats server, for the session."""
+    root = tmp_path_factory.mktemp("uwsgi")
+    yield from _sessionServer(findUwsgi, lambda binary: startEmperor(binary, root), "uwsgi")
 
 
 @pytest.fixture(scope="session")
