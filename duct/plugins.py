@@ -44,6 +44,7 @@ BUILTIN_SOURCES = (
     "duct.sources.generator.Function",
     "duct.sources.munin.MuninNode",
     "duct.sources.nginx.Nginx",
+    "duct.sources.mail.SMTP",
     "duct.sources.postfix.Postfix",
     "duct.sources.python.uwsgi.Emperor",
     "duct.sources.unbound.Stats",
