@@ -45,6 +45,7 @@ BUILTIN_SOURCES = (
     "duct.sources.munin.MuninNode",
     "duct.sources.nginx.Nginx",
     "duct.sources.mail.SMTP",
+    "duct.sources.mail.RoundTrip",
     "duct.sources.postfix.Postfix",
     "duct.sources.python.uwsgi.Emperor",
     "duct.sources.unbound.Stats",

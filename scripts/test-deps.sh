@@ -20,8 +20,9 @@ set -euo pipefail
 # rabbitmq-server are what the database and queue sources read; the
 # Nagios plugins are what the Command check runs unchanged; munin-node,
 # snmpd, unbound (with unbound-control) and postfix are the servers their
-# sources read; uwsgi, with its Python 3 plugin for the vassal's app, is
-# the Emperor whose stats the uWSGI source reads.
+# sources read (postfix also takes the mail checks' messages, and dovecot
+# serves them back over IMAP); uwsgi, with its Python 3 plugin for the
+# vassal's app, is the Emperor whose stats the uWSGI source reads.
 wanted=(
     systemd-analyze:systemd
     chromium:chromium
@@ -48,6 +49,7 @@ wanted=(
     snmpd:snmpd
     unbound:unbound
     postfix:postfix
+    dovecot:dovecot-imapd
     uwsgi:uwsgi
     uwsgi_python3:uwsgi-plugin-python3
 )

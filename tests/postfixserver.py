@@ -4,7 +4,9 @@
 127.0.0.1, nothing chrooted) with the queue and data directories under
 ``root``, and starts the instance with ``postfix -c``.  Every message is
 for a ``defer_transports`` transport, so it waits in the deferred queue:
-nothing leaves the machine.  smtpd refuses one recipient, `REJECTED`.
+nothing leaves the machine; only `MAILBOX` is delivered, to a maildir
+under ``root/mail`` (what `dovecotserver` serves over IMAP).  smtpd
+refuses one recipient, `REJECTED`.
 A second smtpd, on ``tlsPort``, offers STARTTLS.  ``root`` must be
 reachable by the postfix user, so `startPostfix` opens it to all
 (pytest's own tmp is private).
@@ -12,6 +14,7 @@ reachable by the postfix user, so `startPostfix` opens it to all
 
 from __future__ import annotations
 
+import os
 import shutil
 import smtplib
 import subprocess
@@ -42,9 +45,19 @@ maillog_file_prefixes = {root}
 smtpd_recipient_restrictions =
     check_recipient_access inline:{{ {{ {rejected} = REJECT no such mailbox here }} }}
     permit_mynetworks reject_unauth_destination
+virtual_mailbox_domains = mail.duct.test
+virtual_mailbox_base = {root}/mail
+virtual_mailbox_maps = inline:{{ {mailbox}=probe/ }}
+virtual_minimum_uid = 100
+virtual_uid_maps = static:{uid}
+virtual_gid_maps = static:{uid}
 """
 
 REJECTED = "rejected@duct.test"
+MAILBOX = "probe@mail.duct.test"
+"""The one address delivered here, by virtual(8), to the maildir ``mail/probe/``."""
+MAIL_UID = 65534
+"""Who owns the maildirs (nobody), for postfix's virtual(8) and for dovecot."""
 """The one recipient smtpd refuses, with ``554 5.7.1 <...>: Recipient address rejected``."""
 
 # Debian's master.cf up to postlog, with smtpd on the port and nothing chrooted; a
@@ -162,7 +175,11 @@ def startPostfix(binary: str, root: Path) -> PostfixServer:
     (root / "queue").mkdir()
     (root / "data").mkdir()
     shutil.chown(root / "data", "postfix")
-    (root / "conf" / "main.cf").write_text(MAIN.format(root=root, rejected=REJECTED))
+    (root / "mail").mkdir()
+    os.chown(root / "mail", MAIL_UID, MAIL_UID)
+    (root / "conf" / "main.cf").write_text(
+        MAIN.format(root=root, rejected=REJECTED, mailbox=MAILBOX, uid=MAIL_UID)
+    )
     (root / "conf" / "master.cf").write_text(MASTER.format(port=port, tlsPort=tlsPort, root=root))
     server = PostfixServer(root, port, tlsPort)
     done = subprocess.run([binary, "-c", server.conf, "start"], capture_output=True, text=True,

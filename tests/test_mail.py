@@ -1,4 +1,4 @@
-"""duct.sources.mail.SMTP: messages sent to a real postfix, and to servers that fail."""
+"""duct.sources.mail: SMTP and RoundTrip against a real postfix and dovecot, and failing servers."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from dovecotserver import PASSWORD, DovecotServer
 from localservers import freePort
-from postfixserver import REJECTED, PostfixServer
+from postfixserver import MAILBOX, REJECTED, PostfixServer
 from silentserver import listenSilently
 
-from duct.sources.mail import SMTP, address, domainOf
+from duct.sources.mail import SMTP, RoundTrip, address, domainOf
 from duct.testing import FakeDuct, SourceHarness, waitFor
 
 TO = "Someone <someone@example.invalid>"
@@ -142,3 +143,117 @@ def test_defaults_follow_the_original() -> None:
     assert b"Subject: Duct check abc" in body and b"Duct email test: abc" in body
     assert address("Tensor <tensor@host>") == "tensor@host" and address("a@b") == "a@b"
     assert domainOf("127.0.0.1") == "[127.0.0.1]" and domainOf("::1") == "[::1]"
+
+
+# -- RoundTrip: through postfix to its maildir, and back over IMAP from dovecot ---------------
+
+
+def roundTrip(reactor: Any, mta: PostfixServer, imap: int, **config: Any) -> SourceHarness:
+    config = {"service": "mail", "server": "127.0.0.1", "port": mta.port, "to": MAILBOX,
+              "from": "Duct <duct@duct.test>", "mail_server": "127.0.0.1", "mail_port": imap,
+              "mail_username": MAILBOX, "mail_password": PASSWORD, **config}  # fmt: skip
+    return SourceHarness(RoundTrip, config, duct=FakeDuct(reactor=reactor))
+
+
+async def pollUntil(harness: SourceHarness, service: str, timeout: float = 30) -> list[Any]:
+    """Poll again and again (each poll is one IMAP look) until one yields ``service``."""
+    events: list[Any] = []
+
+    async def polled() -> bool:
+        events[:] = await harness.poll()
+        return any(e.service == service for e in events)
+
+    await waitFor(harness.duct.reactor, polled, service, timeout)
+    return events
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_message_goes_round_through_postfix_and_dovecot(
+    reactor: Any, mta: PostfixServer, dovecot: DovecotServer
+) -> None:
+    harness = roundTrip(reactor, mta, dovecot.port, smtp_server="127.0.0.1")
+    [smtp] = await harness.poll()
+    assert (smtp.service, smtp.state) == ("mail.smtp", "ok")
+    assert smtp.metric > 0
+    events = byService(await pollUntil(harness, "mail.delivery"))
+    assert events["mail.imap"].state == "ok"
+    delivery = events["mail.delivery"]
+    assert delivery.state == "ok" and delivery.metric >= smtp.metric
+    assert harness.source.pending is None
+    maildir = mta.root / "mail" / "probe"
+    assert list((maildir / "new").iterdir()) + list((maildir / "cur").iterdir()) == []
+    [again] = await harness.poll()
+    assert again.service == "mail.smtp"  # the next message is on its way
+    await pollUntil(harness, "mail.delivery")
+    assert harness.errors == [], dovecot.log()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_wrong_imap_password_is_critical_with_the_servers_words(
+    reactor: Any, mta: PostfixServer, dovecot: DovecotServer
+) -> None:
+    harness = roundTrip(reactor, mta, dovecot.port, mail_password="wrong")
+    await harness.poll()
+    events = byService(await harness.poll())
+    assert (events["mail.imap"].state, events["mail.imap"].metric) == ("critical", 0)
+    assert "Authentication failed" in events["mail.imap"].description
+    assert "mail.delivery" not in events and harness.source.pending is not None
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_message_that_never_arrives_is_critical_after_max_time(
+    reactor: Any, mta: PostfixServer, dovecot: DovecotServer
+) -> None:
+    # Accepted by postfix and deferred there: it never reaches the mailbox.
+    harness = roundTrip(reactor, mta, dovecot.port, to="nobody@example.invalid", max_time=0.5)
+    [smtp] = await harness.poll()
+    assert smtp.state == "ok"
+    events = byService(await pollUntil(harness, "mail.delivery"))
+    assert events["mail.imap"].state == "ok"
+    assert events["mail.delivery"].state == "critical"
+    assert "not delivered in" in events["mail.delivery"].description
+    assert harness.source.pending is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_imap_server_that_refuses_or_stays_silent_is_critical(
+    reactor: Any, mta: PostfixServer
+) -> None:
+    closed = freePort()
+    harness = roundTrip(reactor, mta, closed)
+    await harness.poll()
+    events = byService(await harness.poll())
+    assert events["mail.imap"].state == "critical"
+    assert "refused" in events["mail.imap"].description.lower()
+    silent = listenSilently(reactor)
+    try:
+        harness = roundTrip(reactor, mta, silent.getHost().port, timeout=0.3)
+        await harness.poll()
+        events = byService(await harness.poll())
+    finally:
+        await silent.stopListening()
+    assert events["mail.imap"].state == "critical"
+    assert events["mail.imap"].description.endswith("the IMAP exchange: no answer in 0.3s")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_send_that_fails_leaves_nothing_to_wait_for(
+    reactor: Any, mta: PostfixServer
+) -> None:
+    harness = roundTrip(reactor, mta, freePort(), to=REJECTED)
+    [smtp] = await harness.poll()
+    assert (smtp.service, smtp.state) == ("mail.smtp", "critical")
+    assert "Recipient address rejected" in smtp.description
+    assert harness.source.pending is None
+
+
+def test_round_trip_takes_the_originals_option_names() -> None:
+    config = {"service": "mail", "smtp_server": "mx.duct.test", "smtp_port": 587,
+              "mail_username": "u", "mail_password": "p"}  # fmt: skip
+    source = SourceHarness(RoundTrip, config).source
+    assert (source.server, source.config["port"]) == ("mx.duct.test", 587)
+    assert (source.config["imap_mailbox"], source.config["max_time"]) == ("INBOX", 60.0)
+    with pytest.raises(ValueError, match="mail_type"):
+        SourceHarness(RoundTrip, {**config, "mail_type": "pop3"})
+    with pytest.raises(ValueError, match="mail_password: missing required key"):
+        SourceHarness(RoundTrip, {"service": "mail", "mail_username": "u"})

@@ -19,11 +19,12 @@ from twisted.mail.smtp import (
     TLSRequiredError,
 )
 
+from duct.lib.imapcheck import imapReason, takeMessage
 from duct.lib.process import Timeout
 from duct.lib.tcpclient import reason, within
 from duct.lib.tls import TLS_CLIENT_OPTIONS, tlsFromConfig
 from duct.objects import Event, Source
-from duct.options import Option
+from duct.options import REQUIRED, Option
 
 SUBJECT = "Duct check {id}"
 BODY = "Duct email test: {id}"
@@ -163,3 +164,91 @@ class SMTP(Source):
         return [self.createEvent("ok", f"SMTP {where}: sent in {elapsed:.0f} ms", elapsed,
                                  "latency"),
                 self.createEvent("ok", f"SMTP {where}: {why}", 1, "state")]  # fmt: skip
+
+
+class RoundTrip(SMTP):
+    """Sends a message by SMTP, then looks for it over IMAP until it arrives.
+
+    A poll with no message on its way sends one: ``{service}.smtp``, the
+    milliseconds the server took to accept it, ``critical`` with the reason
+    when it did not.  Each poll after that logs in to ``mail_server`` and
+    looks in ``imap_mailbox`` for a message with that subject and body:
+    ``{service}.imap``, 1, ``ok``, when the search was done; 0,
+    ``critical``, with the reason, when the server refused, the login
+    failed or ``timeout`` passed.  Once the message is there,
+    ``{service}.delivery`` is the milliseconds from sending it to finding
+    it, and the message is deleted; if it has not come ``max_time``
+    seconds after it was sent, ``{service}.delivery`` is ``critical`` and
+    the next poll sends another.
+    """
+
+    options = (
+        Option("smtp_server", "string", None, "another name for server", alias_of="server"),
+        Option("smtp_port", "integer", None, "another name for port", alias_of="port", minimum=1),
+        Option("mail_type", "string", "imap", "how the message is fetched", choices=("imap",)),
+        Option("mail_server", "string", None, "IMAP server (default: the source's hostname)"),
+        Option(
+            "mail_port",
+            "integer",
+            None,
+            "IMAP port (default: 143, or 993 with mail_ssl)",
+            minimum=1,
+        ),  # fmt: skip
+        Option("mail_username", "string", REQUIRED, "IMAP user the message is sent to"),
+        Option("mail_password", "string", REQUIRED, "IMAP password"),
+        Option("mail_ssl", "boolean", False, "IMAP over TLS (imaps), the certificate verified"),
+        Option("imap_mailbox", "string", "INBOX", "mailbox the message arrives in"),
+        Option("max_time", "number", 60.0, "seconds to wait for the message to arrive", above=0),
+    )
+
+    def __init__(self, config: dict[str, Any], queueBack: Any, duct: Any) -> None:
+        super().__init__(config, queueBack, duct)
+        self.pending: tuple[str, float] | None = None
+        """The id of the message on its way, and when its sending started."""
+
+    async def get(self) -> list[Event]:
+        if self.pending is None:
+            return await self.sendOne()
+        return await self.lookForIt(*self.pending)
+
+    async def sendOne(self) -> list[Event]:
+        where = f"{self.server}:{self.config['port']}"
+        mailId, started = uuid.uuid4().hex, self.clock.seconds()
+        sent, elapsed, why = await self.send(mailId)
+        if not sent:
+            return [self.createEvent("critical", f"SMTP {where}: {why}", elapsed, "smtp")]
+        self.pending = (mailId, started)
+        return [self.createEvent("ok", f"SMTP {where}: sent in {elapsed:.0f} ms: {why}",
+                                 elapsed, "smtp")]  # fmt: skip
+
+    async def lookForIt(self, mailId: str, started: float) -> list[Event]:
+        config = self.config
+        host = config["mail_server"] or self.hostname
+        ssl = bool(config["mail_ssl"])
+        port = config["mail_port"] or (993 if ssl else 143)
+        where, timeout = f"{host}:{port}", float(config["timeout"])
+        try:
+            tls = tlsFromConfig(host, config, self.service) if ssl else None
+            looking = Deferred.fromCoroutine(takeMessage(
+                self.duct.reactor, host, port, config["mail_username"], config["mail_password"],
+                config["imap_mailbox"], SUBJECT.format(id=mailId), BODY.format(id=mailId), tls,
+                timeout))  # fmt: skip
+            found = await within(looking, timeout, self.clock, "the IMAP exchange")
+        except Exception as e:
+            events = [self.createEvent("critical", f"IMAP {where}: {imapReason(e)}", 0, "imap")]
+            return events + self.overdue(mailId, started)
+        events = [self.createEvent("ok", f"IMAP {where}", 1, "imap")]
+        if not found:
+            return events + self.overdue(mailId, started)
+        self.pending = None
+        trip = (self.clock.seconds() - started) * 1000
+        return [*events, self.createEvent("ok", f"delivered in {trip:.0f} ms", trip, "delivery")]
+
+    def overdue(self, mailId: str, started: float) -> list[Event]:
+        """A critical delivery once ``max_time`` has passed; the next poll then sends anew."""
+        waited = self.clock.seconds() - started
+        if waited <= float(self.config["max_time"]):
+            return []
+        self.pending = None
+        return [self.createEvent("critical", f"message {mailId} not delivered in {waited:.0f} s",
+                                 waited * 1000, "delivery")]  # fmt: skip
