@@ -304,11 +304,14 @@ def uwsgi_emperor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmperorS
 
 @pytest.fixture(scope="session")
 def dovecot(postfix: PostfixServer) -> Iterator[DovecotServer]:
-    """Debian's dovecot serving over IMAP the maildirs the session's postfix delivers to."""
+    """Debian's dovecot serving over IMAP the maildirs the session's postfix delivers to.
+
+    It also checks the logins of the postfix's SMTP AUTH listener.
+    """
     root = Path(tempfile.mkdtemp(prefix="duct-dovecot-"))
 
     def start(binary: str) -> DovecotServer:
-        return startDovecot(binary, root, postfix.root / "mail", MAIL_UID)
+        return startDovecot(binary, root, postfix.root / "mail", MAIL_UID, postfix.sasl)
 
     yield from _sessionServer(findDovecot, start, "dovecot-imapd")
 

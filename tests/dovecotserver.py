@@ -2,7 +2,8 @@
 
 `startDovecot` serves the maildirs the session's postfix delivers to
 (``mail/<user>/`` under its root) over IMAP on 127.0.0.1, to any user
-with the password `PASSWORD`, and returns once it greets.
+with the password `PASSWORD`, and returns once it greets.  It checks the
+logins of postfix's SMTP AUTH listener too, with the same password.
 """
 
 from __future__ import annotations
@@ -45,6 +46,11 @@ service imap-login {{
     port = 0
   }}
 }}
+service auth {{
+  unix_listener {sasl} {{
+    mode = 0666
+  }}
+}}
 service lmtp {{
   unix_listener lmtp {{
     mode = 0600
@@ -76,12 +82,17 @@ def findDovecot() -> str | None:
     return debianBinary(DOVECOT, "dovecot-imapd")
 
 
-def startDovecot(binary: str, root: Path, mail: Path, uid: int) -> DovecotServer:
-    """Run dovecot in the foreground under ``root``, serving the maildirs in ``mail``."""
+def startDovecot(binary: str, root: Path, mail: Path, uid: int, sasl: str) -> DovecotServer:
+    """Run dovecot in the foreground under ``root``, serving the maildirs in ``mail``.
+
+    It also answers postfix's questions about SMTP logins on the socket ``sasl``.
+    """
     root.chmod(0o755)
     port = freePort()
     conf = root / "dovecot.conf"
-    conf.write_text(CONFIG.format(root=root, mail=mail, port=port, uid=uid, password=PASSWORD))
+    conf.write_text(
+        CONFIG.format(root=root, mail=mail, port=port, uid=uid, password=PASSWORD, sasl=sasl)
+    )
     with (root / "stderr").open("wb") as stderr:
         process = subprocess.Popen([binary, "-F", "-c", str(conf)], stdin=subprocess.DEVNULL,
                                    stdout=subprocess.DEVNULL, stderr=stderr)  # fmt: skip

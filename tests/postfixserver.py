@@ -61,7 +61,8 @@ MAIL_UID = 65534
 """The one recipient smtpd refuses, with ``554 5.7.1 <...>: Recipient address rejected``."""
 
 # Debian's master.cf up to postlog, with smtpd on the port and nothing chrooted; a
-# second smtpd offers STARTTLS with a certificate for 127.0.0.1 from the test CA.
+# second smtpd offers STARTTLS with a certificate for 127.0.0.1 from the test CA; a
+# third takes mail only after AUTH, checked by dovecot through the socket sasl/auth.
 MASTER = """\
 127.0.0.1:{port} inet n - n - - smtpd
 127.0.0.1:{tlsPort} inet n - n - - smtpd
@@ -69,6 +70,12 @@ MASTER = """\
   -o smtpd_tls_cert_file={root}/conf/smtpd.pem
   -o smtpd_tls_key_file={root}/conf/smtpd.key
   -o smtpd_tls_loglevel=1
+127.0.0.1:{authPort} inet n - n - - smtpd
+  -o smtpd_sasl_auth_enable=yes
+  -o smtpd_sasl_type=dovecot
+  -o smtpd_sasl_path={root}/sasl/auth
+  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject
+  -o smtpd_recipient_restrictions=permit_sasl_authenticated,reject
 pickup unix n - n 60 1 pickup
 cleanup unix n - n - 0 cleanup
 qmgr unix n - n 300 1 qmgr
@@ -102,6 +109,16 @@ class PostfixServer:
     port: int
     tlsPort: int
     """smtpd offering STARTTLS, with a certificate that `ca` issued."""
+    authPort: int
+    """smtpd taking mail only from a client that authenticated (against `sasl`).
+
+    Each of its connections asks dovecot, so only a test with dovecot running uses it.
+    """
+
+    @property
+    def sasl(self) -> str:
+        """Where smtpd asks dovecot about a login: the socket a `dovecotserver` listens on."""
+        return str(self.root / "sasl" / "auth")
 
     @property
     def ca(self) -> str:
@@ -166,7 +183,7 @@ def findPostfix() -> str | None:
 def startPostfix(binary: str, root: Path) -> PostfixServer:
     """Start the instance under ``root``; smtpd accepts connections once this returns."""
     root.chmod(0o755)
-    port, tlsPort = freePort(), freePort()
+    port, tlsPort, authPort = freePort(), freePort(), freePort()
     (root / "conf").mkdir()
     issued = CertificateAuthority(root / "conf").issue(("127.0.0.1", "localhost"))
     (root / "conf" / "smtpd.pem").write_bytes(issued.cert)
@@ -175,20 +192,23 @@ def startPostfix(binary: str, root: Path) -> PostfixServer:
     (root / "queue").mkdir()
     (root / "data").mkdir()
     shutil.chown(root / "data", "postfix")
+    (root / "sasl").mkdir()
     (root / "mail").mkdir()
     os.chown(root / "mail", MAIL_UID, MAIL_UID)
     (root / "conf" / "main.cf").write_text(
         MAIN.format(root=root, rejected=REJECTED, mailbox=MAILBOX, uid=MAIL_UID)
     )
-    (root / "conf" / "master.cf").write_text(MASTER.format(port=port, tlsPort=tlsPort, root=root))
-    server = PostfixServer(root, port, tlsPort)
+    (root / "conf" / "master.cf").write_text(
+        MASTER.format(port=port, tlsPort=tlsPort, authPort=authPort, root=root)
+    )
+    server = PostfixServer(root, port, tlsPort, authPort)
     done = subprocess.run([binary, "-c", server.conf, "start"], capture_output=True, text=True,
                           timeout=120)  # fmt: skip
     if done.returncode != 0:
         raise RuntimeError(f"postfix did not start: {done.stderr}{server.log()}")
     master = int((root / "queue" / "pid" / "master.pid").read_text())
     try:
-        for listening in (port, tlsPort):
+        for listening in (port, tlsPort):  # authPort's smtpd exits while dovecot is not up
             waitUntil(lambda p=listening: answers(p, b"220", timeout=5), "postfix", 30, pid=master)
     except RuntimeError as e:
         server.stop()

@@ -114,6 +114,27 @@ async def test_without_use_tls_a_starttls_server_is_used_in_the_clear(
 
 
 @pytest_twisted.ensureDeferred
+async def test_username_and_password_log_in_before_sending(
+    reactor: Any, mta: PostfixServer, dovecot: DovecotServer
+) -> None:
+    [refused] = await smtp(reactor, mta.authPort).poll()
+    assert (
+        refused.state == "critical"
+        and "Recipient address rejected: Access denied" in refused.description
+    )
+    login = {"username": "probe", "password": PASSWORD}
+    events = byService(await smtp(reactor, mta.authPort, **login).poll())
+    assert events["smtp.state"].state == "ok", events["smtp.state"].description
+    wrong = {"username": "probe", "password": "wrong"}
+    [failed] = await smtp(reactor, mta.authPort, **wrong).poll()
+    assert failed.state == "critical"
+    assert "535 5.7.8 Error: authentication failed" in failed.description
+    [none] = await smtp(reactor, mta.port, **login).poll()
+    assert none.description.endswith(": username: the server offers no authentication that "
+                                     "duct can use")  # fmt: skip
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_closed_port_is_critical(reactor: Any) -> None:
     port = freePort()
     [state] = await smtp(reactor, port).poll()
