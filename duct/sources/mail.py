@@ -73,13 +73,13 @@ class SMTP(Source):
 
     ``{service}.latency``: milliseconds from connecting to the server's
     acceptance of the message.  ``{service}.state``: 1, ``ok``, with the
-    server's reply, once it took the message; 0, ``critical``, with the
-    reason, when the connection is refused, the server refuses the sender,
-    the recipient or the message, TLS is required and cannot be had (the
-    server's certificate is verified for ``server`` against ``tls_ca``, or
-    the system's CAs), authentication fails,
-    or it is not done within ``timeout``.  The message's subject and body
-    carry an id of its own.
+    server's reply and the message's ``Message-ID``, once it took the
+    message; 0, ``critical``, with the reason, when the connection is
+    refused, the server refuses the sender, the recipient or the message,
+    TLS is required and cannot be had (the server's certificate is
+    verified for ``server`` against ``tls_ca``, or the system's CAs), the
+    login fails, or it is not done within ``timeout``.  It is sent once,
+    never retried.  The message's subject and body carry an id of its own.
     """
 
     sync = True
