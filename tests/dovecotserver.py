@@ -8,6 +8,7 @@ logins of postfix's SMTP AUTH listener too, with the same password.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +77,7 @@ class DovecotServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def findDovecot() -> str | None:
