@@ -20,9 +20,12 @@ set -euo pipefail
 # rabbitmq-server are what the database and queue sources read; the
 # Nagios plugins are what the Command check runs unchanged; munin-node,
 # snmpd, unbound (with unbound-control) and postfix are the servers their
-# sources read; sensors (lm-sensors) and smartctl (smartmontools) are what
-# the hardware sources run, here finding nothing to read; charon, swanctl
-# and ipsec are the strongSwan the IPsec source asks, with a tunnel to itself.
+# sources read (postfix also takes the mail checks' messages, and dovecot
+# serves them back over IMAP); uwsgi, with its Python 3 plugin for the
+# vassal's app, is the Emperor whose stats the uWSGI source reads;
+# sensors (lm-sensors) and smartctl (smartmontools) are what the hardware
+# sources run, here finding nothing to read; charon, swanctl and ipsec are
+# the strongSwan the IPsec source asks, with a tunnel to itself.
 wanted=(
     systemd-analyze:systemd
     chromium:chromium
@@ -54,6 +57,9 @@ wanted=(
     /usr/lib/ipsec/charon:strongswan-charon
     swanctl:strongswan-swanctl
     ipsec:strongswan-starter
+    dovecot:dovecot-imapd
+    uwsgi:uwsgi
+    uwsgi_python3:uwsgi-plugin-python3
 )
 
 need=()

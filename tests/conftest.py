@@ -10,10 +10,11 @@ from typing import Any
 import dbservers
 import pytest
 from carbonserver import Carbon, findCarbon, startCarbon
+from dovecotserver import DovecotServer, findDovecot, startDovecot
 from influxserver import Influx, findInflux, startInflux
 from muninserver import MuninServer, findMunin, startMunin
 from nginxserver import Nginx, findNginx, startNginx, stopNginx
-from postfixserver import PostfixServer, findPostfix, startPostfix
+from postfixserver import MAIL_UID, PostfixServer, findPostfix, startPostfix
 from promserver import PrometheusServer, findPrometheus, startPrometheus
 from rabbitserver import RabbitMQ, findRabbitMQ, startRabbitMQ
 from snmpserver import SNMPAgent, findSNMPD, startSNMPD
@@ -21,6 +22,7 @@ from sshserver import SSHD, findSSHD, startSSHD, stopSSHD
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, globalLogPublisher
 from unboundserver import UnboundServer, findUnbound, startUnbound
+from uwsgiserver import EmperorServer, findUwsgi, startEmperor
 from vmserver import VictoriaMetrics, findVictoriaMetrics, startVictoriaMetrics
 
 
@@ -291,6 +293,27 @@ def postfix() -> Iterator[PostfixServer]:
     """
     root = Path(tempfile.mkdtemp(prefix="duct-postfix-"))
     yield from _sessionServer(findPostfix, lambda binary: startPostfix(binary, root), "postfix")
+
+
+@pytest.fixture(scope="session")
+def uwsgi_emperor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmperorServer]:
+    """Debian's uWSGI as an Emperor with one Python vassal and its stats server, for the session."""
+    root = tmp_path_factory.mktemp("uwsgi")
+    yield from _sessionServer(findUwsgi, lambda binary: startEmperor(binary, root), "uwsgi")
+
+
+@pytest.fixture(scope="session")
+def dovecot(postfix: PostfixServer) -> Iterator[DovecotServer]:
+    """Debian's dovecot serving over IMAP the maildirs the session's postfix delivers to.
+
+    It also checks the logins of the postfix's SMTP AUTH listener.
+    """
+    root = Path(tempfile.mkdtemp(prefix="duct-dovecot-"))
+
+    def start(binary: str) -> DovecotServer:
+        return startDovecot(binary, root, postfix.root / "mail", MAIL_UID, postfix.sasl)
+
+    yield from _sessionServer(findDovecot, start, "dovecot-imapd")
 
 
 @pytest.fixture(scope="session")

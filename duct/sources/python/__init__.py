@@ -1,0 +1,1 @@
+"""Sources for Python application servers."""
