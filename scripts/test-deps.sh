@@ -20,7 +20,8 @@ set -euo pipefail
 # rabbitmq-server are what the database and queue sources read; the
 # Nagios plugins are what the Command check runs unchanged; munin-node,
 # snmpd, unbound (with unbound-control) and postfix are the servers their
-# sources read.
+# sources read; pmacctd (with its sfprobe plugin) is the sFlow agent that
+# samples traffic on lo for the sFlow collector.
 wanted=(
     systemd-analyze:systemd
     chromium:chromium
@@ -47,6 +48,7 @@ wanted=(
     snmpd:snmpd
     unbound:unbound
     postfix:postfix
+    pmacctd:pmacct
 )
 
 need=()

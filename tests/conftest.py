@@ -16,6 +16,7 @@ from nginxserver import Nginx, findNginx, startNginx, stopNginx
 from postfixserver import PostfixServer, findPostfix, startPostfix
 from promserver import PrometheusServer, findPrometheus, startPrometheus
 from rabbitserver import RabbitMQ, findRabbitMQ, startRabbitMQ
+from sflowprobe import SFlowProbe, findPmacctd, startProbe
 from snmpserver import SNMPAgent, findSNMPD, startSNMPD
 from sshserver import SSHD, findSSHD, startSSHD, stopSSHD
 from twisted.internet.task import Clock
@@ -231,6 +232,13 @@ def _sessionServer(find: Any, start: Any, package: str) -> Iterator[Any]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def sflow_probe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SFlowProbe]:
+    """Debian's pmacctd exporting sFlow of one port's traffic on lo, one for the whole session."""
+    root = tmp_path_factory.mktemp("pmacctd")
+    yield from _sessionServer(findPmacctd, lambda binary: startProbe(binary, root), "pmacct")
 
 
 @pytest.fixture(scope="session")

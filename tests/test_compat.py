@@ -529,15 +529,14 @@ def test_a_class_not_there_yet_cannot_be_imported(tmp_path: Path) -> None:
         tmp_path,
         """\
         sources:
-            - service: flows
-              source: duct.sources.sflow.sFlow
-              port: 6343
+            - service: riak
+              source: duct.sources.riak.RiakStats
             - service: containers
               source: duct.sources.docker.ContainerStats
         """,
     )
     assert {(p.item, p.key) for p in found} == {
-        ("sources[0] (service: flows)", "source"),
+        ("sources[0] (service: riak)", "source"),
         ("sources[1] (service: containers)", "source"),
     }
     for problem in found:

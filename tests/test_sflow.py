@@ -19,7 +19,7 @@ from sflowdata import (
     rawHeader,
     u32,
 )
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, LoopingCall
 
 from duct.protocol.sflow import Malformed, decode
 from duct.sources.sflow import sFlow
@@ -90,8 +90,8 @@ def test_a_malformed_datagram_raises_one_error(data: bytes) -> None:
         decode(data)
 
 
-def harness(reactor: Any, **config: Any) -> tuple[SourceHarness, Clock]:
-    clock = Clock()
+def harness(reactor: Any, clock: Any = None, **config: Any) -> tuple[SourceHarness, Any]:
+    clock = Clock() if clock is None else clock
     duct = FakeDuct(clock=clock, reactor=reactor)
     return SourceHarness(sFlow, {"service": "sflow", "interval": 10, "port": 0,
                                  "dnslookup": False, **config}, duct=duct), clock  # fmt: skip
@@ -170,3 +170,96 @@ async def test_bad_datagrams_are_counted_and_the_listener_keeps_going(reactor: A
         assert {e.hostname for e in h.events} == {"172.30.0.5"}
     finally:
         await h.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_pmacctd_samples_give_a_breakdown_by_address_and_port(
+    reactor: Any, sflow_probe: Any
+) -> None:
+    """pmacctd's flow samples of UDP and TCP traffic, flushed each interval on the real clock.
+
+    Its counter samples carry no interface counters (pmacct 1.7.7 sends
+    them empty), so the rates are tested on built and captured datagrams.
+    """
+    from sflowprobe import IFINDEX
+
+    h, _ = harness(reactor, reactor, port=sflow_probe.collectorPort, interval=1)
+    h.start()
+    target = ("127.0.0.1", sflow_probe.trafficPort)
+    server = socket.create_server(target)
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+    def traffic() -> None:
+        udp.sendto(b"u" * 200, target)
+        client = socket.create_connection(target)
+        peer, _ = server.accept()
+        client.sendall(b"t" * 300)
+        peer.close()
+        client.close()
+
+    sending = LoopingCall(traffic)
+    sending.clock = reactor
+    sending.start(0.1)
+    prefix, port = f"sflow.{IFINDEX}", sflow_probe.trafficPort
+    wanted = {f"{prefix}.ip.127.0.0.1.src", f"{prefix}.ip.127.0.0.1.dst",
+              f"{prefix}.port.{port}.dst", f"{prefix}.port.{port}.src"}  # fmt: skip
+    try:
+        await waitFor(reactor, lambda: wanted <= {e.service for e in h.events},
+                      "a breakdown of pmacctd's samples", 30)  # fmt: skip
+        got = [e for e in h.events if e.service in wanted]
+        assert all(e.metric > 0 and e.hostname == "127.0.0.1" for e in got)
+        assert h.source.datagrams > 0 and h.source.malformed == 0
+    finally:
+        sending.stop()
+        server.close()
+        udp.close()
+        await h.stop()
+
+
+def test_an_empty_counter_sample_as_pmacctd_sends_it_decodes_to_no_counters() -> None:
+    d = decode(datagram(counterSample(), flows("10.0.0.1", "10.0.0.2", 100)))
+    assert (d.counters, len(d.flows), d.skipped) == ([], 1, 0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_agents_are_named_by_reverse_dns_cached_and_bounded(reactor: Any) -> None:
+    from twisted.names import client, dns, server
+
+    answered: list[str] = []
+
+    class PTR:
+        def query(self, query: Any, timeout: Any = None) -> Any:
+            from twisted.internet.defer import fail, succeed
+            from twisted.names.error import DomainError
+
+            name = query.name.name.decode()
+            answered.append(name)
+            if name != "1.2.0.192.in-addr.arpa":
+                return fail(DomainError(name))
+            record = dns.RRHeader(query.name.name, dns.PTR, ttl=60,
+                                  payload=dns.Record_PTR(b"switch1.example.net"))  # fmt: skip
+            return succeed(([record], [], []))
+
+    factory = server.DNSServerFactory(authorities=[PTR()])
+    port = reactor.listenUDP(0, dns.DNSDatagramProtocol(factory), interface="127.0.0.1")
+    h, clock = harness(reactor, dnslookup=True, dns_cache=1)
+    h.source.names.resolver = client.Resolver(
+        servers=[("127.0.0.1", port.getHost().port)], reactor=reactor
+    )
+    try:
+        s = h.source
+        for agent in ("192.0.2.1", "192.0.2.1", "192.0.2.9"):
+            s.received(datagram(counterSample(ifCounters(1, 0, 0)), agent=agent), agent)
+        clock.advance(1)
+        for agent in ("192.0.2.1", "192.0.2.9"):
+            s.received(datagram(counterSample(ifCounters(1, 10, 10)), agent=agent), agent)
+        await waitFor(reactor, lambda: len(h.events) == 4, "the named events", 10)
+        assert sorted({e.hostname for e in h.events}) == ["192.0.2.9", "switch1.example.net"]
+        assert len(s.names.cache) == 1  # dns_cache: the first name made way for the second
+        before = len(answered)
+        both = [s.names.lookup("192.0.2.1"), s.names.lookup("192.0.2.1")]
+        assert [await d for d in both] == ["switch1.example.net"] * 2
+        assert len(answered) == before + 1  # one query for both
+        assert s.names.cached("192.0.2.1") == "switch1.example.net"
+    finally:
+        await port.stopListening()
