@@ -263,3 +263,17 @@ async def test_agents_are_named_by_reverse_dns_cached_and_bounded(reactor: Any) 
         assert s.names.cached("192.0.2.1") == "switch1.example.net"
     finally:
         await port.stopListening()
+
+
+def test_a_port_in_use_fails_the_start_naming_the_port(reactor: Any) -> None:
+    from duct.listening import CannotListen
+
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.bind(("127.0.0.1", 0))
+    try:
+        h, _ = harness(reactor, port=taken.getsockname()[1])
+        with pytest.raises(CannotListen) as raised:
+            h.source.startTimer()
+        assert raised.value.key == "port" and h.source.down == "not listening"
+    finally:
+        taken.close()

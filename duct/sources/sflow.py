@@ -10,7 +10,7 @@ from twisted.internet.protocol import DatagramProtocol
 
 from duct.lib.lograte import RateLimitedLog
 from duct.lib.reversedns import ReverseNames
-from duct.listening import listenDatagram
+from duct.listening import CannotListen, listenDatagram
 from duct.objects import Event, Source
 from duct.options import Option
 from duct.protocol.sflow import Datagram, Malformed, decode
@@ -86,7 +86,10 @@ class sFlow(Source):  # noqa: N801 (the original's name, which configurations us
         """Bind now (`duct.listening.CannotListen` if it cannot); then flush each interval."""
         interface = self.config["interface"].replace(":", "\\:")
         listen = f"udp:{self.config['port']}:interface={interface}"
-        self.port = listenDatagram(self.duct.reactor, listen, _Receiver(self), 65536)
+        try:
+            self.port = listenDatagram(self.duct.reactor, listen, _Receiver(self), 65536)
+        except CannotListen as e:  # named by the option a user wrote
+            raise CannotListen("port", e.address, e.reason) from None
         self.log.info("sFlow collector {source} on port {port}", source=self.service,
                       port=self.port.getHost().port)  # fmt: skip
         self.t.start(self.interval, now=False)
