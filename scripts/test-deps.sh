@@ -21,7 +21,9 @@ set -euo pipefail
 # Nagios plugins are what the Command check runs unchanged; munin-node,
 # snmpd, unbound (with unbound-control) and postfix are the servers their
 # sources read; pmacctd (with its sfprobe plugin) is the sFlow agent that
-# samples traffic on lo for the sFlow collector.
+# samples traffic on lo for the sFlow collector; dockerd runs busybox
+# containers (an image imported from busybox-static, as no registry is
+# reachable) for the Docker source.
 wanted=(
     systemd-analyze:systemd
     chromium:chromium
@@ -49,6 +51,8 @@ wanted=(
     unbound:unbound
     postfix:postfix
     pmacctd:pmacct
+    dockerd:docker.io
+    busybox:busybox-static
 )
 
 need=()

@@ -10,6 +10,7 @@ from typing import Any
 import dbservers
 import pytest
 from carbonserver import Carbon, findCarbon, startCarbon
+from dockerserver import DockerEngine, findDockerd, startDocker
 from influxserver import Influx, findInflux, startInflux
 from muninserver import MuninServer, findMunin, startMunin
 from nginxserver import Nginx, findNginx, startNginx, stopNginx
@@ -239,6 +240,13 @@ def sflow_probe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SFlowProbe
     """Debian's pmacctd exporting sFlow of one port's traffic on lo, one for the whole session."""
     root = tmp_path_factory.mktemp("pmacctd")
     yield from _sessionServer(findPmacctd, lambda binary: startProbe(binary, root), "pmacct")
+
+
+@pytest.fixture(scope="session")
+def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerEngine]:
+    """Debian's dockerd on a private socket with two busybox containers, one per session."""
+    root = tmp_path_factory.mktemp("docker")
+    yield from _sessionServer(findDockerd, lambda binary: startDocker(binary, root), "docker.io")
 
 
 @pytest.fixture(scope="session")

@@ -531,13 +531,13 @@ def test_a_class_not_there_yet_cannot_be_imported(tmp_path: Path) -> None:
         sources:
             - service: riak
               source: duct.sources.riak.RiakStats
-            - service: containers
-              source: duct.sources.docker.ContainerStats
+            - service: generated
+              source: duct.sources.generator.Function
         """,
     )
     assert {(p.item, p.key) for p in found} == {
         ("sources[0] (service: riak)", "source"),
-        ("sources[1] (service: containers)", "source"),
+        ("sources[1] (service: generated)", "source"),
     }
     for problem in found:
         assert "cannot import" in problem.message
