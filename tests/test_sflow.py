@@ -277,3 +277,22 @@ def test_a_port_in_use_fails_the_start_naming_the_port(reactor: Any) -> None:
         assert raised.value.key == "port" and h.source.down == "not listening"
     finally:
         taken.close()
+
+
+def test_every_truncation_and_corruption_either_decodes_or_is_malformed() -> None:
+    import random
+
+    built = datagram(flowSample(rawHeader(ethernet(ipv4("10.0.0.1", "10.0.0.2"), vlan=3))),
+                     counterSample(ifCounters(2, 1, 1)))  # fmt: skip
+    cases = [data[:n] for data in (CAPTURED, built) for n in range(len(data))]
+    rng = random.Random(5)
+    for _ in range(2000):
+        data = bytearray(rng.choice((CAPTURED, built)))
+        for _ in range(rng.randint(1, 4)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        cases.append(bytes(data))
+    for data in cases:
+        try:
+            decode(data)
+        except Malformed:
+            pass
