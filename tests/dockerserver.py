@@ -70,7 +70,8 @@ def startDocker(binary: str, root: Path) -> DockerEngine:
     socket = root / "docker.sock"
     command = [binary, "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
                "--pidfile", str(root / "dockerd.pid"), "--host", f"unix://{socket}",
-               "--iptables=false", "--ip-masq=false", "--bridge=none"]  # fmt: skip
+               "--iptables=false", "--ip-masq=false", "--ip-forward=false",
+               "--bridge=none"]  # fmt: skip
     process = ServerProcess(command, "API listen on", root / "dockerd.log")
     process.start()
     engine = DockerEngine(process, socket, root)
