@@ -78,3 +78,28 @@ def test_a_container_is_named_by_marathon_or_by_its_first_name() -> None:
     assert containerName(container, {"Config": {"Env": ["A=1"]}}) == "web"
     assert containerName(container, {"Config": {"Env": ["MARATHON_APP_ID=/a/b"]}}) == "a/b"
     assert containerName({"Id": "0123456789abcdef"}, None) == "0123456789ab"
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_answer_past_the_size_limit_is_refused_over_http(
+    reactor: Any, monkeypatch: Any
+) -> None:
+    from fakeapis import Served
+    from twisted.web import resource
+
+    import duct.sources.docker
+
+    class Containers(resource.Resource):
+        isLeaf = True
+
+        def render_GET(self, request: Any) -> bytes:
+            return b"[" + b",".join([b'{"Id": "abc"}'] * 500) + b"]"
+
+    served = Served(reactor, Containers())
+    monkeypatch.setattr(duct.sources.docker, "MAX_BODY", 1000)
+    try:
+        [event] = await harness(reactor, served.url).poll()
+        assert (event.service, event.state) == ("docker.state", "critical")
+        assert "larger than 1000 bytes" in (event.description or "")
+    finally:
+        await served.stop()
