@@ -40,6 +40,8 @@ BUILTIN_SOURCES = (
     "duct.sources.haproxy.HAProxy",
     "duct.sources.prometheus.Scrape",
     "duct.sources.statsd.StatsD",
+    "duct.sources.sflow.sFlow",
+    "duct.sources.docker.ContainerStats",
     "duct.sources.redis.Queues",
     "duct.sources.redis.Redis",
     "duct.sources.database.memcache.Memcache",

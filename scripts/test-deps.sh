@@ -25,7 +25,11 @@ set -euo pipefail
 # vassal's app, is the Emperor whose stats the uWSGI source reads;
 # sensors (lm-sensors) and smartctl (smartmontools) are what the hardware
 # sources run, here finding nothing to read; charon, swanctl and ipsec are
-# the strongSwan the IPsec source asks, with a tunnel to itself.
+# the strongSwan the IPsec source asks, with a tunnel to itself;
+# pmacctd (with its sfprobe plugin) is the sFlow agent that samples
+# traffic on lo for the sFlow collector; dockerd runs busybox containers
+# (an image imported from busybox-static, as no registry is reachable)
+# for the Docker source.
 wanted=(
     systemd-analyze:systemd
     chromium:chromium
@@ -60,6 +64,9 @@ wanted=(
     dovecot:dovecot-imapd
     uwsgi:uwsgi
     uwsgi_python3:uwsgi-plugin-python3
+    pmacctd:pmacct
+    dockerd:docker.io
+    busybox:busybox-static
 )
 
 need=()

@@ -11,12 +11,14 @@ import dbservers
 import pytest
 from carbonserver import Carbon, findCarbon, startCarbon
 from dovecotserver import DovecotServer, findDovecot, startDovecot
+from dockerserver import DockerEngine, findDockerd, startDocker
 from influxserver import Influx, findInflux, startInflux
 from muninserver import MuninServer, findMunin, startMunin
 from nginxserver import Nginx, findNginx, startNginx, stopNginx
 from postfixserver import MAIL_UID, PostfixServer, findPostfix, startPostfix
 from promserver import PrometheusServer, findPrometheus, startPrometheus
 from rabbitserver import RabbitMQ, findRabbitMQ, startRabbitMQ
+from sflowprobe import SFlowProbe, findPmacctd, startProbe
 from snmpserver import SNMPAgent, findSNMPD, startSNMPD
 from sshserver import SSHD, findSSHD, startSSHD, stopSSHD
 from twisted.internet.task import Clock
@@ -233,6 +235,20 @@ def _sessionServer(find: Any, start: Any, package: str) -> Iterator[Any]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def sflow_probe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SFlowProbe]:
+    """Debian's pmacctd exporting sFlow of one port's traffic on lo, one for the whole session."""
+    root = tmp_path_factory.mktemp("pmacctd")
+    yield from _sessionServer(findPmacctd, lambda binary: startProbe(binary, root), "pmacct")
+
+
+@pytest.fixture(scope="session")
+def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerEngine]:
+    """Debian's dockerd on a private socket with two busybox containers, one per session."""
+    root = tmp_path_factory.mktemp("docker")
+    yield from _sessionServer(findDockerd, lambda binary: startDocker(binary, root), "docker.io")
 
 
 @pytest.fixture(scope="session")

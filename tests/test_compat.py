@@ -529,16 +529,15 @@ def test_a_class_not_there_yet_cannot_be_imported(tmp_path: Path) -> None:
         tmp_path,
         """\
         sources:
-            - service: flows
-              source: duct.sources.sflow.sFlow
-              port: 6343
-            - service: containers
-              source: duct.sources.docker.ContainerStats
+            - service: rtsp
+              source: duct.sources.media.libav.DarwinRTSP
+            - service: misspelt
+              source: duct.sources.network.HTTPS
         """,
     )
     assert {(p.item, p.key) for p in found} == {
-        ("sources[0] (service: flows)", "source"),
-        ("sources[1] (service: containers)", "source"),
+        ("sources[0] (service: rtsp)", "source"),
+        ("sources[1] (service: misspelt)", "source"),
     }
     for problem in found:
         assert "cannot import" in problem.message
