@@ -10,8 +10,8 @@ from typing import Any
 import dbservers
 import pytest
 from carbonserver import Carbon, findCarbon, startCarbon
-from dovecotserver import DovecotServer, findDovecot, startDovecot
 from dockerserver import DockerEngine, findDockerd, startDocker
+from dovecotserver import DovecotServer, findDovecot, startDovecot
 from influxserver import Influx, findInflux, startInflux
 from muninserver import MuninServer, findMunin, startMunin
 from nginxserver import Nginx, findNginx, startNginx, stopNginx
