@@ -51,7 +51,7 @@ import tempfile
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from twisted.internet.defer import Deferred, fail, maybeDeferred
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
@@ -59,6 +59,7 @@ from zope.interface import implementer
 
 from duct._testinghttp import RecordedRequest, StubHTTP
 from duct.interfaces import IDuct
+from duct.lib.commands import CommandOutput
 from duct.lib.ssh import SSHPool
 from duct.objects import Event, Output, Source
 from duct.options import declaredOptions, optionProblems, validate
@@ -201,6 +202,28 @@ class SourceHarness:
             return self._feed(events)
         self.events.extend(events.decode() if isinstance(events, EncodedEvents) else events)
         return None
+
+    def answerCommands(self, *outputs: CommandOutput | Exception) -> list[list[str]]:
+        """Have the source's commands (``self.run``) answer ``outputs`` in turn.
+
+        Each answer is a `duct.lib.commands.CommandOutput` (``(code,
+        stdout, stderr)``), or an exception the command fails with (a
+        `duct.lib.process.ProcessTimeout`, say).  Returns the list that
+        records the argv of each command run, in order.
+        """
+        asked: list[list[str]] = []
+
+        def run(
+            argv: Iterable[str], timeout: float | None = None, onOutput: Any = None
+        ) -> Deferred[CommandOutput]:
+            asked.append(list(argv))
+            if len(asked) > len(outputs):
+                return fail(AssertionError(f"no answer given for command {len(asked)}: {argv}"))
+            answer = outputs[len(asked) - 1]
+            return fail(answer) if isinstance(answer, Exception) else succeed(answer)
+
+        self.source.run = run  # type: ignore[method-assign]
+        return asked
 
     def latest(self, service: str) -> Event:
         """The last event of ``service`` (its full name); LookupError if there is none."""

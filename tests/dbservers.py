@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from localservers import answers, debianBinary, freePort, waitUntil
+from spawn import stopProcess
 
 REDIS = "/usr/bin/redis-server"
 MEMCACHED = "/usr/bin/memcached"
@@ -37,13 +38,7 @@ class Server:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stopProcess(self.process)
         shutil.rmtree(self.root, ignore_errors=True)
 
 

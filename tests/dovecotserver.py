@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from localservers import answers, debianBinary, freePort, waitUntil
+from spawn import stopProcess
 
 DOVECOT = "/usr/sbin/dovecot"
 PASSWORD = "duct-secret"
@@ -71,12 +72,7 @@ class DovecotServer:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stopProcess(self.process)
         shutil.rmtree(self.root, ignore_errors=True)
 
 

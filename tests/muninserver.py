@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from localservers import answers, debianBinary, freePort, waitUntil
+from spawn import stopProcess
 
 MUNIN_NODE = "/usr/sbin/munin-node"
 
@@ -80,12 +81,7 @@ class MuninServer:
         return (self.root / "munin-node.log").read_text(errors="replace")
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stopProcess(self.process)
 
 
 def findMunin() -> str | None:

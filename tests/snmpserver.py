@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from localservers import debianBinary, freePort, waitUntil
+from spawn import stopProcess
 
 SNMPD = "/usr/sbin/snmpd"
 COMMUNITY = "duct-community"
@@ -60,12 +61,7 @@ class SNMPAgent:
         return (self.root / "snmpd.log").read_text(errors="replace")
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stopProcess(self.process)
 
 
 def findSNMPD() -> str | None:

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 
 def startLogged(
@@ -54,7 +55,7 @@ def startLogged(
     return process
 
 
-def stopProcess(process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+def stopProcess(process: subprocess.Popen[Any], timeout: float = 60.0) -> None:
     """SIGTERM, then wait (SIGKILL after ``timeout``)."""
     if process.poll() is not None:
         return

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from localservers import debianBinary, freePort, waitUntil
+from spawn import stopProcess
 
 CHARON = "/usr/lib/ipsec/charon"
 PLUGINS = ("random nonce kdf openssl pem pkcs1 x509 revocation constraints pubkey "
@@ -105,12 +106,7 @@ class Charon:
         return done.stdout
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stopProcess(self.process)
 
 
 def findCharon() -> str | None:

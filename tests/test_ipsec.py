@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest_twisted
 from strongswanserver import Charon
-from twisted.internet.defer import Deferred, fail, succeed
 
 from duct.lib.commands import CommandOutput
 from duct.lib.process import ProcessTimeout
@@ -17,18 +16,6 @@ from duct.testing import FakeDuct, SourceHarness
 RECORDED = (Path(__file__).parent / "data" / "ipsec-statusall.txt").read_text()
 """``ipsec statusall`` of strongSwan 5.9.8 (`strongswanserver`): both ends of ``office``
 up, and ``nowhere`` connecting to an address that never answers."""
-
-
-def answering(harness: SourceHarness, *outputs: CommandOutput | Exception) -> list[list[str]]:
-    asked: list[list[str]] = []
-
-    def run(argv: list[str], timeout: float | None = None) -> Deferred[CommandOutput]:
-        asked.append(list(argv))
-        answer = outputs[len(asked) - 1]
-        return fail(answer) if isinstance(answer, Exception) else succeed(answer)
-
-    harness.source.run = run  # type: ignore[method-assign]
-    return asked
 
 
 def test_connections_and_whether_an_sa_is_established() -> None:
@@ -41,7 +28,7 @@ def test_connections_and_whether_an_sa_is_established() -> None:
 
 def test_events_and_a_failing_or_slow_ipsec() -> None:
     harness = SourceHarness(StrongSwan, {"service": "ipsec", "interval": 10})
-    asked = answering(harness, CommandOutput(3, RECORDED, ""),
+    asked = harness.answerCommands(CommandOutput(3, RECORDED, ""),
                       CommandOutput(1, "", "sudo: a password is required\n"),
                       ProcessTimeout("sudo timed out after 10s"))  # fmt: skip
     harness.start()

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest_twisted
 from postfixserver import PostfixServer
-from twisted.internet.defer import Deferred, fail, succeed
 
 from duct.lib.commands import CommandOutput
 from duct.lib.process import ProcessTimeout
@@ -19,22 +18,10 @@ RECORDED = (Path(__file__).parent / "data" / "postfix-find.txt").read_text()
 """What ``find`` listed in postfix 3.7's spool: two deferred messages and one on hold."""
 
 
-def answering(harness: SourceHarness, *outputs: CommandOutput | Exception) -> list[list[str]]:
-    asked: list[list[str]] = []
-
-    def run(argv: list[str], timeout: float | None = None) -> Deferred[CommandOutput]:
-        asked.append(list(argv))
-        answer = outputs[len(asked) - 1]
-        return fail(answer) if isinstance(answer, Exception) else succeed(answer)
-
-    harness.source.run = run  # type: ignore[method-assign]
-    return asked
-
-
 def test_each_queue_length_and_how_fast_it_changes() -> None:
     harness = SourceHarness(Postfix, {"service": "postfix", "interval": 10}, pipeline=True)
     drained = "\n".join(line for line in RECORDED.splitlines() if "/deferred/" not in line)
-    asked = answering(harness, CommandOutput(0, RECORDED, ""), CommandOutput(0, drained, ""))
+    asked = harness.answerCommands(CommandOutput(0, RECORDED, ""), CommandOutput(0, drained, ""))
     harness.start()
     deferred = harness.latest("postfix.deferred.value")
     assert (deferred.metric, deferred.description) == (2, "deferred queue length")
@@ -53,7 +40,7 @@ def test_each_queue_length_and_how_fast_it_changes() -> None:
 def test_a_spool_that_cannot_be_read_or_a_find_that_hangs_is_critical() -> None:
     harness = SourceHarness(Postfix, {"service": "postfix", "interval": 10, "spool": "/srv/pf"})
     denied = "find: '/srv/pf/active': Permission denied\nfind: '/srv/pf/hold': Permission denied\n"
-    answering(harness, CommandOutput(1, "", denied), ProcessTimeout("find timed out after 10s"))
+    harness.answerCommands(CommandOutput(1, "", denied), ProcessTimeout("find timed out after 10s"))
     harness.start()
     harness.advance(10)
     unreadable, slow = harness.events

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest_twisted
-from twisted.internet.defer import Deferred, fail, succeed
 
 from duct.lib.commands import CommandOutput
 from duct.lib.process import ProcessTimeout
@@ -29,19 +28,6 @@ SCAN = (DATA / "smartctl-scan.txt").read_text()
 NVME_A = "smartctl 7.3\n\n=== START OF SMART DATA SECTION ===\nTemperature: 36 Celsius\n"
 NO_SENSORS = ("No sensors found!\nMake sure you loaded all the kernel drivers you need.\n"
               "Try sensors-detect to find out which these are.\n")  # fmt: skip
-
-
-def answering(harness: SourceHarness, *outputs: CommandOutput | Exception) -> list[list[str]]:
-    """Make the source's commands answer ``outputs`` in turn; the argv of each is recorded."""
-    asked: list[list[str]] = []
-
-    def run(argv: list[str], timeout: float | None = None) -> Deferred[CommandOutput]:
-        asked.append(list(argv))
-        answer = outputs[len(asked) - 1]
-        return fail(answer) if isinstance(answer, Exception) else succeed(answer)
-
-    harness.source.run = run  # type: ignore[method-assign]
-    return asked
 
 
 def byService(events: list[Any]) -> dict[str, Any]:
@@ -117,7 +103,7 @@ def test_sensors_u_readings_by_chip_and_label() -> None:
 
 def test_lm_sensors_events_and_failures() -> None:
     harness = SourceHarness(LMSensors, {"service": "lm", "interval": 10})
-    asked = answering(harness, CommandOutput(0, SENSORS_U, ""),
+    asked = harness.answerCommands(CommandOutput(0, SENSORS_U, ""),
                       CommandOutput(1, "", "Error: File /etc/sensors3.conf, line 3: parse error\n"),
                       ProcessTimeout("sensors timed out after 10s"))  # fmt: skip
     harness.start()
@@ -157,7 +143,7 @@ async def test_the_real_sensors_command(reactor: Any) -> None:
 
 def test_no_chip_is_a_warning() -> None:
     harness = SourceHarness(LMSensors, {"service": "lm"})
-    answering(harness, CommandOutput(1, "", NO_SENSORS))
+    harness.answerCommands(CommandOutput(1, "", NO_SENSORS))
     harness.start()
     [state] = harness.events
     assert (state.state, state.description) == ("warning", "no sensors: No sensors found!")
@@ -165,7 +151,7 @@ def test_no_chip_is_a_warning() -> None:
 
 def test_smart_attributes_of_the_scanned_disks() -> None:
     harness = SourceHarness(SMART, {"service": "smart"})
-    asked = answering(harness, CommandOutput(0, SCAN, ""), CommandOutput(0, SMART_A, ""),
+    asked = harness.answerCommands(CommandOutput(0, SCAN, ""), CommandOutput(0, SMART_A, ""),
                       CommandOutput(0, NVME_A, ""))  # fmt: skip
     harness.start()
     events = byService(harness.events)
@@ -187,7 +173,7 @@ def test_a_failing_disk_and_an_unreadable_one_are_critical() -> None:
     harness = SourceHarness(SMART, {"service": "smart", "devices": ["/dev/sda", "/dev/sdb"]})
     denied = ("smartctl 7.3\nCopyright (C) 2002-22\n\n"
               "Smartctl open device: /dev/sdb failed: Permission denied\n")  # fmt: skip
-    answering(harness, CommandOutput(8, SMART_A, ""), CommandOutput(2, denied, ""))
+    harness.answerCommands(CommandOutput(8, SMART_A, ""), CommandOutput(2, denied, ""))
     harness.start()
     events = byService(harness.events)
     assert events["smart./dev/sda.Spin Up Time"].metric == 6083  # still read

@@ -100,6 +100,30 @@ def test_harness_poll_of_failing_source(observe_errors: Any) -> None:
     assert [e["source"] for e in observe_errors.take()] == ["b"]
 
 
+class Uptime(Source):
+    """Runs ``uptime`` and reports how many words it printed."""
+
+    async def get(self) -> Event:
+        code, stdout, _ = await self.run(["uptime"])
+        return self.createEvent("ok" if code == 0 else "critical", stdout, len(stdout.split()))
+
+
+def test_harness_answers_the_sources_commands_in_turn(observe_errors: Any) -> None:
+    from duct.lib.commands import CommandOutput
+    from duct.lib.process import ProcessTimeout
+
+    harness = SourceHarness(Uptime, {"service": "up"})
+    asked = harness.answerCommands(
+        CommandOutput(0, "up 3 days", ""), ProcessTimeout("uptime: too slow", "", "")
+    )
+    [first] = results(harness.poll())[0]
+    assert (first.state, first.metric) == ("ok", 3)
+    assert results(harness.poll()) == [[]] and harness.errors[0].check(ProcessTimeout)
+    assert results(harness.poll()) == [[]] and "no answer given" in str(harness.errors[1].value)
+    assert asked == [["uptime"]] * 3
+    assert {e["source"] for e in observe_errors.take()} == {"up"}  # failed polls are logged
+
+
 def test_harness_start_and_stop() -> None:
     harness = SourceHarness(Counting, {"service": "c", "interval": 5})
     harness.start()

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest_twisted
-from twisted.internet.defer import Deferred, fail, succeed
 from unboundserver import UNBOUND_CONTROL, UnboundServer
 
 from duct.lib.commands import CommandOutput
@@ -22,24 +21,11 @@ RECORDED = (Path(__file__).parent / "data" / "unbound-stats.txt").read_text()
 REFUSED = "[1796145330] unbound-control[19566:0] error: connect: Connection refused for /run/x.sock"
 
 
-def answering(harness: SourceHarness, *outputs: CommandOutput | Exception) -> list[list[str]]:
-    """Make the source's commands answer ``outputs`` in turn; the argv of each is recorded."""
-    asked: list[list[str]] = []
-
-    def run(argv: list[str], timeout: float | None = None) -> Deferred[CommandOutput]:
-        asked.append(list(argv))
-        answer = outputs[len(asked) - 1]
-        return fail(answer) if isinstance(answer, Exception) else succeed(answer)
-
-    harness.source.run = run  # type: ignore[method-assign]
-    return asked
-
-
 def test_every_statistic_with_counters_as_rates() -> None:
     config = {"service": "unbound", "interval": 10, "config": "/etc/unbound/unbound.conf"}
     harness = SourceHarness(Stats, config, pipeline=True)
     later = RECORDED.replace("total.num.queries=1\n", "total.num.queries=51\n")
-    asked = answering(harness, CommandOutput(0, RECORDED, ""), CommandOutput(0, later, ""))
+    asked = harness.answerCommands(CommandOutput(0, RECORDED, ""), CommandOutput(0, later, ""))
     harness.start()
     rrset = harness.latest("unbound.mem.cache.rrset")
     assert (rrset.metric, rrset.description, rrset.state) == (66072, "mem.cache.rrset", "ok")
@@ -66,7 +52,7 @@ def test_a_failing_or_slow_unbound_control_is_critical() -> None:
     harness = SourceHarness(
         Stats, {"service": "unbound", "interval": 10, "server": "127.0.0.1@8953"}
     )
-    answering(harness, CommandOutput(1, "", REFUSED),
+    harness.answerCommands(CommandOutput(1, "", REFUSED),
               ProcessTimeout("/usr/sbin/unbound-control timed out after 10s"))  # fmt: skip
     harness.start()
     harness.advance(10)

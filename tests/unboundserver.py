@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from localservers import debianBinary, freePort, waitUntil
+from spawn import stopProcess
 
 UNBOUND = "/usr/sbin/unbound"
 UNBOUND_CONTROL = "/usr/sbin/unbound-control"
@@ -63,12 +64,7 @@ class UnboundServer:
         return (self.root / "unbound.log").read_text(errors="replace")
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stopProcess(self.process)
 
 
 def findUnbound() -> str | None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from localservers import debianBinary, freePort, waitUntil
+from spawn import stopProcess
 
 UWSGI = "/usr/bin/uwsgi"
 PYTHON_PLUGIN = "/usr/lib/uwsgi/plugins/python3_plugin.so"
@@ -54,12 +55,7 @@ class EmperorServer:
         return (self.root / "uwsgi.log").read_text(errors="replace")
 
     def stop(self) -> None:
-        self.process.terminate()  # the Emperor stops its vassals on SIGTERM
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stopProcess(self.process)  # the Emperor stops its vassals on SIGTERM
 
 
 def findUwsgi() -> str | None:
