@@ -129,6 +129,40 @@ def test_workers_start_with_a_hand_off_socket_on_fd_3_and_udp_sockets_after() ->
     assert not clock.readers
 
 
+def test_a_worker_gets_connections_only_for_the_listeners_it_says_it_runs() -> None:
+    clock, spawner = MemoryReactorClock(), Spawner()
+    workers = pool(clock, spawner, count=1)
+    workers.startService()
+    protocol = spawner.process(1)
+    protocol.outReceived(b'{"web": 4321, "pid": 1000, "listeners": []}\n')
+    assert workers.info()["1"]["state"] == "running"
+    assert not clock.readers  # serving, but its listener failed to start: nothing is accepted
+    protocol.outReceived(b'{"listeners": [0]}\n')  # a reload brought it back
+    assert len(clock.readers) == 1
+    protocol.outReceived(
+        b'{"listeners": [0, 9, "x"]}\n'
+    )  # what the parent does not share is ignored
+    assert workers.distributor.links[1].listeners == {0}
+    workers.stopService()
+
+
+def test_a_worker_says_which_listeners_it_runs_after_a_reload() -> None:
+    from twisted.internet.defer import succeed
+
+    from duct.workers.worker import WorkerReload
+
+    class Service:
+        def reload(self, config: Any) -> Any:
+            return succeed("reloaded")
+
+    told: list[str] = []
+    target = WorkerReload(Service(), 1, {}, lambda: told.append("listeners"))  # type: ignore[arg-type]
+    config = ConfigFile.fromDict(CONFIG)
+    results: list[Any] = []
+    target.reload(config).addCallback(results.append)
+    assert told == ["listeners"] and results == ["reloaded"]
+
+
 def test_a_worker_inherits_only_the_sockets_of_the_listeners_it_runs() -> None:
     clock, spawner = MemoryReactorClock(), Spawner()
     workers = pool(clock, spawner, count=2, listens={"tcp:5555": 1, "udp:5556": 2})

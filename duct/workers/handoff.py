@@ -1,15 +1,17 @@
 """The parent's side of stream listeners in workers: accept each connection, hand it on.
 
-Why the parent accepts: when every worker accepts from one shared socket,
-the kernel wakes them all and the first to run takes the connection, so a
-few long-lived connections (a Riemann client keeps its own open) end up
-mostly in one worker; four clients on two workers were split 3 to 1 in
-every run of ``bench/riemann_relay.py --workers``.  Instead, the parent
-accepts, and passes the connected socket (``SCM_RIGHTS`` over a UNIX
-socket pair, one per worker) to the worker that runs the listener and
-holds the fewest connections, in turn when several hold as few.  Each
-worker tells the parent, one byte each, when a connection it was given
-closes.  The parent never reads from a connection: it costs an accept and
+Why the parent accepts: when every worker accepts from one shared
+socket, the kernel wakes them all and the first to run takes the
+connection, so a few long-lived connections (a Riemann client keeps its
+own open) end up mostly in one worker; four clients on two workers were
+split 3 to 1 in every run of ``bench/riemann_relay.py --workers``.
+Instead, the parent accepts, and passes the connected socket
+(``SCM_RIGHTS`` over a UNIX socket pair, one per worker) to the worker
+that runs the listener and holds the fewest connections, in turn when
+several hold as few. Each worker tells the parent, one byte each, when a
+connection it was given closes, and which listeners it takes connections
+for when it starts and after each reload (one a reload removed gets
+none). The parent never reads from a connection: it costs an accept and
 a ``sendmsg`` per connection, nothing per event.
 
 A connection that no worker can take now (none is serving yet, or every
@@ -189,6 +191,13 @@ class Distributor:
         )
         self.links[number] = link
         return theirs
+
+    def retarget(self, number: int, listeners: set[int]) -> None:
+        """Worker ``number`` takes connections for ``listeners`` only, as it said (a reload)."""
+        link = self.links.get(number)
+        if link is not None:
+            link.listeners = listeners & set(self.acceptors)
+            self._resume()
 
     def ready(self, number: int) -> None:
         link = self.links.get(number)

@@ -97,7 +97,14 @@ class WorkerProcess(ProcessProtocol):
                 report = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(report, dict) and isinstance(report.get("web"), int):
+            if not isinstance(report, dict):
+                continue
+            listeners = report.get("listeners")
+            if isinstance(listeners, list):
+                self.pool.distributor.retarget(
+                    self.number, {i for i in listeners if type(i) is int}
+                )
+            if isinstance(report.get("web"), int):
                 self.web = report["web"]
                 self.pool.serving(self)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import stdio
@@ -46,18 +47,35 @@ class ParentChannel(Protocol):
 
 
 class WorkerReload:
-    """What a SIGHUP reloads in a worker: its own part of the file."""
+    """What a SIGHUP reloads in a worker: its own part of the file.
 
-    def __init__(self, service: DuctService, number: int, adopted: dict[str, str]) -> None:
+    :param reloaded: called once a reload has been applied (the worker
+        tells the parent which listeners it now takes connections for).
+    """
+
+    def __init__(
+        self,
+        service: DuctService,
+        number: int,
+        adopted: dict[str, str],
+        reloaded: Callable[[], None] | None = None,
+    ) -> None:
         self.service = service
         self.number = number
         self.adopted = adopted
+        self.reloaded = reloaded
 
     def reopen(self) -> None:
         self.service.reopen()
 
     def reload(self, config: Config) -> Any:
-        return self.service.reload(workerConfig(config, self.number, self.adopted))
+        d = self.service.reload(workerConfig(config, self.number, self.adopted))
+        return d.addCallback(self._reloaded)
+
+    def _reloaded(self, result: Any) -> Any:
+        if self.reloaded is not None:
+            self.reloaded()
+        return result
 
 
 def run(path: str, number: int, adopted: dict[str, str], handOffFd: int | None = None) -> int:
@@ -82,9 +100,15 @@ def run(path: str, number: int, adopted: dict[str, str], handOffFd: int | None =
     channel = ParentChannel(reactor)
     outcome: list[int] = [0]
 
+    receiver: list[Any] = []
+
+    def listening() -> list[int]:
+        """The listeners this worker takes handed-off connections for, by index."""
+        return sorted(receiver[0].factories) if receiver else []
+
     def start() -> None:
         if handOffFd is not None:
-            listenForHandOffs(reactor, handOffFd)
+            receiver.append(listenForHandOffs(reactor, handOffFd))
         try:
             service.startService()
         except ConfigurationError as e:
@@ -94,8 +118,11 @@ def run(path: str, number: int, adopted: dict[str, str], handOffFd: int | None =
             return
         stdio.StandardIO(channel, reactor=reactor)
         web = service.web.port.getHost().port if service.web and service.web.port else None
-        channel.report(web=web, pid=os.getpid(), number=number)
-        installSignalHandlers(reactor, service, path, WorkerReload(service, number, adopted))
+        channel.report(web=web, pid=os.getpid(), number=number, listeners=listening())
+        target = WorkerReload(
+            service, number, adopted, lambda: channel.report(listeners=listening())
+        )
+        installSignalHandlers(reactor, service, path, target)
 
     def stop() -> Any:
         return service.stopService() if service.running else None
