@@ -54,8 +54,13 @@ def measure(started: tuple[float, float], events: int) -> Result:
     return {"events_per_s": events / wall, "cpu_ms_per_1000": cpu * 1000 / events * 1000}
 
 
-async def runOutput(reactor: Any, output: dict[str, Any], events: list[Event]) -> Result:
-    """Push ``events`` through the output ``output`` configures; wait for every one."""
+async def runOutput(
+    reactor: Any, output: dict[str, Any], events: list[Event], then: Any = None
+) -> Result:
+    """Push ``events`` through the output ``output`` configures; wait for every one.
+
+    ``then(out)``, if given, is awaited too before the time is taken (a scrape).
+    """
     from duct.service import DuctService
 
     with tempfile.TemporaryDirectory() as state:
@@ -70,6 +75,8 @@ async def runOutput(reactor: Any, output: dict[str, Any], events: list[Event]) -
         for start in range(0, len(events), 1000):
             out.eventsReceived(events[start : start + 1000])
         await waitFor(reactor, lambda: out.sent >= len(events), "every event sent", 600, 0.005)
+        if then is not None:
+            await then(out)
         result = measure(started, len(events))
         await out.stop()
     return result
@@ -186,28 +193,12 @@ async def benchRemoteWriteBare(args: argparse.Namespace, reactor: Any) -> Result
 async def benchScrape(args: argparse.Namespace, reactor: Any) -> Result:
     import treq
 
-    events = makeEvents(args.events)
-    output = {"output": "duct.outputs.prometheus.Prometheus", "port": 0}
-    from duct.service import DuctService
-
-    with tempfile.TemporaryDirectory() as state:
-        config = {
-            "state_dir": state,
-            "outputs": [{"name": "out", "maxsize": len(events), **output}],
-        }
-        service = DuctService(config, reactor)
-        out = service.outputs["out"]
-        await out.start()
-        started = time.perf_counter(), time.process_time()
-        for start in range(0, len(events), 1000):
-            out.eventsReceived(events[start : start + 1000])
-        await waitFor(reactor, lambda: out.sent >= len(events), "every event taken", 600, 0.005)
-        port = out.port.getHost().port
-        response = await treq.get(f"http://127.0.0.1:{port}/metrics")
+    async def scrape(out: Any) -> None:
+        response = await treq.get(f"http://127.0.0.1:{out.port.getHost().port}/metrics")
         await response.content()
-        result = measure(started, len(events))
-        await out.stop()
-    return result
+
+    output = {"output": "duct.outputs.prometheus.Prometheus", "port": 0}
+    return await runOutput(reactor, output, makeEvents(args.events), scrape)
 
 
 async def benchScrapeBare(args: argparse.Namespace, reactor: Any) -> Result:

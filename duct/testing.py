@@ -258,6 +258,21 @@ class SourceHarness:
         return d
 
 
+def recordingService(reactor: Any, config: dict[str, Any]) -> tuple[Any, RecordingOutput]:
+    """An agent (a `duct.service.DuctService`, not started) on ``config``, writing to one
+    `RecordingOutput` named ``out`` that flushes at once: for a source's end-to-end
+    test against a real server.  ``config`` gives the sources and any other
+    setting, and no outputs.
+    """
+    from duct.service import DuctService
+
+    outputs = [{"output": "duct.testing.RecordingOutput", "name": "out", "flush_interval": 0}]
+    service = DuctService({**config, "outputs": outputs}, reactor=reactor)
+    output = service.outputs["out"]
+    assert isinstance(output, RecordingOutput)
+    return service, output
+
+
 class OutputHarness:
     """Feeds events to an output on a MemoryReactorClock and reports what became of them.
 

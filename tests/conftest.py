@@ -88,6 +88,24 @@ def logged() -> Iterator[list[dict[str, Any]]]:
         globalLogPublisher.removeObserver(events.append)
 
 
+def _sessionServer(find: Any, start: Any, package: str, stop: Any = None) -> Iterator[Any]:
+    """The server ``start(binary)`` makes, for a session; a missing ``package`` fails.
+
+    ``stop(binary, server)`` stops it at the end, or else ``server.stop()``.
+    """
+    binary = find()
+    if binary is None:
+        pytest.fail(f"{package} is not installed: run scripts/test-deps.sh (as root) or make test")
+    server = start(binary)
+    try:
+        yield server
+    finally:
+        if stop is not None:
+            stop(binary, server)
+        else:
+            server.stop()
+
+
 @pytest.fixture(scope="session")
 def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nginx]:
     """Debian's nginx serving ``/nginx_status`` on 127.0.0.1, one for the whole session.
@@ -95,14 +113,12 @@ def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nginx]:
     `make test` installs nginx (scripts/test-deps.sh); a missing one fails
     the tests that use it, since they would otherwise prove nothing.
     """
-    binary = findNginx()
-    if binary is None:
-        pytest.fail("nginx is not installed: run scripts/test-deps.sh (as root) or make test")
-    server = startNginx(binary, tmp_path_factory.mktemp("nginx"))
-    try:
-        yield server
-    finally:
-        stopNginx(binary, server)
+    yield from _sessionServer(
+        findNginx,
+        lambda binary: startNginx(binary, tmp_path_factory.mktemp("nginx")),
+        "nginx",
+        stopNginx,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -112,14 +128,12 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHD]:
     `make test` installs it (scripts/test-deps.sh); a missing one fails the
     tests that use it.
     """
-    binary = findSSHD()
-    if binary is None:
-        pytest.fail("sshd is not installed: run scripts/test-deps.sh (as root) or make test")
-    server = startSSHD(binary, tmp_path_factory.mktemp("sshd"))
-    try:
-        yield server
-    finally:
-        stopSSHD(server)
+    yield from _sessionServer(
+        findSSHD,
+        lambda binary: startSSHD(binary, tmp_path_factory.mktemp("sshd")),
+        "openssh-server",
+        lambda _, server: stopSSHD(server),
+    )
 
 
 @pytest.fixture(scope="session")
@@ -129,27 +143,24 @@ def influx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Influx]:
     `make test` installs it (scripts/test-deps.sh); a missing one fails the
     tests that use it.
     """
-    binary = findInflux()
-    if binary is None:
-        pytest.fail("influxd is not installed: run scripts/test-deps.sh (as root) or make test")
-    server = startInflux(binary, tmp_path_factory.mktemp("influx"))
-    try:
-        yield server
-    finally:
-        server.server.stop()
+    yield from _sessionServer(
+        findInflux,
+        lambda binary: startInflux(binary, tmp_path_factory.mktemp("influx")),
+        "influxdb",
+        lambda _, server: server.server.stop(),
+    )
 
 
 @pytest.fixture(scope="session")
 def prometheus_receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
     """Debian's prometheus with its remote write receiver on, one for the whole session."""
-    binary = findPrometheus()
-    if binary is None:
-        pytest.fail("prometheus is not installed: run scripts/test-deps.sh (as root) or make test")
-    server = startPrometheus(binary, tmp_path_factory.mktemp("prometheus"), receiver=True)
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _sessionServer(
+        findPrometheus,
+        lambda binary: startPrometheus(
+            binary, tmp_path_factory.mktemp("prometheus"), receiver=True
+        ),
+        "prometheus",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -159,14 +170,11 @@ def carbon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Carbon]:
     A test that stops it starts it again.  `make test` installs it
     (scripts/test-deps.sh); a missing one fails the tests that use it.
     """
-    binary = findCarbon()
-    if binary is None:
-        pytest.fail("carbon-cache is not installed: run scripts/test-deps.sh (as root)")
-    server = startCarbon(binary, tmp_path_factory.mktemp("carbon"))
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _sessionServer(
+        findCarbon,
+        lambda binary: startCarbon(binary, tmp_path_factory.mktemp("carbon")),
+        "graphite-carbon",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -176,14 +184,11 @@ def victoria(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VictoriaMetri
     A test that stops it starts it again.  `make test` installs it
     (scripts/test-deps.sh); a missing one fails the tests that use it.
     """
-    binary = findVictoriaMetrics()
-    if binary is None:
-        pytest.fail("victoria-metrics is not installed: run scripts/test-deps.sh (as root)")
-    server = startVictoriaMetrics(binary, tmp_path_factory.mktemp("victoria"))
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _sessionServer(
+        findVictoriaMetrics,
+        lambda binary: startVictoriaMetrics(binary, tmp_path_factory.mktemp("victoria")),
+        "victoria-metrics",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -223,18 +228,6 @@ def started(server: Any) -> Any:
     """``server``, once its ``start`` returned."""
     server.start()
     return server
-
-
-def _sessionServer(find: Any, start: Any, package: str) -> Iterator[Any]:
-    """The server ``start(binary)`` makes, for a session; a missing ``package`` fails."""
-    binary = find()
-    if binary is None:
-        pytest.fail(f"{package} is not installed: run scripts/test-deps.sh (as root) or make test")
-    server = start(binary)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -278,13 +271,7 @@ def mariadb_server() -> Iterator[dbservers.Server]:
 @pytest.fixture(scope="session")
 def rabbitmq_server() -> Iterator[RabbitMQ]:
     """Debian's RabbitMQ with its management API, on free ports, one for the whole session."""
-    if findRabbitMQ() is None:
-        pytest.fail("rabbitmq-server is not installed: run scripts/test-deps.sh (as root)")
-    server = startRabbitMQ()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _sessionServer(findRabbitMQ, lambda _: startRabbitMQ(), "rabbitmq-server")
 
 
 @pytest.fixture(scope="session")

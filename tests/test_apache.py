@@ -9,9 +9,8 @@ import pytest_twisted
 import treq
 from silentserver import listenSilently
 
-from duct.service import DuctService
 from duct.sources.apache import Apache
-from duct.testing import RecordingOutput, SourceHarness, StubHTTP, waitFor
+from duct.testing import SourceHarness, StubHTTP, recordingService, waitFor
 
 RECORDED = (Path(__file__).parent / "data" / "apache-status.txt").read_bytes()
 
@@ -50,12 +49,8 @@ async def test_a_server_that_does_not_answer_is_critical_within_the_timeout(reac
         "stagger": 0,
         "sources": [{"source": "duct.sources.apache.Apache", "service": "apache", "interval": 60,
                      "timeout": 0.3, "url": f"http://127.0.0.1:{port.getHost().port}/x?auto"}],
-        "outputs": [{"output": "duct.testing.RecordingOutput", "name": "out",
-                     "flush_interval": 0}],
     }  # fmt: skip
-    service = DuctService(config, reactor=reactor)
-    output = service.outputs["out"]
-    assert isinstance(output, RecordingOutput)
+    service, output = recordingService(reactor, config)
     service.startService()
     try:
         [state] = await waitFor(reactor, lambda: output.written, "the state event", 10)
@@ -72,12 +67,8 @@ async def test_duct_polls_a_real_apache(reactor: Any, apache: Any) -> None:
         "stagger": 0,
         "sources": [{"source": "duct.sources.apache.Apache", "service": "apache",
                      "interval": 0.3, "url": f"http://127.0.0.1:{apache.port}/server-status?auto"}],
-        "outputs": [{"output": "duct.testing.RecordingOutput", "name": "out",
-                     "flush_interval": 0}],
     }  # fmt: skip
-    service = DuctService(config, reactor=reactor)
-    output = service.outputs["out"]
-    assert isinstance(output, RecordingOutput)
+    service, output = recordingService(reactor, config)
 
     def accesses() -> list[float]:
         return [e.metric for e in output.written if e.service == "apache.accesses"]

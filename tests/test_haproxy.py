@@ -8,9 +8,8 @@ from typing import Any
 import pytest_twisted
 from silentserver import listenSilently
 
-from duct.service import DuctService
 from duct.sources.haproxy import HAProxy
-from duct.testing import RecordingOutput, SourceHarness, StubHTTP, waitFor
+from duct.testing import SourceHarness, StubHTTP, recordingService, waitFor
 
 RECORDED = (Path(__file__).parent / "data" / "haproxy-stats.csv").read_bytes()
 
@@ -70,12 +69,8 @@ async def run(reactor: Any, source: dict[str, Any], done: Any) -> list[Any]:
         "stagger": 0,
         "sources": [{"source": "duct.sources.haproxy.HAProxy", "service": "lb", "interval": 0.3,
                      **source}],
-        "outputs": [{"output": "duct.testing.RecordingOutput", "name": "out",
-                     "flush_interval": 0}],
     }  # fmt: skip
-    service = DuctService(config, reactor=reactor)
-    output = service.outputs["out"]
-    assert isinstance(output, RecordingOutput)
+    service, output = recordingService(reactor, config)
     service.startService()
     try:
         await waitFor(reactor, lambda: done(output.written), "the events", 30)

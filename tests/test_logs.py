@@ -13,10 +13,9 @@ from nginxserver import Nginx as NginxServer
 from duct.lib.accesslog import AccessLogParser
 from duct.lib.cache import PersistentCache
 from duct.lib.logfollow import LogFollower
-from duct.service import DuctService
 from duct.sources.logs import LogFile
 from duct.sources.nginx import NginxLog, NginxLogMetrics
-from duct.testing import FakeDuct, RecordingOutput, SourceHarness, waitFor
+from duct.testing import FakeDuct, SourceHarness, recordingService, waitFor
 
 RECORDED = Path(__file__).parent / "data" / "nginx-access.log"
 
@@ -165,12 +164,8 @@ async def test_duct_follows_a_real_nginx_access_log(
             {"source": "duct.sources.nginx.NginxLog", "service": "weblogs",
              "interval": 0.3, "file": str(nginx.root / "access.log")},
         ],
-        "outputs": [{"output": "duct.testing.RecordingOutput", "name": "out",
-                     "flush_interval": 0}],
     }  # fmt: skip
-    service = DuctService(config, reactor=reactor)
-    output = service.outputs["out"]
-    assert isinstance(output, RecordingOutput)
+    service, output = recordingService(reactor, config)
     service.startService()
     try:
 

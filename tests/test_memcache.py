@@ -9,9 +9,8 @@ import pytest_twisted
 from dbservers import Server
 from replay import RefusingEndpoint, ReplayEndpoint, SilentEndpoint, recorded
 
-from duct.service import DuctService
 from duct.sources.database.memcache import Memcache
-from duct.testing import RecordingOutput, SourceHarness, waitFor
+from duct.testing import SourceHarness, recordingService, waitFor
 
 STATS = b"stats\r\n"
 
@@ -57,12 +56,8 @@ async def test_duct_reads_a_real_memcached(reactor: Any, memcached_server: Serve
         "stagger": 0,
         "sources": [{"source": "duct.sources.database.memcache.Memcache", "service": "mc",
                      "interval": 0.3, "port": memcached_server.port}],
-        "outputs": [{"output": "duct.testing.RecordingOutput", "name": "out",
-                     "flush_interval": 0}],
     }  # fmt: skip
-    service = DuctService(config, reactor=reactor)
-    output = service.outputs["out"]
-    assert isinstance(output, RecordingOutput)
+    service, output = recordingService(reactor, config)
 
     def latest(name: str) -> Any:
         return next((e for e in reversed(output.written) if e.service == name), None)

@@ -12,9 +12,8 @@ from muninserver import MuninServer
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.testing import StringTransport
 
-from duct.service import DuctService
 from duct.sources.munin import MuninNode, MuninProtocol
-from duct.testing import RecordingOutput, SourceHarness, waitFor
+from duct.testing import SourceHarness, recordingService, waitFor
 
 RECORDED = Path(__file__).parent / "data" / "munin-node.txt"
 
@@ -120,12 +119,8 @@ async def test_duct_reads_every_plugin_of_a_real_munin_node(
         "stagger": 0,
         "sources": [{"source": "duct.sources.munin.MuninNode", "service": "munin",
                      "interval": 0.5, "host": "127.0.0.1", "port": munin_node.port}],
-        "outputs": [{"output": "duct.testing.RecordingOutput", "name": "out",
-                     "flush_interval": 0}],
     }  # fmt: skip
-    service = DuctService(config, reactor=reactor)
-    output = service.outputs["out"]
-    assert isinstance(output, RecordingOutput)
+    service, output = recordingService(reactor, config)
 
     def series(name: str) -> list[Any]:
         return [e for e in output.written if e.service == f"munin.{name}"]

@@ -14,9 +14,8 @@ from twisted.web.client import HTTPConnectionPool
 
 import duct.sources.nginx as nginxSource
 from duct.lib.http import HTTPError
-from duct.service import DuctService
 from duct.sources.nginx import Nginx
-from duct.testing import RecordingOutput, SourceHarness, StubHTTP, waitFor
+from duct.testing import SourceHarness, StubHTTP, recordingService, waitFor
 
 
 def page(active: int, accepts: int, handled: int, requests: int) -> str:
@@ -77,12 +76,8 @@ async def test_duct_polls_a_real_nginx_and_counts_the_requests_it_served(
         "stagger": 0,
         "sources": [{"source": "duct.sources.nginx.Nginx", "service": "nginx",
                      "interval": 0.5, "url": nginx.statusURL}],
-        "outputs": [{"output": "duct.testing.RecordingOutput", "name": "out",
-                     "flush_interval": 0}],
     }  # fmt: skip
-    service = DuctService(config, reactor=reactor)
-    output = service.outputs["out"]
-    assert isinstance(output, RecordingOutput)
+    service, output = recordingService(reactor, config)
 
     def series(name: str) -> list[Any]:
         return [e for e in output.written if e.service == f"nginx.{name}"]

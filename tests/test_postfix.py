@@ -10,9 +10,8 @@ from postfixserver import PostfixServer
 
 from duct.lib.commands import CommandOutput
 from duct.lib.process import ProcessTimeout
-from duct.service import DuctService
 from duct.sources.postfix import QUEUES, Postfix
-from duct.testing import FakeDuct, RecordingOutput, SourceHarness, waitFor
+from duct.testing import FakeDuct, SourceHarness, recordingService, waitFor
 
 RECORDED = (Path(__file__).parent / "data" / "postfix-find.txt").read_text()
 """What ``find`` listed in postfix 3.7's spool: two deferred messages and one on hold."""
@@ -69,12 +68,8 @@ async def test_duct_counts_the_queues_of_a_real_postfix(
         "stagger": 0,
         "sources": [{"source": "duct.sources.postfix.Postfix", "service": "postfix",
                      "interval": 0.3, "spool": postfix.spool}],
-        "outputs": [{"output": "duct.testing.RecordingOutput", "name": "out",
-                     "flush_interval": 0}],
     }  # fmt: skip
-    service = DuctService(config, reactor=reactor)
-    output = service.outputs["out"]
-    assert isinstance(output, RecordingOutput)
+    service, output = recordingService(reactor, config)
 
     def latest(name: str) -> float | None:
         found = [e.metric for e in output.written if e.service == f"postfix.{name}"]

@@ -10,9 +10,8 @@ from dbservers import Server
 from replay import HangingEndpoint, RefusingEndpoint, ReplayEndpoint, SilentEndpoint, recorded
 
 from duct.lib.resp import encodeCommand, parseReply
-from duct.service import DuctService
 from duct.sources.redis import Queues, Redis
-from duct.testing import RecordingOutput, SourceHarness, waitFor
+from duct.testing import SourceHarness, recordingService, waitFor
 
 INFO = encodeCommand("INFO")
 
@@ -119,12 +118,8 @@ async def test_duct_reads_a_real_redis(reactor: Any, redis_server: Server) -> No
         "sources": [{"source": "duct.sources.redis.Queues", "service": "jobs", "queue": "jobs",
                      **common},
                     {"source": "duct.sources.redis.Redis", "service": "redis", **common}],
-        "outputs": [{"output": "duct.testing.RecordingOutput", "name": "out",
-                     "flush_interval": 0}],
     }  # fmt: skip
-    service = DuctService(config, reactor=reactor)
-    output = service.outputs["out"]
-    assert isinstance(output, RecordingOutput)
+    service, output = recordingService(reactor, config)
 
     def latest(name: str) -> Any:
         return next((e for e in reversed(output.written) if e.service == name), None)

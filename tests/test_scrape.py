@@ -12,7 +12,7 @@ from silentserver import listenSilently
 
 from duct.service import DuctService
 from duct.sources.prometheus import Scrape
-from duct.testing import RecordingOutput, SourceHarness, StubHTTP, waitFor
+from duct.testing import SourceHarness, StubHTTP, recordingService, waitFor
 
 RECORDED = (Path(__file__).parent / "data" / "node-exporter.txt").read_bytes()
 
@@ -60,12 +60,8 @@ async def scrape(reactor: Any, url: str, done: Any, **more: Any) -> list[Any]:
         "stagger": 0,
         "sources": [{"source": "duct.sources.prometheus.Scrape", "service": "scraped",
                      "interval": 0.3, "url": url, **more}],
-        "outputs": [{"output": "duct.testing.RecordingOutput", "name": "out",
-                     "flush_interval": 0}],
     }  # fmt: skip
-    service = DuctService(config, reactor=reactor)
-    output = service.outputs["out"]
-    assert isinstance(output, RecordingOutput)
+    service, output = recordingService(reactor, config)
     service.startService()
     try:
         await waitFor(reactor, lambda: done(output.written), "the samples", 30)

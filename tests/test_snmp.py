@@ -13,9 +13,8 @@ from snmpserver import AUTH_KEY, COMMUNITY, PRIV_KEY, USER, SNMPAgent
 from twisted.internet.defer import Deferred, fail, succeed
 
 from duct.lib.snmpclient import SNMPError, Table
-from duct.service import DuctService
 from duct.sources.snmp import SNMP
-from duct.testing import FakeDuct, RecordingOutput, SourceHarness, waitFor
+from duct.testing import FakeDuct, SourceHarness, recordingService, waitFor
 
 RECORDED: Table = json.loads((Path(__file__).parent / "data" / "snmpd-ifmib.json").read_text())
 """What net-snmp 5.9's snmpd answered over v3 for the IF-MIB columns duct walks."""
@@ -131,12 +130,8 @@ async def test_duct_polls_a_real_snmpd_over_v2c(reactor: Any, snmpd: SNMPAgent) 
         "stagger": 0,
         "sources": [{"source": "duct.sources.snmp.SNMP", "service": "snmp", "interval": 0.5,
                      "port": snmpd.port, "community": COMMUNITY}],
-        "outputs": [{"output": "duct.testing.RecordingOutput", "name": "out",
-                     "flush_interval": 0}],
     }  # fmt: skip
-    service = DuctService(config, reactor=reactor)
-    output = service.outputs["out"]
-    assert isinstance(output, RecordingOutput)
+    service, output = recordingService(reactor, config)
 
     def series(name: str) -> list[Any]:
         return [e for e in output.written if e.service == f"snmp.{name}"]

@@ -9,10 +9,9 @@ from dbservers import Server
 from sqlreplay import RecordedQueries
 from twisted.internet.defer import fail
 
-from duct.service import DuctService
 from duct.sources.database.mysql import MySQL
 from duct.sources.database.postgresql import CONNECTIONS, PostgreSQL
-from duct.testing import RecordingOutput, SourceHarness, waitFor
+from duct.testing import SourceHarness, recordingService, waitFor
 
 
 def harnessFor(cls: type, recording: str, **config: Any) -> tuple[SourceHarness, RecordedQueries]:
@@ -93,12 +92,8 @@ async def runAgainst(reactor: Any, source: dict[str, Any], ready: Any) -> tuple[
     config = {
         "stagger": 0,
         "sources": [{"service": "db", "interval": 0.3, **source}],
-        "outputs": [{"output": "duct.testing.RecordingOutput", "name": "out",
-                     "flush_interval": 0}],
     }  # fmt: skip
-    service = DuctService(config, reactor=reactor)
-    output = service.outputs["out"]
-    assert isinstance(output, RecordingOutput)
+    service, output = recordingService(reactor, config)
 
     def latest(name: str) -> Any:
         return next((e for e in reversed(output.written) if e.service == name), None)

@@ -24,7 +24,14 @@ from duct.options import Option
 from duct.service import DuctService
 from duct.sources.linux import basic
 from duct.stats import declaredStats, read
-from duct.testing import FakeDuct, RecordingOutput, SourceHarness, configure, waitFor
+from duct.testing import (
+    FakeDuct,
+    RecordingOutput,
+    SourceHarness,
+    configure,
+    recordingService,
+    waitFor,
+)
 
 
 class Probe(Source):
@@ -203,12 +210,8 @@ async def test_a_blueprint_over_two_hosts_shares_one_connection_per_host(
             {"service": "network", "source": "duct.sources.linux.basic.Network"},
         ]}},
         "blueprint": [{"toolbox": "system", "sets": [{"hostname": ["127.0.0.1", "localhost"]}]}],
-        "outputs": [{"output": "duct.testing.RecordingOutput", "name": "out",
-                     "flush_interval": 0}],
     }  # fmt: skip
-    service = DuctService(config, reactor=reactor)
-    output = service.outputs["out"]
-    assert isinstance(output, RecordingOutput)
+    service, output = recordingService(reactor, config)
     wanted = {(host, name) for host in ("127.0.0.1", "localhost") for name in ("load", "memory")}
 
     def seen() -> set[tuple[str | None, str]]:

@@ -11,9 +11,8 @@ from unboundserver import UNBOUND_CONTROL, UnboundServer
 
 from duct.lib.commands import CommandOutput
 from duct.lib.process import ProcessTimeout
-from duct.service import DuctService
 from duct.sources.unbound import Stats, counts
-from duct.testing import FakeDuct, RecordingOutput, SourceHarness, waitFor
+from duct.testing import FakeDuct, SourceHarness, recordingService, waitFor
 
 RECORDED = (Path(__file__).parent / "data" / "unbound-stats.txt").read_text()
 """``unbound-control stats_noreset`` of unbound 1.17 after one query."""
@@ -84,12 +83,8 @@ async def test_duct_reads_a_real_unbound(reactor: Any, unbound: UnboundServer) -
         "stagger": 0,
         "sources": [{"source": "duct.sources.unbound.Stats", "service": "unbound",
                      "interval": 0.5, "executable": UNBOUND_CONTROL, "config": unbound.conf}],
-        "outputs": [{"output": "duct.testing.RecordingOutput", "name": "out",
-                     "flush_interval": 0}],
     }  # fmt: skip
-    service = DuctService(config, reactor=reactor)
-    output = service.outputs["out"]
-    assert isinstance(output, RecordingOutput)
+    service, output = recordingService(reactor, config)
 
     def series(name: str) -> list[Any]:
         return [e for e in output.written if e.service == f"unbound.{name}"]

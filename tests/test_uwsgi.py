@@ -11,9 +11,8 @@ from silentserver import listenSilently
 from twisted.internet.protocol import Factory, Protocol
 from uwsgiserver import EmperorServer
 
-from duct.service import DuctService
 from duct.sources.python.uwsgi import Emperor, StatsError, vassalsOf
-from duct.testing import FakeDuct, RecordingOutput, SourceHarness, waitFor
+from duct.testing import FakeDuct, SourceHarness, recordingService, waitFor
 
 
 def emperor(reactor: Any, port: int, timeout: float = 10) -> SourceHarness:
@@ -60,12 +59,8 @@ async def test_duct_reads_a_real_emperor_on_its_timer(
         "stagger": 0,
         "sources": [{"source": "duct.sources.python.uwsgi.Emperor", "service": "emperor",
                      "interval": 0.2, "host": "127.0.0.1", "port": uwsgi_emperor.statsPort}],
-        "outputs": [{"output": "duct.testing.RecordingOutput", "name": "out",
-                     "flush_interval": 0}],
     }  # fmt: skip
-    service = DuctService(config, reactor=reactor)
-    output = service.outputs["out"]
-    assert isinstance(output, RecordingOutput)
+    service, output = recordingService(reactor, config)
 
     def states() -> list[Any]:
         return [e for e in output.written if e.service == "emperor.state"]
